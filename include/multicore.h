@@ -1,0 +1,293 @@
+/*
+ * multicore.h — the public C API of libmulticore.
+ *
+ * libmulticore runs function-pointer tasks on a pool of persistent worker
+ * processes. Task arguments and results travel through one shared-memory
+ * region (an anonymous memfd mapped before any fork, so every process sees
+ * it at the same address); idle workers and waiting callers sleep on futexes.
+ *
+ *   caller process ── mc_pool ──┐ shared region: header, task queue, arena
+ *        │                      │
+ *        └── zygote (forked by mc_pool_start; single-threaded, forks and
+ *              │                 reaps the workers, watches the caller)
+ *              ├── worker 0 … worker N-1
+ *
+ * Because workers are forked from the caller at mc_pool_start(), everything
+ * the program had in memory at that moment (functions, globals, loaded
+ * libraries) exists in the workers at the same addresses. A task function
+ * must therefore be linked into the program or loaded before the pool starts.
+ *
+ * Conventions
+ *   - Every public name starts with mc_ / MC_.
+ *   - Functions that can fail return an int: MC_OK (0) or a negative MC_E*
+ *     code; mc_strerror() names it. Nothing is printed.
+ *   - Timeouts are seconds as a double; a negative timeout waits forever.
+ *   - A waiting call that a signal handler interrupts returns MC_EINTR, so a
+ *     program can react to the signal; calling it again resumes the wait.
+ *   - An mc_pool may be used from many threads at once. An mc_group belongs
+ *     to one thread at a time; different groups may be used concurrently.
+ *   - Linux only (futexes, memfd, prctl).
+ */
+#ifndef MULTICORE_H
+#define MULTICORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MC_VERSION_MAJOR 0
+#define MC_VERSION_MINOR 2
+#define MC_VERSION_PATCH 0
+
+#if defined(__GNUC__)
+#define MC_EXPORT __attribute__((visibility("default")))
+#else
+#define MC_EXPORT
+#endif
+
+/* ------------------------------------------------------------------------
+ * Errors
+ * ------------------------------------------------------------------------ */
+
+enum {
+    MC_OK = 0,
+    MC_EINVAL = -1,       /* an argument is invalid (NULL handle, bad size, ...) */
+    MC_ENOMEM = -2,       /* not enough memory: shared region or process heap */
+    MC_ETIMEDOUT = -3,    /* the timeout passed before the wait was satisfied */
+    MC_EINTR = -4,        /* a signal handler interrupted the wait; call again */
+    MC_ESTATE = -5,       /* wrong state: pool stopped, or used by another process
+                             (a fork() child), or a submit without a reserve */
+    MC_EWORKERDIED = -6,  /* the worker running the task died (see mc_result) */
+    MC_ETASK = -7,        /* the task function returned non-zero (mc_result.task_code) */
+    MC_ECANCELED = -8,    /* the task was cancelled before it ran */
+    MC_ESYSTEM = -9,      /* a system call failed; errno holds its error */
+    MC_EPOOLDIED = -10,   /* the pool's zygote process died; the pool is unusable */
+    MC_EWORKERINIT = -11  /* a worker's init callback failed (mc_pool_error()) */
+};
+
+/* A short English description of an MC_E* code (never NULL). */
+MC_EXPORT const char *mc_strerror(int err);
+
+/* ------------------------------------------------------------------------
+ * Worker side: what a task function sees
+ * ------------------------------------------------------------------------ */
+
+/* The context of the task a worker is running; valid only during the call. */
+typedef struct mc_task_ctx mc_task_ctx;
+
+/*
+ * A task function. It runs in a worker process with the argument bytes the
+ * caller submitted (a view of shared memory, valid during the call; do not
+ * write to it). It returns 0 for success; any other value marks the task as
+ * failed with that code (the caller sees MC_ETASK and mc_result.task_code),
+ * and any result it set is still delivered (an error message, for example).
+ */
+typedef int (*mc_task_fn)(const void *arg, size_t arg_len, mc_task_ctx *ctx);
+
+/*
+ * Allocate the task's result in shared memory and return a pointer to len
+ * writable bytes: the task writes its result there directly and the caller
+ * reads the same bytes, with no copy in between. Calling it again replaces
+ * the previous result. Returns NULL if the memory is not available (the task
+ * may then return an error code). len may be 0.
+ */
+MC_EXPORT void *mc_result_alloc(mc_task_ctx *ctx, size_t len);
+
+/* mc_result_alloc() plus a copy of len bytes from data. MC_OK or MC_ENOMEM. */
+MC_EXPORT int mc_result_set(mc_task_ctx *ctx, const void *data, size_t len);
+
+/* In a worker process: its index, 0 .. workers-1. Elsewhere: -1. */
+MC_EXPORT int mc_worker_index(void);
+
+/*
+ * In a worker's init callback: the message mc_pool_error() reports in the
+ * caller when the callback fails (copied; any length).
+ */
+MC_EXPORT void mc_worker_set_error(const char *message);
+
+/* ------------------------------------------------------------------------
+ * The pool
+ * ------------------------------------------------------------------------ */
+
+typedef struct mc_pool mc_pool;
+
+/* Where a process forked by the pool stands, for the fork hooks. */
+typedef enum {
+    MC_ROLE_ZYGOTE = 1,   /* forked by the caller in mc_pool_start() */
+    MC_ROLE_WORKER = 2    /* forked by the zygote */
+} mc_role;
+
+typedef struct mc_pool_options {
+    /* Number of worker processes; 0 means the number of online CPUs. */
+    int workers;
+
+    /* Tasks that may wait in the queue before mc_submit() blocks
+       (backpressure); 0 means 256 per worker. */
+    size_t queue_capacity;
+
+    /* Bytes of address space reserved for the shared region; pages are only
+       committed when used. 0 means twice the machine's RAM (at least 1 GiB),
+       halved until the mapping succeeds. Arguments and results in flight
+       together cannot exceed it. */
+    size_t region_size;
+
+    /* Runs once in each worker, before its first task. Return 0 to proceed;
+       non-zero makes mc_pool_wait_ready() fail with MC_EWORKERINIT. */
+    int (*worker_init)(int worker_index, void *arg);
+    void *worker_init_arg;
+
+    /* Runs once in each worker as it leaves during mc_pool_stop(). */
+    void (*worker_exit)(int worker_index, void *arg);
+    void *worker_exit_arg;
+
+    /* For language bindings: called around every fork the pool makes, in
+       the forking process (before, after_parent) and in the new child
+       (after_child, with the child's role). Any of them may be NULL. */
+    void (*before_fork)(void *arg);
+    void (*after_fork_parent)(void *arg);
+    void (*after_fork_child)(void *arg, mc_role role);
+    void *fork_hook_arg;
+
+    /* Seconds mc_pool_stop() lets running tasks finish before it kills
+       their workers; negative means the default (10 seconds). */
+    double stop_grace;
+} mc_pool_options;
+
+/* Fill opts with the defaults. */
+MC_EXPORT void mc_pool_options_init(mc_pool_options *opts);
+
+/*
+ * Create the shared region and fork the zygote, which forks the workers.
+ * Returns at once; tasks submitted before the workers are up wait in the
+ * queue. opts may be NULL for the defaults. On success *pool is set.
+ * The calling process should not be in the middle of another fork.
+ */
+MC_EXPORT int mc_pool_start(mc_pool **pool, const mc_pool_options *opts);
+
+/*
+ * Wait until every worker has run its init callback. MC_OK, MC_ETIMEDOUT,
+ * MC_EINTR, or MC_EWORKERINIT (mc_pool_error() says why; the pool is then
+ * unusable and should be stopped).
+ */
+MC_EXPORT int mc_pool_wait_ready(mc_pool *pool, double timeout);
+
+/*
+ * Stop the pool: queued tasks are cancelled, running tasks get
+ * opts.stop_grace seconds to finish, each worker runs worker_exit, and every
+ * process is reaped. Then the shared region is unmapped and every descriptor
+ * closed: result pointers obtained earlier become invalid, and groups still
+ * alive only answer MC_ESTATE until mc_group_destroy(). The handle is freed.
+ * Returns MC_OK, or the first error met while cleaning up (cleanup goes on).
+ */
+MC_EXPORT int mc_pool_stop(mc_pool *pool);
+
+/* Number of workers the pool runs. */
+MC_EXPORT int mc_pool_workers(const mc_pool *pool);
+
+/* Process ids of the workers now alive, written to pids[0..n-1]; returns
+   how many were written (at most max). */
+MC_EXPORT int mc_pool_worker_pids(const mc_pool *pool, pid_t *pids, int max);
+
+/* Process id of the pool's zygote. */
+MC_EXPORT pid_t mc_pool_zygote_pid(const mc_pool *pool);
+
+/* The message a failed worker init left, or "" (owned by the pool). */
+MC_EXPORT const char *mc_pool_error(const mc_pool *pool);
+
+/* ------------------------------------------------------------------------
+ * Task groups: submit tasks, collect their results in submission order
+ * ------------------------------------------------------------------------ */
+
+typedef struct mc_group mc_group;
+
+MC_EXPORT int mc_group_create(mc_pool *pool, mc_group **group);
+
+/*
+ * Cancel the group's tasks that have not started, release every argument
+ * and result it holds, and free the handle. Tasks still running finish in
+ * their workers and are then discarded. Safe after mc_pool_stop().
+ */
+MC_EXPORT void mc_group_destroy(mc_group *group);
+
+/*
+ * Submit fn(arg, arg_len) as the group's next task; arg is copied once into
+ * shared memory. If the queue is full, waits up to timeout seconds for room
+ * (MC_ETIMEDOUT, MC_EINTR). MC_ENOMEM if the region cannot hold arg.
+ */
+MC_EXPORT int mc_submit(mc_group *group, mc_task_fn fn, const void *arg,
+                        size_t arg_len, double timeout);
+
+/*
+ * Zero-copy submission in two steps: mc_submit_reserve() returns in *buf
+ * room for arg_len bytes of shared memory that the caller fills in place;
+ * mc_submit_commit() then queues the task (same waiting rules as mc_submit).
+ * mc_submit_abort() drops a reservation. One reservation at a time per group.
+ */
+MC_EXPORT int mc_submit_reserve(mc_group *group, size_t arg_len, void **buf);
+MC_EXPORT int mc_submit_commit(mc_group *group, mc_task_fn fn, double timeout);
+MC_EXPORT void mc_submit_abort(mc_group *group);
+
+/* Number of tasks submitted to the group so far. */
+MC_EXPORT size_t mc_group_size(const mc_group *group);
+
+/*
+ * Wait until every task submitted to the group has finished (successfully
+ * or not). MC_OK, MC_ETIMEDOUT, MC_EINTR, MC_EPOOLDIED or MC_ESTATE.
+ */
+MC_EXPORT int mc_group_wait(mc_group *group, double timeout);
+
+/* Wait until task `index` of the group has finished. Same returns. */
+MC_EXPORT int mc_group_wait_one(mc_group *group, size_t index, double timeout);
+
+/* The outcome of one task. */
+typedef struct mc_result {
+    /* MC_OK, MC_ETASK, MC_EWORKERDIED or MC_ECANCELED. */
+    int status;
+    /* With MC_ETASK: the non-zero value the task function returned. */
+    int task_code;
+    /* The result bytes the task set (NULL and 0 if none). They live in
+       shared memory and stay valid until the group is destroyed. */
+    const void *data;
+    size_t len;
+    /* The worker that ran the task (with MC_EWORKERDIED: the one that died),
+       and how it died: the signal that killed it, or its exit status. */
+    pid_t worker_pid;
+    int term_signal;   /* 0 if it was not killed by a signal */
+    int exit_status;   /* meaningful when term_signal is 0 */
+} mc_result;
+
+/*
+ * The outcome of task `index` (0-based, in submission order). MC_OK if the
+ * task has finished and *result is filled; MC_EINVAL for an index out of
+ * range; MC_ETIMEDOUT if the task has not finished yet (wait first).
+ */
+MC_EXPORT int mc_group_result(mc_group *group, size_t index, mc_result *result);
+
+/* ------------------------------------------------------------------------
+ * Utilities
+ * ------------------------------------------------------------------------ */
+
+/* Number of online CPUs (at least 1). */
+MC_EXPORT int mc_online_cpus(void);
+
+/* The 1-minute load average. MC_OK or MC_ESYSTEM. */
+MC_EXPORT int mc_loadavg(double *one_minute);
+
+/*
+ * Split `count` items into consecutive ranges for `workers` workers: every
+ * range holds ceil(count / workers) items, but at least min_range_size (the
+ * last range may be shorter). Returns the range size (0 when count is 0);
+ * the ranges are [0, step), [step, 2*step), ... up to count. workers <= 0
+ * means mc_online_cpus().
+ */
+MC_EXPORT size_t mc_range_step(size_t count, size_t min_range_size, int workers);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MULTICORE_H */
