@@ -1,0 +1,225 @@
+/*
+ * arena.c — variable-size blocks in the shared region.
+ *
+ * A boundary-tag allocator (dlmalloc's shape, much reduced) whose every
+ * metadata store goes through the undo journal, so a worker killed in the
+ * middle of an allocation leaves nothing half-linked. All functions except
+ * mc_arena_release_pages() run under the pool lock.
+ *
+ * Layout: a block is a multiple of 64 bytes and starts with a 16-byte
+ * header placed so that the payload after it is 64-byte aligned (cache
+ * lines, SIMD loads, numpy buffers). Header word 0 is the size with two
+ * flags (INUSE, PREV_INUSE); word 1 is the size of the previous block when
+ * that one is free, so freeing can merge backwards. A free block keeps its
+ * free-list links in its first two payload words. Free blocks sit in 64
+ * exact bins (64 B .. 4 KiB) and then 4 bins per power of two; a bitmap
+ * finds the first non-empty bin in a few instructions. Beyond `top` lies
+ * untouched address space: a free block is never left next to it (it is
+ * merged into it), so the block just before top is always in use.
+ *
+ * Offsets are payload offsets; 0 is never a payload, so it means "none".
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define F_INUSE 1ull
+#define F_PREV_INUSE 2ull
+#define F_MASK 63ull
+
+/* Blocks at least this large give their pages back to the kernel when freed. */
+#define MC_RELEASE_THRESHOLD ((uint64_t)1 << 20)
+
+static inline uint64_t *word(mc_header *h, uint64_t off) { return (uint64_t *)mc_ptr(h, off); }
+static inline uint64_t *hdr_size(mc_header *h, uint64_t p) { return word(h, p - 16); }
+static inline uint64_t *hdr_prev(mc_header *h, uint64_t p) { return word(h, p - 8); }
+static inline uint64_t block_size(mc_header *h, uint64_t p) { return *hdr_size(h, p) & ~F_MASK; }
+
+static unsigned bin_of(uint64_t size)
+{
+    if (size <= (uint64_t)MC_SMALL_BINS * MC_BLOCK_ALIGN)
+        return (unsigned)(size / MC_BLOCK_ALIGN) - 1;
+    unsigned e = 63u - (unsigned)__builtin_clzll(size); /* >= 12 */
+    unsigned sub = (unsigned)(size >> (e - 2)) & 3u;
+    unsigned idx = MC_SMALL_BINS + (e - 12) * 4 + sub;
+    return idx < MC_NBINS ? idx : MC_NBINS - 1;
+}
+
+static void bitmap_set(mc_header *h, unsigned b, bool on)
+{
+    uint64_t *w = &h->arena.bitmap[b / 64];
+    uint64_t bit = 1ull << (b % 64);
+    mc_txn_store(h, w, on ? (*w | bit) : (*w & ~bit));
+}
+
+static void freelist_insert(mc_header *h, uint64_t p, uint64_t size)
+{
+    unsigned b = bin_of(size);
+    uint64_t head = h->arena.bins[b];
+    mc_txn_store(h, word(h, p), head);
+    mc_txn_store(h, word(h, p + 8), 0);
+    if (head)
+        mc_txn_store(h, word(h, head + 8), p);
+    mc_txn_store(h, &h->arena.bins[b], p);
+    bitmap_set(h, b, true);
+}
+
+static void freelist_remove(mc_header *h, uint64_t p, uint64_t size)
+{
+    unsigned b = bin_of(size);
+    uint64_t next = *word(h, p), prev = *word(h, p + 8);
+    if (prev)
+        mc_txn_store(h, word(h, prev), next);
+    else
+        mc_txn_store(h, &h->arena.bins[b], next);
+    if (next)
+        mc_txn_store(h, word(h, next + 8), prev);
+    if (!h->arena.bins[b])
+        bitmap_set(h, b, false);
+}
+
+/* First non-empty bin at or above b, or MC_NBINS. */
+static unsigned next_bin(mc_header *h, unsigned b)
+{
+    while (b < MC_NBINS) {
+        uint64_t bits = h->arena.bitmap[b / 64] >> (b % 64);
+        if (bits)
+            return b + (unsigned)__builtin_ctzll(bits);
+        b = (b / 64 + 1) * 64;
+    }
+    return MC_NBINS;
+}
+
+void mc_arena_init(mc_header *h, uint64_t start, uint64_t end)
+{
+    /* Direct stores: nothing else can see the region yet. */
+    mc_arena *a = &h->arena;
+    uint64_t first = MC_ALIGN_UP(start + MC_BLOCK_HDR, MC_BLOCK_ALIGN);
+    a->start = first;
+    a->top = first;
+    a->end = end;
+    a->in_use = 0;
+    for (unsigned i = 0; i < MC_BITMAP_WORDS; i++)
+        a->bitmap[i] = 0;
+    for (unsigned i = 0; i < MC_NBINS; i++)
+        a->bins[i] = 0;
+}
+
+/* Mark block p (of `size`, currently free and unlinked) as in use with
+   `want` bytes, splitting off the rest when it is worth a block. */
+static void take_block(mc_header *h, uint64_t p, uint64_t size, uint64_t want)
+{
+    uint64_t prev_flag = *hdr_size(h, p) & F_PREV_INUSE;
+    if (size - want >= MC_BLOCK_ALIGN) {
+        uint64_t rest = p + want, rest_size = size - want;
+        mc_txn_store(h, hdr_size(h, rest), rest_size | F_PREV_INUSE);
+        mc_txn_store(h, hdr_prev(h, p + size), rest_size); /* next stays !PREV_INUSE */
+        freelist_insert(h, rest, rest_size);
+        size = want;
+    } else {
+        uint64_t next = p + size; /* a free block never touches top */
+        mc_txn_store(h, hdr_size(h, next), *hdr_size(h, next) | F_PREV_INUSE);
+    }
+    mc_txn_store(h, hdr_size(h, p), size | F_INUSE | prev_flag);
+    mc_txn_store(h, &h->arena.in_use, h->arena.in_use + size);
+}
+
+uint64_t mc_arena_alloc(mc_header *h, uint64_t len)
+{
+    mc_arena *a = &h->arena;
+    if (len > a->end)
+        return 0;
+    uint64_t want = MC_ALIGN_UP(len + MC_BLOCK_HDR, MC_BLOCK_ALIGN);
+
+    unsigned b = bin_of(want);
+    if (b >= MC_SMALL_BINS && a->bins[b]) {
+        /* A size-range bin: its blocks may be smaller than wanted. */
+        unsigned looked = 0;
+        for (uint64_t p = a->bins[b]; p && looked < 32; p = *word(h, p), looked++) {
+            uint64_t size = block_size(h, p);
+            if (size >= want) {
+                freelist_remove(h, p, size);
+                take_block(h, p, size, want);
+                return p;
+            }
+        }
+        b++;
+    }
+    b = next_bin(h, b);
+    if (b < MC_NBINS) {
+        uint64_t p = a->bins[b];
+        uint64_t size = block_size(h, p);
+        freelist_remove(h, p, size);
+        take_block(h, p, size, want);
+        return p;
+    }
+
+    /* Carve from the untouched rest. */
+    uint64_t p = a->top;
+    if (p - MC_BLOCK_HDR + want > a->end || p - MC_BLOCK_HDR + want < p)
+        return 0;
+    mc_txn_store(h, hdr_size(h, p), want | F_INUSE | F_PREV_INUSE);
+    mc_txn_store(h, &a->top, p + want);
+    mc_txn_store(h, &a->in_use, a->in_use + want);
+    return p;
+}
+
+void mc_arena_free(mc_header *h, uint64_t p)
+{
+    mc_arena *a = &h->arena;
+    uint64_t size = block_size(h, p);
+    uint64_t start = p, total = size;
+    mc_txn_store(h, &a->in_use, a->in_use - size);
+
+    if (!(*hdr_size(h, p) & F_PREV_INUSE)) {
+        uint64_t prev_size = *hdr_prev(h, p);
+        start = p - prev_size;
+        freelist_remove(h, start, prev_size);
+        total += prev_size;
+    }
+
+    uint64_t next = p + size;
+    if (next == a->top) {
+        /* Merge into the untouched rest, returning a large tail's pages. */
+        uint64_t old_top = a->top;
+        mc_txn_store(h, &a->top, start);
+        if (old_top - start >= MC_RELEASE_THRESHOLD) {
+            long page = sysconf(_SC_PAGESIZE);
+            uint64_t lo = MC_ALIGN_UP(start, (uint64_t)page);
+            uint64_t hi = old_top & ~((uint64_t)page - 1);
+            if (hi > lo)
+                madvise(mc_ptr(h, lo), hi - lo, MADV_REMOVE);
+        }
+        return;
+    }
+    if (!(*hdr_size(h, next) & F_INUSE)) {
+        uint64_t next_size = block_size(h, next);
+        freelist_remove(h, next, next_size);
+        total += next_size;
+    }
+    uint64_t after = start + total;
+    mc_txn_store(h, hdr_size(h, after), *hdr_size(h, after) & ~F_PREV_INUSE);
+    mc_txn_store(h, hdr_prev(h, after), total);
+    mc_txn_store(h, hdr_size(h, start), total | F_PREV_INUSE);
+    freelist_insert(h, start, total);
+}
+
+uint64_t mc_arena_block_size(mc_header *h, uint64_t p)
+{
+    return block_size(h, p) - MC_BLOCK_HDR;
+}
+
+void mc_arena_release_pages(mc_header *h, uint64_t p)
+{
+    uint64_t size = block_size(h, p);
+    if (size < MC_RELEASE_THRESHOLD)
+        return;
+    long page = sysconf(_SC_PAGESIZE);
+    /* Keep the free-list links at the start and the next block's header. */
+    uint64_t lo = MC_ALIGN_UP(p + 16, (uint64_t)page);
+    uint64_t hi = (p - MC_BLOCK_HDR + size) & ~((uint64_t)page - 1);
+    if (hi > lo)
+        madvise(mc_ptr(h, lo), hi - lo, MADV_REMOVE);
+}

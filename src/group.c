@@ -1,0 +1,324 @@
+/*
+ * group.c — task groups: the caller-side record of a batch of tasks whose
+ * results come back in submission order (the C counterpart of Task).
+ *
+ * A group is caller-private memory: the offsets of its task records, in
+ * order. Each task record lives in the shared arena with its arguments
+ * behind it; the worker writes the outcome into the same record and flips
+ * its state word, which is also the futex the caller sleeps on, so
+ * collecting a result needs no lock and no queue. A record has two
+ * references, the group's and the queue's (later the worker's); the last
+ * one released frees it together with its result.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct mc_group {
+    mc_pool *pool;
+    uint64_t *tasks; /* payload offsets of the task records, in order */
+    size_t n, cap;
+    size_t finished; /* tasks [0, finished) are known to be final */
+    uint64_t reserved; /* record reserved by mc_submit_reserve, or 0 */
+};
+
+static inline mc_task *task_at(mc_header *h, uint64_t off) { return (mc_task *)mc_ptr(h, off); }
+
+static inline bool is_final(uint32_t state)
+{
+    return (state & MC_TS_MASK) != MC_TS_PENDING;
+}
+
+int mc_group_create(mc_pool *pool, mc_group **out)
+{
+    if (!pool || !out)
+        return MC_EINVAL;
+    *out = NULL;
+    int r = mc_pool_enter(pool);
+    if (r != MC_OK)
+        return r;
+    mc_group *g = calloc(1, sizeof *g);
+    if (g) {
+        g->pool = pool;
+        mc_pool_ref(pool);
+        *out = g;
+    }
+    mc_pool_leave(pool);
+    return g ? MC_OK : MC_ENOMEM;
+}
+
+size_t mc_group_size(const mc_group *g)
+{
+    return g ? g->n : 0;
+}
+
+/* Under the lock, in its own journal transaction: drop the group's hold on
+   a task, cancelling it first if it has not finished. */
+static void release_task(mc_header *h, uint64_t off)
+{
+    mc_task *t = task_at(h, off);
+    uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
+    while (!is_final(s) &&
+           !atomic_compare_exchange_weak_explicit(&t->state, &s, MC_TS_CANCELLED, memory_order_acq_rel,
+                                                  memory_order_acquire))
+        ;
+    mc_task_unref(h, off);
+    mc_txn_commit(h);
+}
+
+void mc_submit_abort(mc_group *g)
+{
+    if (!g || !g->reserved || mc_pool_enter(g->pool) != MC_OK)
+        return;
+    mc_header *h = g->pool->hdr;
+    if (mc_lock(h) == MC_OK) {
+        mc_arena_release_pages(h, g->reserved);
+        mc_arena_free(h, g->reserved);
+        mc_unlock(h);
+    }
+    g->reserved = 0;
+    mc_pool_leave(g->pool);
+}
+
+void mc_group_destroy(mc_group *g)
+{
+    if (!g)
+        return;
+    mc_pool *pool = g->pool;
+    mc_submit_abort(g);
+    if (g->n && mc_pool_enter(pool) == MC_OK) {
+        mc_header *h = pool->hdr;
+        /* Release in batches so workers are not locked out for long. */
+        for (size_t i = 0; i < g->n;) {
+            if (mc_lock(h) != MC_OK)
+                break;
+            for (size_t end = i + 64 < g->n ? i + 64 : g->n; i < end; i++)
+                release_task(h, g->tasks[i]);
+            mc_unlock(h);
+        }
+        mc_pool_leave(pool);
+    }
+    free(g->tasks);
+    free(g);
+    mc_pool_unref(pool);
+}
+
+int mc_submit_reserve(mc_group *g, size_t arg_len, void **buf)
+{
+    if (!g || !buf)
+        return MC_EINVAL;
+    *buf = NULL;
+    if (arg_len > SIZE_MAX - sizeof(mc_task))
+        return MC_ENOMEM;
+    int r = mc_pool_enter(g->pool);
+    if (r != MC_OK)
+        return r;
+    if (g->reserved) {
+        r = MC_ESTATE;
+        goto out;
+    }
+    if (g->n == g->cap) { /* grow now so that commit cannot fail on memory */
+        size_t cap = g->cap ? g->cap * 2 : 16;
+        uint64_t *t = realloc(g->tasks, cap * sizeof *t);
+        if (!t) {
+            r = MC_ENOMEM;
+            goto out;
+        }
+        g->tasks = t;
+        g->cap = cap;
+    }
+
+    mc_header *h = g->pool->hdr;
+    if ((r = mc_lock(h)) != MC_OK)
+        goto out;
+    uint64_t off = mc_arena_alloc(h, sizeof(mc_task) + arg_len);
+    uint64_t id = h->next_task_id;
+    if (off)
+        mc_txn_store(h, &h->next_task_id, id + 1);
+    mc_unlock(h);
+    if (!off) {
+        r = MC_ENOMEM;
+        goto out;
+    }
+    mc_task *t = task_at(h, off);
+    if (arg_len >= MC_POPULATE_THRESHOLD && mc_region_populate(t, sizeof *t + arg_len) != MC_OK) {
+        if (mc_lock(h) == MC_OK) {
+            mc_arena_free(h, off);
+            mc_unlock(h);
+        }
+        r = MC_ENOMEM;
+        goto out;
+    }
+    /* Nobody else can see the record until it is queued: plain stores. */
+    memset(t, 0, sizeof *t);
+    atomic_init(&t->state, MC_TS_PENDING);
+    t->refs = 1;
+    t->id = id;
+    t->arg_len = arg_len;
+    g->reserved = off;
+    *buf = (char *)t + sizeof *t;
+out:
+    mc_pool_leave(g->pool);
+    return r;
+}
+
+int mc_submit_commit(mc_group *g, mc_task_fn fn, double timeout)
+{
+    if (!g || !fn)
+        return MC_EINVAL;
+    int r = mc_pool_enter(g->pool);
+    if (r != MC_OK)
+        return r;
+    if (!g->reserved) {
+        r = MC_ESTATE;
+        goto out;
+    }
+    mc_header *h = g->pool->hdr;
+    uint64_t off = g->reserved;
+    task_at(h, off)->fn = (uint64_t)(uintptr_t)fn;
+    int64_t deadline = INT64_MIN;
+    for (;;) {
+        if ((r = mc_lock(h)) != MC_OK)
+            goto out;
+        bool queued = mc_ring_push(h, off);
+        if (queued)
+            mc_txn_store(h, &task_at(h, off)->refs, 2); /* group + queue */
+        mc_unlock(h);
+        if (queued)
+            break;
+        if (deadline == INT64_MIN)
+            deadline = mc_deadline(timeout);
+        if ((r = mc_wait_for_space(g->pool, deadline)) != MC_OK)
+            goto out; /* the reservation stays: commit may be called again */
+    }
+    g->tasks[g->n++] = off;
+    g->reserved = 0;
+    mc_wake_workers(h, 1);
+out:
+    mc_pool_leave(g->pool);
+    return r;
+}
+
+int mc_submit(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_len, double timeout)
+{
+    if (!g || !fn || (!arg && arg_len))
+        return MC_EINVAL;
+    void *buf;
+    int r = mc_submit_reserve(g, arg_len, &buf);
+    if (r != MC_OK)
+        return r;
+    if (arg_len)
+        memcpy(buf, arg, arg_len);
+    r = mc_submit_commit(g, fn, timeout);
+    if (r != MC_OK)
+        mc_submit_abort(g);
+    return r;
+}
+
+/* Wait for one record to reach a final state. Called inside enter/leave. */
+static int wait_task(mc_pool *pool, mc_task *t, int64_t deadline)
+{
+    uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
+    if (is_final(s))
+        return MC_OK;
+    int64_t spin_until = mc_now_ns() + MC_SPIN_NS;
+    do {
+        for (int i = 0; i < 64; i++) {
+            if (is_final(atomic_load_explicit(&t->state, memory_order_acquire)))
+                return MC_OK;
+            mc_cpu_relax();
+        }
+    } while (mc_now_ns() < spin_until && mc_now_ns() < deadline);
+
+    for (;;) {
+        s = atomic_load_explicit(&t->state, memory_order_acquire);
+        if (is_final(s))
+            return MC_OK;
+        if (!(s & MC_TS_WAITER)) {
+            if (!atomic_compare_exchange_weak_explicit(&t->state, &s, s | MC_TS_WAITER,
+                                                       memory_order_acq_rel, memory_order_acquire))
+                continue;
+            s |= MC_TS_WAITER;
+        }
+        int r = mc_pool_wait_word(pool, &t->state, s, deadline);
+        if (r != MC_OK)
+            return r;
+    }
+}
+
+int mc_group_wait_one(mc_group *g, size_t index, double timeout)
+{
+    if (!g)
+        return MC_EINVAL;
+    int r = mc_pool_enter(g->pool);
+    if (r != MC_OK)
+        return r;
+    if (index >= g->n)
+        r = MC_EINVAL;
+    else
+        r = wait_task(g->pool, task_at(g->pool->hdr, g->tasks[index]), mc_deadline(timeout));
+    mc_pool_leave(g->pool);
+    return r;
+}
+
+int mc_group_wait(mc_group *g, double timeout)
+{
+    if (!g)
+        return MC_EINVAL;
+    int r = mc_pool_enter(g->pool);
+    if (r != MC_OK)
+        return r;
+    int64_t deadline = mc_deadline(timeout);
+    mc_header *h = g->pool->hdr;
+    while (g->finished < g->n) {
+        if ((r = wait_task(g->pool, task_at(h, g->tasks[g->finished]), deadline)) != MC_OK)
+            break;
+        g->finished++;
+    }
+    mc_pool_leave(g->pool);
+    return r;
+}
+
+int mc_group_result(mc_group *g, size_t index, mc_result *res)
+{
+    if (!g || !res)
+        return MC_EINVAL;
+    int r = mc_pool_enter(g->pool);
+    if (r != MC_OK)
+        return r;
+    if (index >= g->n) {
+        r = MC_EINVAL;
+        goto out;
+    }
+    mc_header *h = g->pool->hdr;
+    mc_task *t = task_at(h, g->tasks[index]);
+    uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK;
+    memset(res, 0, sizeof *res);
+    switch (s) {
+    case MC_TS_PENDING:
+        r = MC_ETIMEDOUT;
+        goto out;
+    case MC_TS_DONE:
+        res->status = t->status;
+        res->task_code = t->task_code;
+        if (t->result_off) {
+            res->data = mc_ptr(h, t->result_off);
+            res->len = (size_t)t->result_len;
+        }
+        break;
+    case MC_TS_FAILED:
+        res->status = MC_EWORKERDIED;
+        res->term_signal = t->term_signal;
+        res->exit_status = t->exit_status;
+        break;
+    default:
+        res->status = MC_ECANCELED;
+        break;
+    }
+    res->worker_pid = t->worker_pid;
+out:
+    mc_pool_leave(g->pool);
+    return r;
+}

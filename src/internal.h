@@ -1,0 +1,292 @@
+/*
+ * internal.h — the shared region's layout and the engine's internal API.
+ *
+ * Everything the caller, the zygote and the workers share lives in ONE
+ * memfd mapping created before the first fork, so it sits at the same
+ * address in every process. Structures inside it refer to each other by
+ * 64-bit offsets from the region's base (never raw pointers), which keeps
+ * every cross-process reference checkable: a decoder validates an offset
+ * against the region's bounds before following it.
+ *
+ *   [ header | worker slots | task ring | arena ...................... ]
+ *     lock, journal,                     blocks of any size: task records
+ *     allocator state,                   with their arguments, results,
+ *     futex words                        error messages
+ *
+ * Crash safety. Workers can die at any instruction. All state that more
+ * than one process mutates under the lock (ring indices, allocator
+ * metadata, reference counts, the task a worker holds) is written only
+ * through the undo journal (txn.c): a process killed inside a critical
+ * section leaves the journal non-empty, and the next process to take the
+ * robust mutex (EOWNERDEAD) rolls the changes back before going on. A
+ * task's completion state is a separate 32-bit futex word that moves from
+ * PENDING to exactly one final state by compare-and-swap, outside the
+ * lock, so a waiting caller never needs the lock to see a result.
+ */
+#ifndef MC_INTERNAL_H
+#define MC_INTERNAL_H
+
+#include "multicore.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define MC_MAGIC 0x4e4f494745524d43ull /* "CMREGION" little-endian */
+#define MC_LAYOUT_VERSION 1u
+
+#define MC_CACHELINE 64
+#define MC_ALIGN_UP(x, a) (((x) + ((a) - 1)) & ~((uint64_t)(a) - 1))
+
+/* ---- undo journal (txn.c) ------------------------------------------- */
+
+#define MC_JOURNAL_MAX 256
+
+typedef struct mc_journal_entry {
+    uint64_t off; /* region offset of an 8-byte word */
+    uint64_t old; /* its value before the critical section changed it */
+} mc_journal_entry;
+
+typedef struct mc_journal {
+    _Atomic uint64_t count; /* entries recorded; 0 when no change is open */
+    mc_journal_entry e[MC_JOURNAL_MAX];
+} mc_journal;
+
+/* ---- arena (arena.c) ------------------------------------------------ */
+
+/* Blocks are multiples of 64 bytes; each starts with a 16-byte header and
+   hands out a 64-byte-aligned payload (the header sits just before it). */
+#define MC_BLOCK_ALIGN 64u
+#define MC_BLOCK_HDR 16u
+#define MC_SMALL_BINS 64  /* exact bins: 64, 128, ... 4096 bytes */
+#define MC_LOG_BINS 160   /* then 4 bins per power of two */
+#define MC_NBINS (MC_SMALL_BINS + MC_LOG_BINS)
+#define MC_BITMAP_WORDS ((MC_NBINS + 63) / 64)
+
+typedef struct mc_arena {
+    uint64_t start;  /* offset of the first block header */
+    uint64_t top;    /* offset of the untouched rest (the "wilderness") */
+    uint64_t end;    /* region size */
+    uint64_t in_use; /* bytes in allocated blocks, headers included */
+    uint64_t bitmap[MC_BITMAP_WORDS];
+    uint64_t bins[MC_NBINS]; /* heads of free lists (payload offsets) */
+} mc_arena;
+
+/* ---- task records ---------------------------------------------------- */
+
+/* mc_task.state: a futex word. Only PENDING may carry the WAITER bit. */
+enum {
+    MC_TS_PENDING = 1,   /* queued or running */
+    MC_TS_DONE = 2,      /* the worker published a result */
+    MC_TS_FAILED = 3,    /* the worker died running it */
+    MC_TS_CANCELLED = 4, /* the caller gave up on it */
+};
+#define MC_TS_WAITER 0x80000000u
+#define MC_TS_MASK 0x7fffffffu
+
+/* The record at the start of every task block; the argument bytes follow.
+   Fields marked (journal) change only under the lock, through txn_store. */
+typedef struct mc_task {
+    _Atomic uint32_t state;
+    int32_t status;    /* with DONE: MC_OK or MC_ETASK */
+    uint64_t refs;     /* (journal) group + queue/worker */
+    uint64_t id;       /* unique in the pool's life */
+    uint64_t fn;       /* the mc_task_fn, as an integer */
+    uint64_t arg_len;
+    uint64_t result_off; /* payload offset of the result block; owned only once DONE */
+    uint64_t result_len;
+    int32_t task_code;
+    int32_t worker_pid;
+    int32_t term_signal;
+    int32_t exit_status;
+    uint8_t pad_[56];  /* keeps the argument bytes after it 64-byte aligned */
+} mc_task;
+_Static_assert(sizeof(mc_task) == 128, "mc_task is two cache lines");
+
+/* ---- workers --------------------------------------------------------- */
+
+enum {
+    MC_WS_EMPTY = 0,     /* no process in this slot */
+    MC_WS_STARTING = 1,  /* forked, init callback not finished */
+    MC_WS_READY = 2,     /* taking tasks */
+    MC_WS_INIT_FAILED = 3,
+};
+
+typedef struct mc_worker_slot {
+    _Atomic int32_t pid;
+    _Atomic uint32_t state;
+    uint64_t task_off;       /* (journal) payload offset of the task in hand, 0 = none */
+    uint64_t task_id;        /* (journal) its id, to recognise a reused block */
+    uint64_t pending_result; /* (journal) result block not yet published */
+    uint64_t error_off;      /* (journal) init error message block */
+    uint64_t error_len;      /* (journal) */
+    _Atomic uint64_t tasks_done;
+    _Atomic uint32_t respawns;
+    uint32_t pad_;
+} __attribute__((aligned(MC_CACHELINE))) mc_worker_slot;
+
+/* ---- the header ------------------------------------------------------ */
+
+typedef struct mc_header {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t nworkers;
+    uint64_t region_size;
+    uint64_t slots_off;   /* mc_worker_slot[nworkers] */
+    uint64_t ring_off;    /* uint64_t[ring_capacity]: task payload offsets */
+    uint64_t ring_capacity;
+    pid_t zygote_pid;
+    int32_t pad0_;
+
+    pthread_mutex_t lock; /* robust, process-shared: guards all (journal) state */
+
+    /* ring indices (journal); head == tail means empty */
+    uint64_t ring_head;
+    uint64_t ring_tail;
+    uint64_t next_task_id; /* (journal) */
+
+    mc_arena arena;
+
+    /* futex words, each on its own line to keep the hot ones apart */
+    _Alignas(MC_CACHELINE) _Atomic uint32_t work_seq;   /* bumped to wake idle workers */
+    _Atomic uint32_t work_sleepers;
+    _Alignas(MC_CACHELINE) _Atomic uint32_t space_seq;  /* bumped when the ring frees room */
+    _Atomic uint32_t space_sleepers;
+    _Alignas(MC_CACHELINE) _Atomic uint32_t ready_seq;  /* bumped when a worker is ready or failed */
+    _Atomic uint32_t stopping;    /* set by mc_pool_stop: workers leave when idle */
+    _Atomic uint32_t init_failed; /* a worker's init callback failed */
+
+    _Alignas(MC_CACHELINE) mc_journal journal;
+} mc_header;
+
+/* ---- the caller's handle --------------------------------------------- */
+
+struct mc_pool {
+    mc_header *hdr;        /* == region base */
+    uint64_t region_size;
+    int memfd;
+    int alive_fd;          /* write end of the alive pipe: EOF tells the zygote we are gone */
+    int zygote_pidfd;      /* readable once the zygote exits */
+    int zygote_ctl_fd;     /* eventfd: wakes the zygote for a stop */
+    pid_t zygote_pid;
+    pid_t owner_pid;       /* the process that started the pool */
+    unsigned long fork_generation; /* differs in a fork() child's copy */
+    mc_pool_options opts;
+    _Atomic int closing;   /* mc_pool_stop() has begun */
+    _Atomic long active;   /* public calls in progress (enter/leave) */
+    _Atomic long refs;     /* 1 for the pool + 1 per live group */
+    struct mc_pool *next_live; /* the process's list of pools, for fork */
+    char *error;           /* copied init error message, "" if none */
+};
+
+/* ---- region.c -------------------------------------------------------- */
+
+int mc_region_create(size_t want, int *memfd, void **base, size_t *size);
+void mc_region_destroy(int memfd, void *base, size_t size);
+/* Commit the pages behind [addr, addr+len) now, so that running out of
+   memory is an MC_ENOMEM here rather than a SIGBUS on first touch. */
+int mc_region_populate(void *addr, size_t len);
+/* Allocations at least this large are populated up front. */
+#define MC_POPULATE_THRESHOLD ((uint64_t)1 << 20)
+
+static inline void *mc_ptr(mc_header *h, uint64_t off) { return (char *)h + off; }
+static inline uint64_t mc_off(mc_header *h, const void *p) { return (uint64_t)((const char *)p - (const char *)h); }
+
+/* ---- txn.c: the lock and the undo journal ------------------------------ */
+
+int mc_lock_init(mc_header *h);
+int mc_lock(mc_header *h);     /* MC_OK or MC_ESYSTEM; rolls back a dead owner's changes */
+void mc_unlock(mc_header *h);  /* commits the open change first */
+void mc_txn_store(mc_header *h, uint64_t *word, uint64_t value);
+void mc_txn_commit(mc_header *h);
+/* Undo what the journal records; exposed for the fuzz/fault tests. Returns
+   false if the journal is corrupt (an entry outside the region). */
+bool mc_journal_rollback(mc_header *h);
+
+/* ---- arena.c (all under the lock) ------------------------------------ */
+
+void mc_arena_init(mc_header *h, uint64_t start, uint64_t end);
+/* Payload offset of a new block of at least len bytes, or 0 if full. */
+uint64_t mc_arena_alloc(mc_header *h, uint64_t len);
+void mc_arena_free(mc_header *h, uint64_t payload_off);
+/* Outside the lock, before freeing a block the caller still owns: return
+   its interior pages to the kernel if it is large. */
+void mc_arena_release_pages(mc_header *h, uint64_t payload_off);
+uint64_t mc_arena_block_size(mc_header *h, uint64_t payload_off);
+
+/* ---- queue.c --------------------------------------------------------- */
+
+/* Under the lock. push: false if full. pop: 0 if empty. */
+bool mc_ring_push(mc_header *h, uint64_t task_off);
+uint64_t mc_ring_pop(mc_header *h);
+bool mc_ring_has_work(mc_header *h);  /* lock-free peek */
+bool mc_ring_has_room(mc_header *h);  /* lock-free peek */
+void mc_wake_workers(mc_header *h, uint32_t n);
+void mc_wake_space(mc_header *h);
+/* Worker side: sleep until work may be there or the pool stops. */
+void mc_wait_for_work(mc_header *h);
+/* Caller side: sleep until room may be there; MC_OK, MC_ETIMEDOUT, MC_EINTR. */
+int mc_wait_for_space(mc_pool *pool, int64_t deadline_ns);
+
+/* Task references (under the lock): drop one; the last frees the block. */
+void mc_task_unref(mc_header *h, uint64_t task_off);
+
+/* ---- wait.c ---------------------------------------------------------- */
+
+int64_t mc_now_ns(void);
+/* deadline from a timeout in seconds; INT64_MAX for a negative timeout */
+int64_t mc_deadline(double timeout_s);
+/* FUTEX_WAIT on a shared word until deadline: MC_OK (woken or value
+   changed), MC_ETIMEDOUT or MC_EINTR. */
+int mc_futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns);
+void mc_futex_wake(_Atomic uint32_t *word, int n);
+static inline void mc_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+/* How long a process spins on a word before it sleeps. */
+#define MC_SPIN_NS 20000
+
+/* ---- zygote.c / worker.c --------------------------------------------- */
+
+typedef struct mc_zygote_args {
+    mc_header *hdr;
+    int memfd;
+    int alive_rd;       /* read end of the alive pipe */
+    int ctl_fd;         /* eventfd the caller writes to request a stop */
+    const mc_pool_options *opts;
+} mc_zygote_args;
+
+_Noreturn void mc_zygote_main(mc_zygote_args *z);
+_Noreturn void mc_worker_main(mc_header *h, int index, const mc_pool_options *opts,
+                              const sigset_t *orig_mask);
+
+/* Store a worker's init error message in its slot (takes the lock). */
+void mc_slot_set_error(mc_header *h, mc_worker_slot *slot, const char *message);
+
+/* The task a crashed worker held fails; its references and pending result
+   are released. Under the lock. */
+void mc_recover_worker(mc_header *h, mc_worker_slot *slot, pid_t pid, int wstatus);
+
+/* ---- pool.c ---------------------------------------------------------- */
+
+/* Every public call that touches the region brackets itself with
+   enter/leave, so mc_pool_stop() can wait for in-flight calls before it
+   unmaps. enter returns MC_OK, or MC_ESTATE once the pool is stopping or
+   when called from another process than the one that started the pool. */
+int mc_pool_enter(mc_pool *pool);
+void mc_pool_leave(mc_pool *pool);
+void mc_pool_ref(mc_pool *pool);
+void mc_pool_unref(mc_pool *pool);
+/* A caller's sleep on a shared word: futex waits in slices, checking that
+   the zygote lives and that the pool is not stopping. MC_OK (look again),
+   MC_ETIMEDOUT at the deadline, MC_EINTR, MC_EPOOLDIED or MC_ESTATE. */
+int mc_pool_wait_word(mc_pool *pool, _Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns);
+
+#endif /* MC_INTERNAL_H */

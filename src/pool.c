@@ -1,0 +1,417 @@
+/*
+ * pool.c — the caller's side of a pool: start, readiness, stop, and the
+ * bookkeeping that keeps a stopped or inherited pool from being touched.
+ *
+ * Start lays out the region (header, worker slots, task ring, arena), then
+ * forks the zygote. Stop asks the zygote to wind the workers down, reaps
+ * it, waits for the caller's own threads to leave the API, and only then
+ * unmaps: no thread can be left reading a region that is gone.
+ *
+ * fork() of the caller: a child gets a copy of every pool handle but owns
+ * none of the processes. An atfork handler closes the child's copies of the
+ * descriptors that signal the caller's death to the zygote (otherwise the
+ * zygote would wait for the child too), and every call from the child
+ * answers MC_ESTATE; mc_pool_stop() in the child only drops its copy.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* How long a caller sleeps before checking that the zygote still lives. */
+#define MC_WAIT_SLICE_NS 100000000
+
+/* Pools of this process, for the atfork handler; and a counter of forks
+   so a handle can tell cheaply (no getpid syscall) that it was inherited. */
+static pthread_mutex_t g_live_mu = PTHREAD_MUTEX_INITIALIZER;
+static mc_pool *g_live;
+static _Atomic unsigned long g_fork_generation;
+static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_prepare(void) { pthread_mutex_lock(&g_live_mu); }
+static void atfork_parent(void) { pthread_mutex_unlock(&g_live_mu); }
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+static void atfork_child(void)
+{
+    atomic_fetch_add(&g_fork_generation, 1);
+    for (mc_pool *p = g_live; p; p = p->next_live) {
+        close_fd(&p->alive_fd);
+        close_fd(&p->zygote_ctl_fd);
+        close_fd(&p->zygote_pidfd);
+    }
+    pthread_mutex_unlock(&g_live_mu);
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+static bool owned_here(const mc_pool *p)
+{
+    return p->fork_generation == atomic_load_explicit(&g_fork_generation, memory_order_relaxed);
+}
+
+void mc_pool_options_init(mc_pool_options *opts)
+{
+    if (!opts)
+        return;
+    memset(opts, 0, sizeof *opts);
+    opts->stop_grace = -1;
+}
+
+void mc_pool_ref(mc_pool *p)
+{
+    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+}
+
+void mc_pool_unref(mc_pool *p)
+{
+    if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
+        free(p->error);
+        free(p);
+    }
+}
+
+int mc_pool_enter(mc_pool *p)
+{
+    if (!owned_here(p))
+        return MC_ESTATE;
+    atomic_fetch_add_explicit(&p->active, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&p->closing, memory_order_seq_cst)) {
+        atomic_fetch_sub_explicit(&p->active, 1, memory_order_release);
+        return MC_ESTATE;
+    }
+    return MC_OK;
+}
+
+void mc_pool_leave(mc_pool *p)
+{
+    atomic_fetch_sub_explicit(&p->active, 1, memory_order_release);
+}
+
+static bool zygote_exited(mc_pool *p)
+{
+    if (p->zygote_pidfd >= 0) {
+        struct pollfd pfd = {.fd = p->zygote_pidfd, .events = POLLIN};
+        return poll(&pfd, 1, 0) > 0;
+    }
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (waitid(P_PID, (id_t)p->zygote_pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0)
+        return errno == ECHILD;
+    return si.si_pid == p->zygote_pid;
+}
+
+int mc_pool_wait_word(mc_pool *p, _Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns)
+{
+    int64_t slice = mc_now_ns() + MC_WAIT_SLICE_NS;
+    int r = mc_futex_wait(word, expected, slice < deadline_ns ? slice : deadline_ns);
+    if (atomic_load_explicit(&p->closing, memory_order_acquire))
+        return MC_ESTATE;
+    if (r != MC_ETIMEDOUT)
+        return r;
+    if (zygote_exited(p))
+        return MC_EPOOLDIED;
+    return mc_now_ns() >= deadline_ns ? MC_ETIMEDOUT : MC_OK;
+}
+
+/* ---- start ------------------------------------------------------------ */
+
+#define MC_MAX_WORKERS 65536
+#define MC_MAX_QUEUE ((size_t)1 << 26)
+
+int mc_pool_start(mc_pool **out, const mc_pool_options *opts_in)
+{
+    if (!out)
+        return MC_EINVAL;
+    *out = NULL;
+    mc_pool_options o;
+    if (opts_in)
+        o = *opts_in;
+    else
+        mc_pool_options_init(&o);
+    if (o.workers < 0 || o.workers > MC_MAX_WORKERS || o.queue_capacity > MC_MAX_QUEUE)
+        return MC_EINVAL;
+    if (o.workers == 0)
+        o.workers = mc_online_cpus();
+    if (o.queue_capacity == 0)
+        o.queue_capacity = 256 * (size_t)o.workers;
+
+    mc_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return MC_ENOMEM;
+    p->memfd = p->alive_fd = p->zygote_pidfd = p->zygote_ctl_fd = -1;
+    p->opts = o;
+    atomic_init(&p->refs, 1);
+    p->owner_pid = getpid();
+
+    void *base = NULL;
+    size_t size = 0;
+    int r = mc_region_create(o.region_size, &p->memfd, &base, &size);
+    if (r != MC_OK) {
+        free(p);
+        return r;
+    }
+    mc_header *h = base;
+    p->hdr = h;
+    p->region_size = size;
+
+    uint64_t slots_off = MC_ALIGN_UP(sizeof(mc_header), MC_CACHELINE);
+    uint64_t ring_off = MC_ALIGN_UP(slots_off + (uint64_t)o.workers * sizeof(mc_worker_slot), MC_CACHELINE);
+    uint64_t arena_off = MC_ALIGN_UP(ring_off + o.queue_capacity * sizeof(uint64_t), 4096);
+    if (arena_off + ((uint64_t)1 << 20) > size) {
+        r = MC_EINVAL; /* region_size too small for this many workers / queue */
+        goto fail;
+    }
+    h->magic = MC_MAGIC;
+    h->version = MC_LAYOUT_VERSION;
+    h->nworkers = (uint32_t)o.workers;
+    h->region_size = size;
+    h->slots_off = slots_off;
+    h->ring_off = ring_off;
+    h->ring_capacity = o.queue_capacity;
+    h->next_task_id = 1;
+    mc_arena_init(h, arena_off, size);
+    if ((r = mc_lock_init(h)) != MC_OK)
+        goto fail;
+
+    int alive[2];
+    if (pipe2(alive, O_CLOEXEC) < 0) {
+        r = MC_ESYSTEM;
+        goto fail;
+    }
+    p->zygote_ctl_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (p->zygote_ctl_fd < 0) {
+        close(alive[0]);
+        close(alive[1]);
+        r = MC_ESYSTEM;
+        goto fail;
+    }
+
+    pthread_once(&g_atfork_once, register_atfork);
+    p->fork_generation = atomic_load(&g_fork_generation);
+
+    if (o.before_fork)
+        o.before_fork(o.fork_hook_arg);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(alive[1]);
+        mc_zygote_args za = {.hdr = h, .memfd = p->memfd, .alive_rd = alive[0],
+                             .ctl_fd = p->zygote_ctl_fd, .opts = &p->opts};
+        mc_zygote_main(&za);
+    }
+    int saved = errno;
+    if (o.after_fork_parent)
+        o.after_fork_parent(o.fork_hook_arg);
+    close(alive[0]);
+    if (pid < 0) {
+        close(alive[1]);
+        errno = saved;
+        r = MC_ESYSTEM;
+        goto fail;
+    }
+    p->alive_fd = alive[1];
+    p->zygote_pid = pid;
+    p->zygote_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+
+    pthread_mutex_lock(&g_live_mu);
+    p->next_live = g_live;
+    g_live = p;
+    pthread_mutex_unlock(&g_live_mu);
+    *out = p;
+    return MC_OK;
+
+fail:
+    saved = errno;
+    close_fd(&p->zygote_ctl_fd);
+    mc_region_destroy(p->memfd, p->hdr, p->region_size);
+    free(p);
+    errno = saved;
+    return r;
+}
+
+/* ---- readiness -------------------------------------------------------- */
+
+static void collect_init_error(mc_pool *p)
+{
+    mc_header *h = p->hdr;
+    if (p->error || mc_lock(h) != MC_OK)
+        return;
+    for (uint32_t i = 0; i < h->nworkers && !p->error; i++) {
+        mc_worker_slot *s = (mc_worker_slot *)mc_ptr(h, h->slots_off) + i;
+        if (s->error_off && s->error_len)
+            p->error = strndup(mc_ptr(h, s->error_off), (size_t)s->error_len);
+    }
+    mc_unlock(h);
+    if (!p->error)
+        p->error = strdup("a worker's init callback failed");
+}
+
+int mc_pool_wait_ready(mc_pool *p, double timeout)
+{
+    if (!p)
+        return MC_EINVAL;
+    int r = mc_pool_enter(p);
+    if (r != MC_OK)
+        return r;
+    mc_header *h = p->hdr;
+    int64_t deadline = mc_deadline(timeout);
+    for (;;) {
+        uint32_t seq = atomic_load_explicit(&h->ready_seq, memory_order_acquire);
+        if (atomic_load_explicit(&h->init_failed, memory_order_acquire)) {
+            collect_init_error(p);
+            r = MC_EWORKERINIT;
+            break;
+        }
+        uint32_t ready = 0;
+        for (uint32_t i = 0; i < h->nworkers; i++) {
+            mc_worker_slot *s = (mc_worker_slot *)mc_ptr(h, h->slots_off) + i;
+            ready += atomic_load_explicit(&s->state, memory_order_acquire) == MC_WS_READY;
+        }
+        if (ready == h->nworkers) {
+            r = MC_OK;
+            break;
+        }
+        r = mc_pool_wait_word(p, &h->ready_seq, seq, deadline);
+        if (r != MC_OK)
+            break;
+    }
+    mc_pool_leave(p);
+    return r;
+}
+
+/* ---- stop ------------------------------------------------------------- */
+
+static void unlink_live(mc_pool *p)
+{
+    pthread_mutex_lock(&g_live_mu);
+    for (mc_pool **pp = &g_live; *pp; pp = &(*pp)->next_live) {
+        if (*pp == p) {
+            *pp = p->next_live;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_live_mu);
+}
+
+static int reap_zygote(mc_pool *p)
+{
+    double grace = p->opts.stop_grace < 0 ? 10.0 : p->opts.stop_grace;
+    if (p->zygote_pidfd >= 0) {
+        /* The zygote needs at most the grace period; give it a margin,
+           then make sure (its workers die with it). */
+        int64_t deadline = mc_deadline(grace + 5.0);
+        for (;;) {
+            int64_t left = deadline - mc_now_ns();
+            struct pollfd pfd = {.fd = p->zygote_pidfd, .events = POLLIN};
+            int n = poll(&pfd, 1, left <= 0 ? 0 : (int)(left / 1000000) + 1);
+            if (n > 0)
+                break;
+            if (n == 0) {
+                kill(p->zygote_pid, SIGKILL);
+                break;
+            }
+            if (errno != EINTR)
+                break;
+        }
+    }
+    int status;
+    while (waitpid(p->zygote_pid, &status, 0) < 0) {
+        if (errno != EINTR)
+            return errno == ECHILD ? MC_OK : MC_ESYSTEM;
+    }
+    return MC_OK;
+}
+
+int mc_pool_stop(mc_pool *p)
+{
+    if (!p)
+        return MC_EINVAL;
+    if (atomic_exchange(&p->closing, 1))
+        return MC_ESTATE;
+    unlink_live(p);
+    int r = MC_OK;
+
+    if (owned_here(p)) {
+        mc_header *h = p->hdr;
+        atomic_store_explicit(&h->stopping, 1, memory_order_seq_cst);
+        /* Wake every sleeper: idle workers leave, blocked callers look up. */
+        atomic_fetch_add(&h->work_seq, 1);
+        mc_futex_wake(&h->work_seq, INT_MAX);
+        atomic_fetch_add(&h->space_seq, 1);
+        mc_futex_wake(&h->space_seq, INT_MAX);
+        atomic_fetch_add(&h->ready_seq, 1);
+        mc_futex_wake(&h->ready_seq, INT_MAX);
+        uint64_t one = 1;
+        if (write(p->zygote_ctl_fd, &one, sizeof one) < 0)
+            kill(p->zygote_pid, SIGKILL);
+        r = reap_zygote(p);
+        /* Other threads still inside the API see `closing` within one
+           wait slice and leave; only then is the region safe to unmap. */
+        while (atomic_load_explicit(&p->active, memory_order_acquire) > 0)
+            usleep(1000);
+    }
+    close_fd(&p->alive_fd);
+    close_fd(&p->zygote_ctl_fd);
+    close_fd(&p->zygote_pidfd);
+    mc_region_destroy(p->memfd, p->hdr, p->region_size);
+    p->memfd = -1;
+    p->hdr = NULL;
+    mc_pool_unref(p);
+    return r;
+}
+
+/* ---- accessors -------------------------------------------------------- */
+
+int mc_pool_workers(const mc_pool *p)
+{
+    return p ? p->opts.workers : MC_EINVAL;
+}
+
+pid_t mc_pool_zygote_pid(const mc_pool *p)
+{
+    return p ? p->zygote_pid : 0;
+}
+
+const char *mc_pool_error(const mc_pool *p)
+{
+    return p && p->error ? p->error : "";
+}
+
+int mc_pool_worker_pids(const mc_pool *cp, pid_t *pids, int max)
+{
+    mc_pool *p = (mc_pool *)cp;
+    if (!p || (!pids && max > 0) || max < 0)
+        return MC_EINVAL;
+    int r = mc_pool_enter(p);
+    if (r != MC_OK)
+        return r;
+    int n = 0;
+    mc_header *h = p->hdr;
+    for (uint32_t i = 0; i < h->nworkers && n < max; i++) {
+        mc_worker_slot *s = (mc_worker_slot *)mc_ptr(h, h->slots_off) + i;
+        pid_t pid = atomic_load_explicit(&s->pid, memory_order_acquire);
+        if (pid > 0)
+            pids[n++] = pid;
+    }
+    mc_pool_leave(p);
+    return n;
+}

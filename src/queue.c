@@ -1,0 +1,131 @@
+/*
+ * queue.c — the submit ring, the sleep/wake protocol around it, and task
+ * record lifetimes.
+ *
+ * The ring holds payload offsets of task records waiting for a worker. Its
+ * indices only change under the lock through the journal, so a worker
+ * killed while taking a task either took it (and the zygote fails it) or did
+ * not (and it is still queued). It is bounded: a full ring makes the caller
+ * wait for room, which is the pool's backpressure. Completed results never
+ * occupy it, so a caller that submits a million tasks before collecting any
+ * is only slowed down, never deadlocked.
+ *
+ * Sleeping: a waiter increments a sleepers count, issues a full fence, looks
+ * at the ring once more and only then sleeps on a sequence word; a producer
+ * changes the ring, fences, and makes the wake-up syscall only when the
+ * sleepers count is non-zero. One of the two always sees the other, so no
+ * wake-up is lost and a busy pool makes no syscalls at all.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <limits.h>
+
+static inline uint64_t load64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+
+bool mc_ring_push(mc_header *h, uint64_t task_off)
+{
+    uint64_t head = h->ring_head, tail = h->ring_tail;
+    if (tail - head >= h->ring_capacity)
+        return false;
+    uint64_t *ring = (uint64_t *)mc_ptr(h, h->ring_off);
+    mc_txn_store(h, &ring[tail % h->ring_capacity], task_off);
+    mc_txn_store(h, &h->ring_tail, tail + 1);
+    return true;
+}
+
+uint64_t mc_ring_pop(mc_header *h)
+{
+    uint64_t head = h->ring_head;
+    if (head == h->ring_tail)
+        return 0;
+    uint64_t *ring = (uint64_t *)mc_ptr(h, h->ring_off);
+    uint64_t off = ring[head % h->ring_capacity];
+    mc_txn_store(h, &h->ring_head, head + 1);
+    return off;
+}
+
+bool mc_ring_has_work(mc_header *h)
+{
+    return load64(&h->ring_tail) != load64(&h->ring_head);
+}
+
+bool mc_ring_has_room(mc_header *h)
+{
+    return load64(&h->ring_tail) - load64(&h->ring_head) < h->ring_capacity;
+}
+
+void mc_wake_workers(mc_header *h, uint32_t n)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&h->work_sleepers, memory_order_relaxed) == 0)
+        return;
+    atomic_fetch_add_explicit(&h->work_seq, 1, memory_order_seq_cst);
+    mc_futex_wake(&h->work_seq, n > INT_MAX ? INT_MAX : (int)n);
+}
+
+void mc_wake_space(mc_header *h)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&h->space_sleepers, memory_order_relaxed) == 0)
+        return;
+    atomic_fetch_add_explicit(&h->space_seq, 1, memory_order_seq_cst);
+    mc_futex_wake(&h->space_seq, INT_MAX);
+}
+
+static bool worker_should_look(mc_header *h)
+{
+    return mc_ring_has_work(h) || atomic_load_explicit(&h->stopping, memory_order_acquire);
+}
+
+void mc_wait_for_work(mc_header *h)
+{
+    /* A short spin first: handing over a task to a spinning worker costs
+       well under a microsecond, waking a sleeping one tens of them. */
+    int64_t until = mc_now_ns() + MC_SPIN_NS;
+    do {
+        for (int i = 0; i < 64; i++) {
+            if (worker_should_look(h))
+                return;
+            mc_cpu_relax();
+        }
+    } while (mc_now_ns() < until);
+
+    uint32_t seq = atomic_load_explicit(&h->work_seq, memory_order_acquire);
+    atomic_fetch_add_explicit(&h->work_sleepers, 1, memory_order_seq_cst);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (!worker_should_look(h)) {
+        /* No timeout needed: if the zygote dies, PR_SET_PDEATHSIG kills us. */
+        mc_futex_wait(&h->work_seq, seq, INT64_MAX);
+    }
+    atomic_fetch_sub_explicit(&h->work_sleepers, 1, memory_order_seq_cst);
+}
+
+int mc_wait_for_space(mc_pool *pool, int64_t deadline_ns)
+{
+    mc_header *h = pool->hdr;
+    uint32_t seq = atomic_load_explicit(&h->space_seq, memory_order_acquire);
+    atomic_fetch_add_explicit(&h->space_sleepers, 1, memory_order_seq_cst);
+    atomic_thread_fence(memory_order_seq_cst);
+    int r = MC_OK;
+    if (!mc_ring_has_room(h))
+        r = mc_pool_wait_word(pool, &h->space_seq, seq, deadline_ns);
+    atomic_fetch_sub_explicit(&h->space_sleepers, 1, memory_order_seq_cst);
+    return r;
+}
+
+void mc_task_unref(mc_header *h, uint64_t task_off)
+{
+    mc_task *t = (mc_task *)mc_ptr(h, task_off);
+    uint64_t refs = t->refs - 1;
+    mc_txn_store(h, &t->refs, refs);
+    if (refs != 0)
+        return;
+    uint32_t state = atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK;
+    if (state == MC_TS_DONE && t->result_off) {
+        mc_arena_release_pages(h, t->result_off);
+        mc_arena_free(h, t->result_off);
+    }
+    mc_arena_release_pages(h, task_off);
+    mc_arena_free(h, task_off);
+}

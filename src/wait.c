@@ -1,0 +1,66 @@
+/*
+ * wait.c — clocks and futexes.
+ *
+ * Every sleep in the engine is a FUTEX_WAIT on a 32-bit word of the shared
+ * region, so it is keyed on the memfd page and works across processes (no
+ * FUTEX_PRIVATE_FLAG). Deadlines are absolute CLOCK_MONOTONIC times passed
+ * to FUTEX_WAIT_BITSET, so a wait that a signal interrupts and the caller
+ * resumes keeps its original deadline.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <math.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+int64_t mc_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t mc_deadline(double timeout_s)
+{
+    if (timeout_s < 0 || isnan(timeout_s))
+        return INT64_MAX;
+    if (timeout_s > 1e9) /* ~31 years: forever, without overflow */
+        return INT64_MAX;
+    return mc_now_ns() + (int64_t)(timeout_s * 1e9);
+}
+
+int mc_futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns)
+{
+    struct timespec ts, *tp = NULL;
+    if (deadline_ns != INT64_MAX) {
+        if (deadline_ns <= mc_now_ns())
+            return MC_ETIMEDOUT;
+        ts.tv_sec = deadline_ns / 1000000000;
+        ts.tv_nsec = deadline_ns % 1000000000;
+        tp = &ts;
+    }
+    long r = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_BITSET, expected, tp, NULL,
+                     FUTEX_BITSET_MATCH_ANY);
+    if (r == 0)
+        return MC_OK;
+    switch (errno) {
+    case EAGAIN:
+        return MC_OK; /* the word had already changed */
+    case ETIMEDOUT:
+        return MC_ETIMEDOUT;
+    case EINTR:
+        return MC_EINTR;
+    default:
+        return MC_ESYSTEM;
+    }
+}
+
+void mc_futex_wake(_Atomic uint32_t *word, int n)
+{
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);
+}

@@ -1,0 +1,273 @@
+/*
+ * worker.c — the life of a worker process, and the task context API that
+ * task functions use to hand back results.
+ *
+ * A worker is forked by the zygote, runs the init callback once, then loops:
+ * under the lock it releases the task it just finished and takes the next
+ * one in the same critical section (one lock round trip per task), runs it
+ * outside the lock, and publishes the outcome by a single compare-and-swap
+ * on the task's state word, waking the caller only if it sleeps there.
+ *
+ * What a worker holds is always written in its slot (task in hand, result
+ * allocated but not yet published) through the journal, so that the zygote
+ * can fail exactly that task and free exactly those blocks if it dies.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <limits.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+struct mc_task_ctx {
+    mc_header *h;
+    mc_worker_slot *slot;
+    mc_task *task;
+};
+
+/* This process's identity when it is a worker. */
+static int g_worker_index = -1;
+static mc_header *g_hdr;
+static mc_worker_slot *g_slot;
+
+int mc_worker_index(void)
+{
+    return g_worker_index;
+}
+
+static mc_worker_slot *slot_of(mc_header *h, int index)
+{
+    return (mc_worker_slot *)mc_ptr(h, h->slots_off) + index;
+}
+
+/* Under the lock: free the slot's unpublished result, if any. */
+static void drop_pending_result(mc_header *h, mc_worker_slot *slot)
+{
+    if (slot->pending_result) {
+        mc_arena_release_pages(h, slot->pending_result);
+        mc_arena_free(h, slot->pending_result);
+        mc_txn_store(h, &slot->pending_result, 0);
+    }
+}
+
+void *mc_result_alloc(mc_task_ctx *ctx, size_t len)
+{
+    if (!ctx || !ctx->h)
+        return NULL;
+    mc_header *h = ctx->h;
+    if (mc_lock(h) != MC_OK)
+        return NULL;
+    drop_pending_result(h, ctx->slot);
+    uint64_t off = mc_arena_alloc(h, len);
+    if (off)
+        mc_txn_store(h, &ctx->slot->pending_result, off);
+    mc_unlock(h);
+    if (!off)
+        return NULL;
+    void *p = mc_ptr(h, off);
+    if (len >= MC_POPULATE_THRESHOLD && mc_region_populate(p, len) != MC_OK) {
+        if (mc_lock(h) == MC_OK) {
+            drop_pending_result(h, ctx->slot);
+            mc_unlock(h);
+        }
+        return NULL;
+    }
+    ctx->task->result_len = len;
+    return p;
+}
+
+int mc_result_set(mc_task_ctx *ctx, const void *data, size_t len)
+{
+    if (!ctx || (!data && len))
+        return MC_EINVAL;
+    void *p = mc_result_alloc(ctx, len);
+    if (!p)
+        return MC_ENOMEM;
+    if (len)
+        memcpy(p, data, len);
+    return MC_OK;
+}
+
+void mc_slot_set_error(mc_header *h, mc_worker_slot *slot, const char *message)
+{
+    size_t len = strlen(message);
+    if (mc_lock(h) != MC_OK)
+        return;
+    if (slot->error_off)
+        mc_arena_free(h, slot->error_off);
+    uint64_t off = mc_arena_alloc(h, len);
+    if (off)
+        memcpy(mc_ptr(h, off), message, len);
+    mc_txn_store(h, &slot->error_off, off);
+    mc_txn_store(h, &slot->error_len, off ? len : 0);
+    mc_unlock(h);
+}
+
+void mc_worker_set_error(const char *message)
+{
+    if (g_hdr && message)
+        mc_slot_set_error(g_hdr, g_slot, message);
+}
+
+/* Publish a finished task's outcome; false if the caller had cancelled it
+   (the result then stays pending and is freed with the task's release). */
+static bool publish(mc_task *t, mc_worker_slot *slot, int code)
+{
+    t->result_off = slot->pending_result;
+    if (!t->result_off)
+        t->result_len = 0;
+    t->status = code ? MC_ETASK : MC_OK;
+    t->task_code = code;
+    t->worker_pid = (int32_t)getpid();
+    t->term_signal = 0;
+    t->exit_status = 0;
+    uint32_t old = atomic_load_explicit(&t->state, memory_order_relaxed);
+    while ((old & MC_TS_MASK) == MC_TS_PENDING) {
+        if (atomic_compare_exchange_weak_explicit(&t->state, &old, MC_TS_DONE, memory_order_acq_rel,
+                                                  memory_order_relaxed)) {
+            if (old & MC_TS_WAITER)
+                mc_futex_wake(&t->state, INT_MAX);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Under the lock: release the finished task (if any) and take the next
+   live one from the ring. Returns its offset, or 0. */
+static uint64_t finish_and_take(mc_header *h, mc_worker_slot *slot, bool published, bool *took)
+{
+    *took = false;
+    if (slot->task_off) {
+        if (published)
+            mc_txn_store(h, &slot->pending_result, 0); /* now owned by the task */
+        else
+            drop_pending_result(h, slot);
+        mc_task_unref(h, slot->task_off);
+        mc_txn_store(h, &slot->task_off, 0);
+        mc_txn_store(h, &slot->task_id, 0);
+        mc_txn_commit(h);
+    }
+    if (atomic_load_explicit(&h->stopping, memory_order_acquire))
+        return 0;
+    uint64_t off;
+    while ((off = mc_ring_pop(h)) != 0) {
+        *took = true;
+        mc_task *t = (mc_task *)mc_ptr(h, off);
+        if ((atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK) == MC_TS_PENDING) {
+            mc_txn_store(h, &slot->task_off, off);
+            mc_txn_store(h, &slot->task_id, t->id);
+            return off;
+        }
+        mc_task_unref(h, off); /* cancelled while queued: drop the queue's reference */
+        mc_txn_commit(h);
+    }
+    return 0;
+}
+
+static void become_ready(mc_header *h, mc_worker_slot *slot, uint32_t state)
+{
+    atomic_store_explicit(&slot->state, state, memory_order_release);
+    if (state == MC_WS_INIT_FAILED)
+        atomic_store_explicit(&h->init_failed, 1, memory_order_release);
+    atomic_fetch_add_explicit(&h->ready_seq, 1, memory_order_acq_rel);
+    mc_futex_wake(&h->ready_seq, INT_MAX);
+}
+
+_Noreturn void mc_worker_main(mc_header *h, int index, const mc_pool_options *opts,
+                              const sigset_t *orig_mask)
+{
+    /* Die with the zygote; and if it is already gone, do not start. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != h->zygote_pid)
+        _exit(1);
+
+    g_worker_index = index;
+    g_hdr = h;
+    g_slot = slot_of(h, index);
+    mc_worker_slot *slot = g_slot;
+    atomic_store_explicit(&slot->pid, (int32_t)getpid(), memory_order_release);
+
+    if (opts->after_fork_child)
+        opts->after_fork_child(opts->fork_hook_arg, MC_ROLE_WORKER);
+    sigprocmask(SIG_SETMASK, orig_mask, NULL);
+
+    if (opts->worker_init && opts->worker_init(index, opts->worker_init_arg) != 0) {
+        become_ready(h, slot, MC_WS_INIT_FAILED);
+        _exit(3);
+    }
+    become_ready(h, slot, MC_WS_READY);
+
+    bool published = false;
+    for (;;) {
+        bool took;
+        if (mc_lock(h) != MC_OK)
+            _exit(4);
+        uint64_t off = finish_and_take(h, slot, published, &took);
+        mc_unlock(h);
+        if (took)
+            mc_wake_space(h);
+        if (!off) {
+            if (atomic_load_explicit(&h->stopping, memory_order_acquire))
+                break;
+            mc_wait_for_work(h);
+            published = false;
+            continue;
+        }
+
+        mc_task *t = (mc_task *)mc_ptr(h, off);
+        mc_task_ctx ctx = {h, slot, t};
+        mc_task_fn fn = (mc_task_fn)(uintptr_t)t->fn;
+        t->result_len = 0;
+        int code = fn((const char *)t + sizeof(mc_task), (size_t)t->arg_len, &ctx);
+        published = publish(t, slot, code);
+        atomic_fetch_add_explicit(&slot->tasks_done, 1, memory_order_relaxed);
+    }
+
+    if (opts->worker_exit)
+        opts->worker_exit(index, opts->worker_exit_arg);
+    _exit(0);
+}
+
+void mc_recover_worker(mc_header *h, mc_worker_slot *slot, pid_t pid, int wstatus)
+{
+    uint64_t off = slot->task_off;
+    bool published = false;
+    if (off) {
+        mc_task *t = (mc_task *)mc_ptr(h, off);
+        uint32_t old = atomic_load_explicit(&t->state, memory_order_acquire);
+        if ((old & MC_TS_MASK) == MC_TS_PENDING) {
+            t->result_off = 0;
+            t->result_len = 0;
+            t->status = MC_EWORKERDIED;
+            t->task_code = 0;
+            t->worker_pid = (int32_t)pid;
+            t->term_signal = WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0;
+            t->exit_status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 0;
+            while ((old & MC_TS_MASK) == MC_TS_PENDING) {
+                if (atomic_compare_exchange_weak_explicit(&t->state, &old, MC_TS_FAILED,
+                                                          memory_order_acq_rel, memory_order_relaxed)) {
+                    if (old & MC_TS_WAITER)
+                        mc_futex_wake(&t->state, INT_MAX);
+                    break;
+                }
+            }
+        } else {
+            published = (old & MC_TS_MASK) == MC_TS_DONE;
+        }
+        if (published)
+            mc_txn_store(h, &slot->pending_result, 0);
+        else
+            drop_pending_result(h, slot);
+        mc_task_unref(h, off);
+        mc_txn_store(h, &slot->task_off, 0);
+        mc_txn_store(h, &slot->task_id, 0);
+        mc_txn_commit(h);
+    } else {
+        drop_pending_result(h, slot);
+        mc_txn_commit(h);
+    }
+}
