@@ -124,7 +124,7 @@ typedef struct mc_worker_slot {
     uint64_t error_len;      /* (journal) */
     _Atomic uint64_t tasks_done;
     _Atomic uint32_t respawns;
-    uint32_t pad_;
+    uint32_t init_crashes;   /* zygote-only: deaths in a row before READY */
 } __attribute__((aligned(MC_CACHELINE))) mc_worker_slot;
 
 /* ---- the header ------------------------------------------------------ */

@@ -28,6 +28,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* A replacement worker that dies this many times in a row before it is
+   ready is not replaced again. */
+#define MC_MAX_INIT_CRASHES 5
+
 typedef struct zygote {
     mc_header *h;
     const mc_pool_options *opts;
@@ -108,15 +112,23 @@ static void on_worker_exit(zygote *z, pid_t pid, int wstatus)
     if (z->stopping || atomic_load_explicit(&h->stopping, memory_order_acquire))
         return;
     if (state == MC_WS_STARTING) {
-        char why[160];
-        if (WIFSIGNALED(wstatus))
-            snprintf(why, sizeof why, "worker %u (pid %d) was killed by signal %d during its init callback",
-                     i, (int)pid, WTERMSIG(wstatus));
-        else
-            snprintf(why, sizeof why, "worker %u (pid %d) exited with status %d during its init callback",
-                     i, (int)pid, WEXITSTATUS(wstatus));
-        mark_init_failed(h, slot, why);
-        return;
+        /* Dying in the init callback of the first generation is an init
+           failure the caller must hear about; a replacement killed while it
+           starts (by the OOM killer, say) is retried, a few times. */
+        bool first = atomic_load_explicit(&slot->respawns, memory_order_relaxed) == 0;
+        if (first || ++slot->init_crashes >= MC_MAX_INIT_CRASHES) {
+            char why[160];
+            if (WIFSIGNALED(wstatus))
+                snprintf(why, sizeof why, "worker %u (pid %d) was killed by signal %d during its init callback",
+                         i, (int)pid, WTERMSIG(wstatus));
+            else
+                snprintf(why, sizeof why, "worker %u (pid %d) exited with status %d during its init callback",
+                         i, (int)pid, WEXITSTATUS(wstatus));
+            mark_init_failed(h, slot, why);
+            return;
+        }
+    } else {
+        slot->init_crashes = 0;
     }
     if (state == MC_WS_INIT_FAILED)
         return;
