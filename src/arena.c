@@ -32,6 +32,13 @@
 /* Blocks at least this large give their pages back to the kernel when freed. */
 #define MC_RELEASE_THRESHOLD ((uint64_t)1 << 20)
 
+/* Address range merged into the untouched rest by the open change of this
+   thread, to give back to the kernel once the change has committed. */
+static _Thread_local struct {
+    mc_header *h;
+    uint64_t lo, hi;
+} t_release;
+
 static inline uint64_t *word(mc_header *h, uint64_t off) { return (uint64_t *)mc_ptr(h, off); }
 static inline uint64_t *hdr_size(mc_header *h, uint64_t p) { return word(h, p - 16); }
 static inline uint64_t *hdr_prev(mc_header *h, uint64_t p) { return word(h, p - 8); }
@@ -182,15 +189,16 @@ void mc_arena_free(mc_header *h, uint64_t p)
 
     uint64_t next = p + size;
     if (next == a->top) {
-        /* Merge into the untouched rest, returning a large tail's pages. */
-        uint64_t old_top = a->top;
+        /* Merge into the untouched rest. Its pages are returned to the
+           kernel only after the change commits (mc_arena_after_commit):
+           done now, a rollback would restore headers into zeroed pages. */
         mc_txn_store(h, &a->top, start);
-        if (old_top - start >= MC_RELEASE_THRESHOLD) {
-            long page = sysconf(_SC_PAGESIZE);
-            uint64_t lo = MC_ALIGN_UP(start, (uint64_t)page);
-            uint64_t hi = old_top & ~((uint64_t)page - 1);
-            if (hi > lo)
-                madvise(mc_ptr(h, lo), hi - lo, MADV_REMOVE);
+        if (next - start >= MC_RELEASE_THRESHOLD) {
+            if (t_release.h != h || t_release.lo > start)
+                t_release.lo = start;
+            if (t_release.h != h || t_release.hi < next)
+                t_release.hi = next;
+            t_release.h = h;
         }
         return;
     }
@@ -204,6 +212,21 @@ void mc_arena_free(mc_header *h, uint64_t p)
     mc_txn_store(h, hdr_prev(h, after), total);
     mc_txn_store(h, hdr_size(h, start), total | F_PREV_INUSE);
     freelist_insert(h, start, total);
+}
+
+void mc_arena_after_commit(mc_header *h)
+{
+    if (t_release.h != h)
+        return;
+    t_release.h = NULL;
+    /* Still under the lock: nothing beyond top can be handed out yet, and
+       top may have moved up again later in the same critical section. */
+    long page = sysconf(_SC_PAGESIZE);
+    uint64_t lo = t_release.lo > h->arena.top ? t_release.lo : h->arena.top;
+    lo = MC_ALIGN_UP(lo, (uint64_t)page);
+    uint64_t hi = t_release.hi & ~((uint64_t)page - 1);
+    if (hi > lo)
+        madvise(mc_ptr(h, lo), hi - lo, MADV_REMOVE);
 }
 
 uint64_t mc_arena_block_size(mc_header *h, uint64_t p)
@@ -222,4 +245,50 @@ void mc_arena_release_pages(mc_header *h, uint64_t p)
     uint64_t hi = (p - MC_BLOCK_HDR + size) & ~((uint64_t)page - 1);
     if (hi > lo)
         madvise(mc_ptr(h, lo), hi - lo, MADV_REMOVE);
+}
+
+/* Walk every block and every free list and check they agree. Used by the
+   fault-injection tests and the fuzz harness; never on a hot path. */
+bool mc_arena_check(mc_header *h)
+{
+    mc_arena *a = &h->arena;
+    if (a->start < MC_BLOCK_HDR || a->top < a->start || a->top > a->end || a->end > h->region_size)
+        return false;
+    uint64_t p = a->start, free_blocks = 0, in_use = 0;
+    bool prev_free = false;
+    while (p < a->top) {
+        uint64_t w = *hdr_size(h, p), size = w & ~F_MASK;
+        if (size < MC_BLOCK_ALIGN || size % MC_BLOCK_ALIGN || size > a->top - p)
+            return false;
+        if (!(w & F_PREV_INUSE) != prev_free)
+            return false;
+        if (w & F_INUSE) {
+            in_use += size;
+            prev_free = false;
+        } else {
+            if (prev_free || p + size == a->top || *hdr_prev(h, p + size) != size)
+                return false;
+            free_blocks++;
+            prev_free = true;
+        }
+        p += size;
+    }
+    if (p != a->top || in_use != a->in_use)
+        return false;
+    uint64_t listed = 0;
+    for (unsigned b = 0; b < MC_NBINS; b++) {
+        bool bit = (a->bitmap[b / 64] >> (b % 64)) & 1;
+        if (bit != (a->bins[b] != 0))
+            return false;
+        uint64_t back = 0;
+        for (uint64_t q = a->bins[b]; q; q = *word(h, q)) {
+            if (q < a->start || q >= a->top || ++listed > free_blocks)
+                return false;
+            uint64_t w = *hdr_size(h, q);
+            if ((w & F_INUSE) || bin_of(w & ~F_MASK) != b || *word(h, q + 8) != back)
+                return false;
+            back = q;
+        }
+    }
+    return listed == free_blocks;
 }

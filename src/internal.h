@@ -215,6 +215,11 @@ void mc_arena_free(mc_header *h, uint64_t payload_off);
    its interior pages to the kernel if it is large. */
 void mc_arena_release_pages(mc_header *h, uint64_t payload_off);
 uint64_t mc_arena_block_size(mc_header *h, uint64_t payload_off);
+/* After a change commits (still under the lock): return the pages of a
+   large range the change merged into the untouched rest. */
+void mc_arena_after_commit(mc_header *h);
+/* Full consistency check of blocks and free lists (tests, fuzzing). */
+bool mc_arena_check(mc_header *h);
 
 /* ---- queue.c --------------------------------------------------------- */
 

@@ -96,6 +96,7 @@ int mc_lock(mc_header *h)
 void mc_txn_commit(mc_header *h)
 {
     atomic_store_explicit(&h->journal.count, 0, memory_order_release);
+    mc_arena_after_commit(h);
 }
 
 void mc_unlock(mc_header *h)
