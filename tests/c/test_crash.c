@@ -70,7 +70,8 @@ TEST(crashed_task_fails_alone)
     mc_result r;
     CHECK_OK(mc_group_result(g, 1, &r));
     CHECK_EQ_INT(r.status, MC_EWORKERDIED);
-    CHECK_EQ_INT(r.term_signal, SIGSEGV);
+    /* Under AddressSanitizer its SEGV handler turns the crash into abort(). */
+    CHECK(r.term_signal == SIGSEGV || r.term_signal == SIGABRT);
     CHECK(r.worker_pid > 0);
     CHECK(mc_t_pid_gone(r.worker_pid));
     CHECK_OK(mc_group_result(g, 3, &r));
