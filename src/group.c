@@ -301,6 +301,7 @@ int mc_group_result(mc_group *g, size_t index, mc_result *res)
         r = MC_ETIMEDOUT;
         goto out;
     case MC_TS_DONE:
+        MC_TSAN_ACQUIRE(&h->lock);
         res->status = t->status;
         res->task_code = t->task_code;
         if (t->result_off) {

@@ -181,6 +181,27 @@ struct mc_pool {
     char *error;           /* copied init error message, "" if none */
 };
 
+/* ---- ThreadSanitizer ------------------------------------------------ */
+
+/* TSan sees threads, not the other processes of the pool. When the caller
+   learns through a shared word that a worker finished, the real chain
+   "another caller thread freed this block under the lock -> a worker took
+   the lock, reused the block, released the result" is invisible to it, so
+   we tell it that the caller now has what the lock had published. */
+#if defined(__SANITIZE_THREAD__)
+#define MC_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MC_TSAN 1
+#endif
+#endif
+#ifdef MC_TSAN
+void __tsan_acquire(void *addr);
+#define MC_TSAN_ACQUIRE(addr) __tsan_acquire((void *)(addr))
+#else
+#define MC_TSAN_ACQUIRE(addr) ((void)0)
+#endif
+
 /* ---- region.c -------------------------------------------------------- */
 
 int mc_region_create(size_t want, int *memfd, void **base, size_t *size);
