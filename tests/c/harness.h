@@ -1,0 +1,423 @@
+/*
+ * harness.h — a tiny header-only test harness for the libmulticore C tests.
+ *
+ *   TEST(name) { ... }      defines and registers a test function
+ *   CHECK(cond)             records a failure (file:line, expression) and goes on
+ *   CHECK_EQ_INT(a, b)      compares two integers, printing both values
+ *   CHECK_OK(expr)          expr must return MC_OK (prints mc_strerror otherwise)
+ *   CHECK_RC(expr, want)    expr must return the MC_* code `want`
+ *   REQUIRE(cond), REQUIRE_OK(expr)   like CHECK, but return from the test
+ *
+ * main() runs every registered test (or only those named on the command
+ * line), prints "N passed, N failed" as its last line and exits non-zero
+ * if anything failed. The failure counter is atomic, so CHECK may be used
+ * from several caller threads. Never use CHECK inside a task function or a
+ * worker callback: those run in forked worker processes.
+ *
+ * Leak helpers read /proc: open descriptors, mapping lines, child processes
+ * (zombies included) and a process's utime+stime.
+ */
+#ifndef MC_TEST_HARNESS_H
+#define MC_TEST_HARNESS_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "multicore.h"
+
+/* ---------------------------------------------------------------- checks */
+
+static int mc_t_failures; /* accessed with __atomic builtins */
+
+static inline void mc_t_fail(void) { __atomic_fetch_add(&mc_t_failures, 1, __ATOMIC_SEQ_CST); }
+
+static inline int mc_t_failure_count(void) { return __atomic_load_n(&mc_t_failures, __ATOMIC_SEQ_CST); }
+
+#define CHECK(cond)                                                         \
+    do {                                                                    \
+        if (!(cond)) {                                                      \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, \
+                    #cond);                                                 \
+            mc_t_fail();                                                    \
+        }                                                                   \
+    } while (0)
+
+#define CHECK_EQ_INT(a, b)                                                   \
+    do {                                                                     \
+        long long mc_t_a_ = (long long)(a), mc_t_b_ = (long long)(b);        \
+        if (mc_t_a_ != mc_t_b_) {                                            \
+            fprintf(stderr, "%s:%d: CHECK_EQ_INT failed: %s == %s (%lld != %lld)\n", \
+                    __FILE__, __LINE__, #a, #b, mc_t_a_, mc_t_b_);           \
+            mc_t_fail();                                                     \
+        }                                                                    \
+    } while (0)
+
+#define CHECK_RC(expr, want)                                                 \
+    do {                                                                     \
+        int mc_t_rc_ = (expr), mc_t_want_ = (want);                          \
+        if (mc_t_rc_ != mc_t_want_) {                                        \
+            fprintf(stderr, "%s:%d: %s returned %d (%s), expected %d (%s)\n", \
+                    __FILE__, __LINE__, #expr, mc_t_rc_, mc_strerror(mc_t_rc_), \
+                    mc_t_want_, mc_strerror(mc_t_want_));                    \
+            mc_t_fail();                                                     \
+        }                                                                    \
+    } while (0)
+
+#define CHECK_OK(expr) CHECK_RC(expr, MC_OK)
+
+#define REQUIRE(cond)                                                       \
+    do {                                                                    \
+        if (!(cond)) {                                                      \
+            fprintf(stderr, "%s:%d: REQUIRE failed: %s (test aborted)\n",   \
+                    __FILE__, __LINE__, #cond);                             \
+            mc_t_fail();                                                    \
+            return;                                                         \
+        }                                                                   \
+    } while (0)
+
+#define REQUIRE_OK(expr)                                                     \
+    do {                                                                     \
+        int mc_t_rc_ = (expr);                                               \
+        if (mc_t_rc_ != MC_OK) {                                             \
+            fprintf(stderr, "%s:%d: %s returned %d (%s) (test aborted)\n",   \
+                    __FILE__, __LINE__, #expr, mc_t_rc_, mc_strerror(mc_t_rc_)); \
+            mc_t_fail();                                                     \
+            return;                                                          \
+        }                                                                    \
+    } while (0)
+
+/* --------------------------------------------------------- registration */
+
+typedef void (*mc_t_fn)(void);
+
+#define MC_T_MAX_TESTS 128
+static const char *mc_t_names[MC_T_MAX_TESTS];
+static mc_t_fn mc_t_fns[MC_T_MAX_TESTS];
+static int mc_t_count;
+
+static inline void mc_t_register(const char *name, mc_t_fn fn)
+{
+    if (mc_t_count < MC_T_MAX_TESTS) {
+        mc_t_names[mc_t_count] = name;
+        mc_t_fns[mc_t_count] = fn;
+        mc_t_count++;
+    }
+}
+
+#define TEST(name)                                                           \
+    static void name(void);                                                  \
+    __attribute__((constructor)) static void mc_t_reg_##name(void)           \
+    {                                                                        \
+        mc_t_register(#name, name);                                          \
+    }                                                                        \
+    static void name(void)
+
+/* --------------------------------------------------------------- timing */
+
+static inline double mc_t_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static inline double mc_t_thread_cpu(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Sleep that resumes after signals (usable inside task functions). */
+static inline void mc_t_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* ---------------------------------------------------------- /proc helpers */
+
+/* Number of open file descriptors of this process. */
+static inline int mc_t_count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the descriptor opendir() itself holds */
+}
+
+/* Number of lines of /proc/self/maps; with `needle`, only lines containing it. */
+static inline int mc_t_count_maps_matching(const char *needle)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f)
+        return -1;
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        size_t len = strlen(line);
+        int complete = len > 0 && line[len - 1] == '\n';
+        if (!needle || strstr(line, needle))
+            n++;
+        while (!complete && fgets(line, sizeof line, f)) { /* rest of a long line */
+            len = strlen(line);
+            complete = len > 0 && line[len - 1] == '\n';
+        }
+    }
+    fclose(f);
+    return n;
+}
+
+static inline int mc_t_count_maps(void) { return mc_t_count_maps_matching(NULL); }
+
+/*
+ * Parse /proc/PID/stat: fills *state, *ppid and *ticks (utime + stime) for
+ * the non-NULL ones. Returns 0, or -1 if the process does not exist.
+ */
+static inline int mc_t_proc_stat(pid_t pid, char *state, pid_t *ppid, long long *ticks)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* comm may contain spaces and parentheses */
+    if (!p)
+        return -1;
+    p++;
+    char st = 0;
+    int pp = 0;
+    unsigned long long ut = 0, stt = 0;
+    /* fields 3..15: state ppid pgrp session tty tpgid flags minflt cminflt
+       majflt cmajflt utime stime */
+    if (sscanf(p, " %c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &st, &pp,
+               &ut, &stt) != 4)
+        return -1;
+    if (state)
+        *state = st;
+    if (ppid)
+        *ppid = pp;
+    if (ticks)
+        *ticks = (long long)(ut + stt);
+    return 0;
+}
+
+/* utime + stime of a process in clock ticks, or -1 if it does not exist. */
+static inline long long mc_t_proc_cpu_ticks(pid_t pid)
+{
+    long long t;
+    return mc_t_proc_stat(pid, NULL, NULL, &t) == 0 ? t : -1;
+}
+
+/*
+ * Context switches (voluntary + involuntary) of every thread of process
+ * `pid`, from /proc/PID/task/x/status; -1 if the process does not exist. A
+ * process that sleeps in one blocking call gains none; one that polls gains
+ * one per wake-up.
+ */
+static inline long long mc_t_proc_ctxt_switches(pid_t pid)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    long long total = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char sp[160], line[256];
+        snprintf(sp, sizeof sp, "/proc/%d/task/%.20s/status", (int)pid, e->d_name);
+        FILE *f = fopen(sp, "r");
+        if (!f)
+            continue;
+        while (fgets(line, sizeof line, f)) {
+            long long v;
+            if (sscanf(line, "voluntary_ctxt_switches: %lld", &v) == 1 ||
+                sscanf(line, "nonvoluntary_ctxt_switches: %lld", &v) == 1)
+                total += v;
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return total;
+}
+
+/*
+ * Child processes of this process (zombies included): up to max pids go to
+ * pids[] and their states to states[] (either may be NULL). Returns the
+ * total number found.
+ */
+static inline int mc_t_children(pid_t *pids, char *states, int max)
+{
+    DIR *d = opendir("/proc");
+    if (!d)
+        return -1;
+    pid_t me = getpid();
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long v = strtol(e->d_name, &end, 10);
+        if (*end != '\0' || v <= 0)
+            continue;
+        char st;
+        pid_t pp;
+        if (mc_t_proc_stat((pid_t)v, &st, &pp, NULL) != 0 || pp != me)
+            continue;
+        if (n < max) {
+            if (pids)
+                pids[n] = (pid_t)v;
+            if (states)
+                states[n] = st;
+        }
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static inline int mc_t_count_children(void) { return mc_t_children(NULL, NULL, 0); }
+
+static inline int mc_t_count_zombie_children(void)
+{
+    pid_t pids[256];
+    char states[256];
+    int n = mc_t_children(pids, states, 256), z = 0;
+    for (int i = 0; i < n && i < 256; i++)
+        if (states[i] == 'Z')
+            z++;
+    return z;
+}
+
+/* 1 if no process `pid` exists any more (not even as a zombie). */
+static inline int mc_t_pid_gone(pid_t pid)
+{
+    if (pid <= 0)
+        return 0;
+    return kill(pid, 0) == -1 && errno == ESRCH;
+}
+
+/* ------------------------------------------- "nothing left behind" checks */
+
+typedef struct {
+    int fds;
+    int memfd_maps;
+    int children;
+} mc_t_snapshot;
+
+static inline void mc_t_snap(mc_t_snapshot *s)
+{
+    s->fds = mc_t_count_fds();
+    s->memfd_maps = mc_t_count_maps_matching("memfd:");
+    s->children = mc_t_count_children();
+}
+
+/*
+ * After every pool of the test has been stopped: the same descriptors, no
+ * memfd mapping and no child process (zombie or not) more than in `before`.
+ */
+#define CHECK_NOTHING_LEFT(before)                                          \
+    do {                                                                    \
+        mc_t_snapshot mc_t_after_;                                          \
+        mc_t_snap(&mc_t_after_);                                            \
+        CHECK_EQ_INT(mc_t_after_.fds, (before)->fds);                       \
+        CHECK_EQ_INT(mc_t_after_.memfd_maps, (before)->memfd_maps);         \
+        CHECK_EQ_INT(mc_t_after_.children, (before)->children);             \
+        CHECK_EQ_INT(mc_t_count_zombie_children(), 0);                      \
+    } while (0)
+
+/* ------------------------------------------------------------ pool helpers */
+
+/* Start a pool with `workers` workers (0: online CPUs) and default options. */
+static inline int mc_t_start(mc_pool **pool, int workers)
+{
+    mc_pool_options o;
+    mc_pool_options_init(&o);
+    o.workers = workers;
+    return mc_pool_start(pool, &o);
+}
+
+#define MC_T_MAX_PIDS 256
+typedef struct {
+    pid_t zygote;
+    int n;
+    pid_t workers[MC_T_MAX_PIDS];
+} mc_t_pool_pids;
+
+/* Record the zygote's and the live workers' pids (call before mc_pool_stop). */
+static inline void mc_t_get_pool_pids(const mc_pool *pool, mc_t_pool_pids *pp)
+{
+    pp->zygote = mc_pool_zygote_pid(pool);
+    pp->n = mc_pool_worker_pids(pool, pp->workers, MC_T_MAX_PIDS);
+    if (pp->n < 0)
+        pp->n = 0;
+}
+
+/* After mc_pool_stop(): the zygote and every recorded worker are gone. */
+#define CHECK_POOL_PIDS_GONE(pp)                                            \
+    do {                                                                    \
+        CHECK((pp)->zygote > 0);                                            \
+        CHECK(mc_t_pid_gone((pp)->zygote));                                 \
+        for (int mc_t_i_ = 0; mc_t_i_ < (pp)->n; mc_t_i_++)                 \
+            CHECK(mc_t_pid_gone((pp)->workers[mc_t_i_]));                   \
+    } while (0)
+
+/* ------------------------------------------------------------------ main */
+
+int main(int argc, char **argv)
+{
+    /* Unbuffered: the workers are forked copies of this process and must
+       never inherit pending output. */
+    setvbuf(stdout, NULL, _IONBF, 0);
+    int passed = 0, failed = 0;
+    for (int i = 0; i < mc_t_count; i++) {
+        if (argc > 1) {
+            int wanted = 0;
+            for (int a = 1; a < argc; a++)
+                if (strcmp(argv[a], mc_t_names[i]) == 0)
+                    wanted = 1;
+            if (!wanted)
+                continue;
+        }
+        printf("RUN  %s\n", mc_t_names[i]);
+        int before = mc_t_failure_count();
+        double t0 = mc_t_now();
+        mc_t_fns[i]();
+        double dt = mc_t_now() - t0;
+        if (mc_t_failure_count() == before) {
+            printf("PASS %s (%.2f s)\n", mc_t_names[i], dt);
+            passed++;
+        } else {
+            printf("FAIL %s (%.2f s)\n", mc_t_names[i], dt);
+            failed++;
+        }
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 && passed > 0 ? 0 : 1;
+}
+
+#endif /* MC_TEST_HARNESS_H */

@@ -1,0 +1,279 @@
+/* test_threads.c — several caller threads submitting and collecting at once. */
+#include <pthread.h>
+
+#include "harness.h"
+
+enum { THREADS = 4, PER_THREAD = 2000 };
+
+typedef struct {
+    uint32_t thread;
+    uint32_t number;
+    uint32_t pad_len; /* followed by pad_len bytes of (thread ^ number) */
+} tag_arg;
+
+/* Result: {thread, number, thread*1000003 + number, worker index}; fails
+   with code 9 if the padding bytes are not what the caller wrote. */
+static int task_tag(const void *arg, size_t arg_len, mc_task_ctx *ctx)
+{
+    if (arg_len < sizeof(tag_arg))
+        return 99;
+    tag_arg a;
+    memcpy(&a, arg, sizeof a);
+    if (arg_len != sizeof a + a.pad_len)
+        return 98;
+    const unsigned char *pad = (const unsigned char *)arg + sizeof a;
+    for (uint32_t i = 0; i < a.pad_len; i++)
+        if (pad[i] != (unsigned char)(a.thread ^ a.number ^ i))
+            return 9;
+    uint32_t r[4] = {a.thread, a.number, a.thread * 1000003u + a.number,
+                     (uint32_t)mc_worker_index()};
+    return mc_result_set(ctx, r, sizeof r) == MC_OK ? 0 : 1;
+}
+
+static int task_sleep_ms(const void *arg, size_t arg_len, mc_task_ctx *ctx)
+{
+    (void)ctx;
+    if (arg_len == sizeof(int))
+        mc_t_sleep_ms(*(const int *)arg);
+    return 0;
+}
+
+static size_t make_arg(unsigned char *buf, uint32_t thread, uint32_t number)
+{
+    tag_arg a = {thread, number, (thread * 7 + number) % 61};
+    memcpy(buf, &a, sizeof a);
+    for (uint32_t i = 0; i < a.pad_len; i++)
+        buf[sizeof a + i] = (unsigned char)(thread ^ number ^ i);
+    return sizeof a + a.pad_len;
+}
+
+static int check_tag(const mc_result *r, uint32_t thread, uint32_t number)
+{
+    if (r->status != MC_OK || r->len != 4 * sizeof(uint32_t))
+        return 0;
+    uint32_t v[4];
+    memcpy(v, r->data, sizeof v);
+    return v[0] == thread && v[1] == number && v[2] == thread * 1000003u + number &&
+           v[3] < 64;
+}
+
+typedef struct {
+    mc_pool *pool;
+    uint32_t id;
+    int use_wait_one;
+    int bad;
+    int errors;
+} thread_job;
+
+static void *submitter(void *p)
+{
+    thread_job *job = p;
+    mc_group *g = NULL;
+    if (mc_group_create(job->pool, &g) != MC_OK) {
+        job->errors++;
+        return NULL;
+    }
+    unsigned char buf[sizeof(tag_arg) + 64];
+    for (uint32_t n = 0; n < PER_THREAD; n++) {
+        size_t len = make_arg(buf, job->id, n);
+        int rc = mc_submit(g, task_tag, buf, len, 60);
+        if (rc != MC_OK) {
+            fprintf(stderr, "thread %u: submit %u: %s\n", job->id, n, mc_strerror(rc));
+            job->errors++;
+            break;
+        }
+        /* some threads collect while they submit */
+        if (job->use_wait_one && n % 100 == 99) {
+            rc = mc_group_wait_one(g, n - 50, 60);
+            if (rc != MC_OK)
+                job->errors++;
+        }
+    }
+    int rc = mc_group_wait(g, 120);
+    if (rc != MC_OK) {
+        fprintf(stderr, "thread %u: wait: %s\n", job->id, mc_strerror(rc));
+        job->errors++;
+    }
+    if (mc_group_size(g) != PER_THREAD)
+        job->errors++;
+    for (uint32_t n = 0; n < PER_THREAD; n++) {
+        mc_result r;
+        if (mc_group_result(g, n, &r) != MC_OK || !check_tag(&r, job->id, n)) {
+            if (job->bad++ < 3)
+                fprintf(stderr, "thread %u: task %u: wrong result (status %d, len %zu)\n",
+                        job->id, n, r.status, r.len);
+        }
+    }
+    mc_group_destroy(g);
+    return NULL;
+}
+
+TEST(test_four_threads_own_groups)
+{
+    mc_t_snapshot snap;
+    mc_t_snap(&snap);
+    mc_pool *pool = NULL;
+    REQUIRE_OK(mc_t_start(&pool, 2));
+
+    pthread_t th[THREADS];
+    thread_job jobs[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        jobs[i] = (thread_job){pool, (uint32_t)i + 1, i % 2, 0, 0};
+        REQUIRE(pthread_create(&th[i], NULL, submitter, &jobs[i]) == 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ_INT(jobs[i].errors, 0);
+        CHECK_EQ_INT(jobs[i].bad, 0);
+    }
+    CHECK_OK(mc_pool_stop(pool));
+    CHECK_NOTHING_LEFT(&snap);
+}
+
+/* Threads that create and destroy groups concurrently, often without waiting
+   (queued tasks cancelled, running ones discarded). 1 MiB arguments in a
+   64 MiB region: destroyed groups must give their memory back. */
+typedef struct {
+    mc_pool *pool;
+    uint32_t id;
+    int errors;
+    int bad;
+    int checked;
+} churn_job;
+
+static int task_first_word(const void *arg, size_t arg_len, mc_task_ctx *ctx)
+{
+    if (arg_len < 8)
+        return 99;
+    return mc_result_set(ctx, arg, 8) == MC_OK ? 0 : 1;
+}
+
+static void *churner(void *p)
+{
+    churn_job *job = p;
+    size_t big = (size_t)1 << 20;
+    unsigned char *buf = calloc(1, big);
+    if (!buf) {
+        job->errors++;
+        return NULL;
+    }
+    for (uint32_t it = 0; it < 150; it++) {
+        mc_group *g = NULL;
+        int rc = mc_group_create(job->pool, &g);
+        if (rc != MC_OK) {
+            fprintf(stderr, "churn %u: create: %s\n", job->id, mc_strerror(rc));
+            job->errors++;
+            break;
+        }
+        int ntasks = 1 + (int)(it % 3);
+        for (int k = 0; k < ntasks; k++) {
+            uint64_t tag = ((uint64_t)job->id << 32) | (it << 4) | (uint64_t)k;
+            memcpy(buf, &tag, 8);
+            rc = mc_submit(g, task_first_word, buf, big, 30);
+            if (rc != MC_OK) {
+                fprintf(stderr, "churn %u/%u: submit: %s\n", job->id, it, mc_strerror(rc));
+                job->errors++;
+            }
+        }
+        if (it % 2 == 0) { /* wait and check, then destroy */
+            rc = mc_group_wait(g, 60);
+            if (rc != MC_OK) {
+                job->errors++;
+            } else {
+                for (int k = 0; k < ntasks; k++) {
+                    uint64_t tag = ((uint64_t)job->id << 32) | (it << 4) | (uint64_t)k, got;
+                    mc_result r;
+                    if (mc_group_result(g, (size_t)k, &r) != MC_OK || r.status != MC_OK ||
+                        r.len != 8 || (memcpy(&got, r.data, 8), got != tag))
+                        job->bad++;
+                    job->checked++;
+                }
+            }
+        }
+        mc_group_destroy(g); /* odd iterations: destroyed with tasks in flight */
+    }
+    free(buf);
+    return NULL;
+}
+
+TEST(test_concurrent_group_create_destroy)
+{
+    mc_t_snapshot snap;
+    mc_t_snap(&snap);
+    mc_pool *pool = NULL;
+    mc_pool_options o;
+    mc_pool_options_init(&o);
+    o.workers = 2;
+    o.region_size = (size_t)64 << 20;
+    REQUIRE_OK(mc_pool_start(&pool, &o));
+
+    pthread_t th[THREADS];
+    churn_job jobs[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        jobs[i] = (churn_job){pool, (uint32_t)i + 1, 0, 0, 0};
+        REQUIRE(pthread_create(&th[i], NULL, churner, &jobs[i]) == 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ_INT(jobs[i].errors, 0);
+        CHECK_EQ_INT(jobs[i].bad, 0);
+        CHECK(jobs[i].checked > 0);
+    }
+
+    /* the pool still works: a slow task in one group does not block another
+       group's results */
+    mc_group *slow = NULL, *g = NULL;
+    REQUIRE_OK(mc_group_create(pool, &slow));
+    REQUIRE_OK(mc_group_create(pool, &g));
+    int ms = 300;
+    CHECK_OK(mc_submit(slow, task_sleep_ms, &ms, sizeof ms, 10));
+    unsigned char buf[sizeof(tag_arg) + 64];
+    for (uint32_t n = 0; n < 100; n++) {
+        size_t len = make_arg(buf, 77, n);
+        CHECK_OK(mc_submit(g, task_tag, buf, len, 10));
+    }
+    CHECK_OK(mc_group_wait(g, 30));
+    for (uint32_t n = 0; n < 100; n++) {
+        mc_result r;
+        CHECK_OK(mc_group_result(g, n, &r));
+        CHECK(check_tag(&r, 77, n));
+    }
+    CHECK_OK(mc_group_wait(slow, 30));
+    mc_group_destroy(slow);
+    mc_group_destroy(g);
+    CHECK_OK(mc_pool_stop(pool));
+    CHECK_NOTHING_LEFT(&snap);
+}
+
+/* Threads that are already running when the pool starts (the zygote makes
+   this safe) keep working while the pool is used. */
+static volatile int keep_spinning = 1;
+static void *busy_thread(void *p)
+{
+    (void)p;
+    while (__atomic_load_n(&keep_spinning, __ATOMIC_RELAXED))
+        mc_t_sleep_ms(1);
+    return NULL;
+}
+
+TEST(test_start_with_threads_running)
+{
+    mc_t_snapshot snap;
+    mc_t_snap(&snap);
+    pthread_t t;
+    __atomic_store_n(&keep_spinning, 1, __ATOMIC_RELAXED);
+    REQUIRE(pthread_create(&t, NULL, busy_thread, NULL) == 0);
+    mc_pool *pool = NULL;
+    int rc = mc_t_start(&pool, 2);
+    CHECK_OK(rc);
+    if (rc == MC_OK) {
+        thread_job job = {pool, 5, 1, 0, 0};
+        submitter(&job);
+        CHECK_EQ_INT(job.errors, 0);
+        CHECK_EQ_INT(job.bad, 0);
+        CHECK_OK(mc_pool_stop(pool));
+    }
+    __atomic_store_n(&keep_spinning, 0, __ATOMIC_RELAXED);
+    pthread_join(t, NULL);
+    CHECK_NOTHING_LEFT(&snap);
+}
