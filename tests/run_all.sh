@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# tests/run_all.sh: install what is missing, then build and run every test.
+#
+#   bash tests/run_all.sh
+#
+# Stages (all run; the script fails at the end if any failed):
+#   gcc      standalone C build with gcc -Werror, ctest
+#   clang    the same with clang
+#   asan     gcc with AddressSanitizer + UndefinedBehaviorSanitizer, ctest
+#   install  cmake --install into a temp prefix; the README example built with
+#            pkg-config against the shared and against the static library
+#   python   pip install ".[test]" (-Werror), pytest, python -m multicore demo
+#
+# Environment: MULTICORE_STAGES="gcc clang ..." runs a subset;
+# MULTICORE_BUILD_ROOT (default build-ci/) holds build trees and logs;
+# PYTHON (default python3) is the interpreter for the python stage;
+# MULTICORE_CTEST_JOBS (default 1) runs C tests in parallel.
+# Debian, run as root (installs clang, pkg-config, valgrind, cmake if missing).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+STAGES=${MULTICORE_STAGES:-"gcc clang asan install python"}
+BUILD_ROOT=${MULTICORE_BUILD_ROOT:-$ROOT/build-ci}
+PYTHON=${PYTHON:-python3}
+JOBS=$(nproc 2>/dev/null || echo 2)
+CTEST_JOBS=${MULTICORE_CTEST_JOBS:-1}
+LOGS=$BUILD_ROOT/logs
+
+banner() {
+    printf '\n'
+    printf '=%.0s' {1..78}
+    printf '\n== %s\n' "$*"
+    printf '=%.0s' {1..78}
+    printf '\n'
+}
+
+# ---------------------------------------------------------------------------
+# Prerequisites (apt, only what is missing)
+# ---------------------------------------------------------------------------
+banner "prerequisites"
+missing=()
+command -v clang >/dev/null 2>&1 || missing+=(clang)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v make >/dev/null 2>&1 || command -v ninja >/dev/null 2>&1 || missing+=(make)
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}"
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "error: not root; install these first: ${missing[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+for tool in gcc clang cmake pkg-config valgrind "$PYTHON"; do
+    printf '%-12s %s\n' "$tool" "$("$tool" --version 2>&1 | head -n1)"
+done
+
+GENERATOR=()
+if command -v ninja >/dev/null 2>&1; then
+    GENERATOR=(-G Ninja)
+fi
+
+mkdir -p "$BUILD_ROOT" "$LOGS"
+
+# ---------------------------------------------------------------------------
+# Stages. Each runs in a subshell with `set -e`; its output goes to
+# $LOGS/<stage>.log as well as to the terminal.
+# ---------------------------------------------------------------------------
+
+# c_build NAME CC BUILD_TYPE SANITIZE: configure, build, ctest.
+c_build() {
+    local name=$1 cc=$2 build_type=$3 sanitize=$4
+    local dir=$BUILD_ROOT/$name
+    rm -rf "$dir"
+    CC=$cc cmake -S "$ROOT" -B "$dir" "${GENERATOR[@]}" \
+        -DCMAKE_BUILD_TYPE="$build_type" \
+        -DMULTICORE_WERROR=ON \
+        -DMULTICORE_BUILD_TESTS=ON \
+        -DMULTICORE_BUILD_PYTHON=OFF \
+        -DMULTICORE_SANITIZE="$sanitize"
+    cmake --build "$dir" -j "$JOBS"
+    cd "$dir"
+    ctest --output-on-failure --no-tests=error -j "$CTEST_JOBS"
+}
+
+stage_gcc() {
+    c_build gcc gcc RelWithDebInfo ""
+}
+
+stage_clang() {
+    c_build clang clang Debug ""
+}
+
+stage_asan() {
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    c_build asan gcc Debug "address,undefined"
+}
+
+check() {   # check NAME COMMAND...: one line per check, counted in the summary
+    local name=$1
+    shift
+    if "$@"; then
+        echo "check: $name: ok"
+    else
+        echo "check: $name: FAILED"
+        return 1
+    fi
+}
+
+readme_example_matches() {
+    # The README's ```c block must be examples/hello.c, verbatim.
+    awk '/^```c$/ {inside=1; next} inside && /^```$/ {exit} inside {print}' \
+        README.md | diff -u examples/hello.c - >&2
+}
+
+exports_match_header() {
+    # Every MC_EXPORT function in the header is exported by the shared
+    # library, and the library exports nothing else.
+    local lib=$1 declared exported
+    declared=$(grep -oE 'MC_EXPORT [^(]*\bmc_[a-z0-9_]+\(' include/multicore.h |
+               grep -oE 'mc_[a-z0-9_]+' | sort -u)
+    exported=$(nm -D --defined-only "$lib" | awk '$2 ~ /^[TDBRVW]$/ {print $3}' |
+               grep -vE '^(_init|_fini|_edata|_end|__bss_start)$' | sort -u)
+    if [[ "$declared" != "$exported" ]]; then
+        diff -u <(echo "$declared") <(echo "$exported") >&2 || true
+        return 1
+    fi
+}
+
+stage_install() {
+    local dir=$BUILD_ROOT/install-build prefix=$BUILD_ROOT/prefix out=$BUILD_ROOT/install-out
+    rm -rf "$dir" "$prefix" "$out"
+    mkdir -p "$out"
+    cmake -S "$ROOT" -B "$dir" "${GENERATOR[@]}" \
+        -DCMAKE_BUILD_TYPE=Release \
+        -DCMAKE_INSTALL_PREFIX="$prefix" \
+        -DMULTICORE_WERROR=ON -DMULTICORE_BUILD_TESTS=OFF -DMULTICORE_BUILD_PYTHON=OFF
+    cmake --build "$dir" -j "$JOBS"
+    cmake --install "$dir"
+
+    local pc libdir
+    pc=$(find "$prefix" -name multicore.pc -print -quit)
+    [[ -n "$pc" ]] || { echo "multicore.pc was not installed" >&2; return 1; }
+    export PKG_CONFIG_PATH=$(dirname "$pc")
+    libdir=$(pkg-config --variable=libdir multicore)
+    echo "pkg-config --cflags --libs multicore:          $(pkg-config --cflags --libs multicore)"
+    echo "pkg-config --static --cflags --libs multicore: $(pkg-config --static --cflags --libs multicore)"
+    ls -l "$prefix/include" "$libdir"
+
+    local failed=0
+    check "README C example is examples/hello.c" readme_example_matches || failed=1
+    check "libmulticore.so exports exactly the header's functions" \
+        exports_match_header "$libdir/libmulticore.so" || failed=1
+    check "libmulticore.so has SONAME libmulticore.so.0" \
+        bash -c "objdump -p '$libdir/libmulticore.so' | grep -q 'SONAME *libmulticore\.so\.0$'" || failed=1
+
+    # Shared: the exact command the README gives.
+    # shellcheck disable=SC2046
+    check "hello.c builds against the shared library" \
+        cc examples/hello.c $(pkg-config --cflags --libs multicore) -o "$out/hello-shared" || failed=1
+    check "hello (shared) links libmulticore.so.0" \
+        bash -c "LD_LIBRARY_PATH='$libdir' ldd '$out/hello-shared' | grep -q 'libmulticore\.so\.0 => $libdir/'" || failed=1
+    check "hello (shared) runs" \
+        env LD_LIBRARY_PATH="$libdir" "$out/hello-shared" || failed=1
+
+    # Static: libmulticore.a plus Libs.private, no shared library at run time.
+    # shellcheck disable=SC2046
+    check "hello.c builds statically (pkg-config --static)" \
+        cc examples/hello.c $(pkg-config --cflags multicore) -static \
+           $(pkg-config --static --libs multicore) -o "$out/hello-static" || failed=1
+    check "hello (static) runs without libmulticore.so" \
+        env -u LD_LIBRARY_PATH "$out/hello-static" || failed=1
+    return "$failed"
+}
+
+stage_python() {
+    local py=$PYTHON
+    # A Python that refuses global installs (PEP 668) gets a venv that still
+    # sees its site-packages.
+    if "$py" -c 'import sys, sysconfig, os; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+        echo "$py is externally managed: using a venv in $BUILD_ROOT/venv"
+        rm -rf "$BUILD_ROOT/venv"
+        "$py" -m venv --system-site-packages "$BUILD_ROOT/venv"
+        py=$BUILD_ROOT/venv/bin/python
+    fi
+    "$py" -m pip install --quiet --disable-pip-version-check --no-cache-dir \
+        --root-user-action=ignore \
+        ".[test]" -C cmake.define.MULTICORE_WERROR=ON
+    "$py" -c 'import multicore, multicore._multicore as m; print("multicore", multicore.__file__, m.__file__)'
+    local rc=0
+    "$py" -m pytest tests/python -q -p no:cacheprovider || rc=$?
+    check "python -m multicore demo" "$py" -m multicore demo || rc=1
+    return "$rc"
+}
+
+# ---------------------------------------------------------------------------
+# Run every stage, then summarize
+# ---------------------------------------------------------------------------
+declare -A RESULT PASSED FAILED DURATION
+
+# count LOG: sets P and F from the runners' closing lines in a stage log.
+count() {
+    local log=$1 line n
+    P=0
+    F=0
+    # ctest: "92% tests passed, 1 tests failed out of 12" or (CMake >= 4)
+    # "100% tests passed out of 12"
+    while read -r line; do
+        [[ $line =~ tests\ passed(,\ ([0-9]+)\ tests?\ failed)?\ out\ of\ ([0-9]+) ]] || continue
+        n=${BASH_REMATCH[2]:-0}
+        F=$((F + n))
+        P=$((P + BASH_REMATCH[3] - n))
+    done < <(grep -E '^[0-9]+% tests passed(, [0-9]+ tests? failed)? out of [0-9]+' "$log" || true)
+    # pytest -q: "3 failed, 40 passed, 2 skipped in 5.1s"
+    line=$(grep -E '^(=+ )?[0-9]+ (passed|failed|error|errors|skipped|deselected|xfailed|xpassed)\b.* in [0-9.]+s' "$log" | tail -n1 || true)
+    if [[ -n $line ]]; then
+        for n in $(grep -oE '[0-9]+ passed' <<<"$line" | cut -d' ' -f1); do P=$((P + n)); done
+        for n in $(grep -oE '[0-9]+ (failed|errors?)' <<<"$line" | cut -d' ' -f1); do F=$((F + n)); done
+    fi
+    # our own checks
+    P=$((P + $(grep -cE '^check: .*: ok$' "$log" || true)))
+    F=$((F + $(grep -cE '^check: .*: FAILED$' "$log" || true)))
+}
+
+overall=0
+for stage in $STAGES; do
+    if ! declare -F "stage_$stage" >/dev/null; then
+        echo "unknown stage: $stage (known: gcc clang asan install python)" >&2
+        exit 2
+    fi
+    banner "stage: $stage"
+    log=$LOGS/$stage.log
+    start=$SECONDS
+    set +e
+    ( set -euo pipefail; "stage_$stage" ) 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    DURATION[$stage]=$((SECONDS - start))
+    count "$log"
+    if ((rc != 0)); then
+        RESULT[$stage]=FAILED
+        overall=1
+        ((F > 0)) || F=1     # a failure no runner counted (a build error, say)
+    else
+        RESULT[$stage]=ok
+    fi
+    PASSED[$stage]=$P
+    FAILED[$stage]=$F
+    echo "-- stage $stage: ${RESULT[$stage]} (exit $rc, ${DURATION[$stage]} s, log $log)"
+done
+
+banner "summary"
+total_p=0
+total_f=0
+printf '%-10s %-7s %7s %7s %7s\n' stage result passed failed seconds
+for stage in $STAGES; do
+    printf '%-10s %-7s %7d %7d %7d\n' "$stage" "${RESULT[$stage]}" \
+        "${PASSED[$stage]}" "${FAILED[$stage]}" "${DURATION[$stage]}"
+    total_p=$((total_p + PASSED[$stage]))
+    total_f=$((total_f + FAILED[$stage]))
+done
+if ((overall != 0)); then
+    echo "FAILED: see the logs in $LOGS"
+else
+    echo "all stages passed"
+fi
+echo "total: $total_p passed, $total_f failed"
+exit "$overall"
