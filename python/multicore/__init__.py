@@ -1,0 +1,33 @@
+"""multicore: a persistent pool of worker processes fed through shared memory.
+
+    from multicore import initialize, shutdown, Task
+    from multicore.utils import ranges
+
+initialize() forks the workers once; what the program defined before it
+(functions, module globals) is visible to them. Task() groups calls, run()
+queues one, get() returns the results in order.
+"""
+
+import atexit as _atexit
+
+from multicore._multicore import Task, initialize, shutdown
+from multicore import _multicore
+from multicore import exceptions  # noqa: F401  (multicore.exceptions)
+
+__all__ = ["initialize", "shutdown", "Task", "NUMBER_OF_WORKERS"]
+__version__ = "0.2.0"
+
+
+def __getattr__(name):
+    # NUMBER_OF_WORKERS follows the pool: its worker count while it runs,
+    # else the number of online CPUs.
+    if name == "NUMBER_OF_WORKERS":
+        return _multicore.number_of_workers()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + ["NUMBER_OF_WORKERS"])
+
+
+_atexit.register(shutdown)

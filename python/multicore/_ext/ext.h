@@ -1,0 +1,203 @@
+/*
+ * ext.h — private header of the extension multicore._multicore.
+ *
+ * Owns the declarations the extension's C files share: the one module-state
+ * struct (mcx), the payload format constants (the wire between the caller
+ * and a worker), the task result codes a worker returns, and the entry
+ * points each file offers the others. Nothing here is public API: the
+ * engine's contract is include/multicore.h, the Python contract is the
+ * package multicore.
+ *
+ * The state is a single static struct rather than per-module state because
+ * the engine calls back into us (fork hooks, worker init/exit, the task
+ * entry) through plain C function pointers with no module at hand, and
+ * because the pool it describes is process-wide anyway.
+ */
+#ifndef MULTICORE_EXT_H
+#define MULTICORE_EXT_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pythread.h>
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "multicore.h"
+
+/* ---------------------------------------------------------------------
+ * Serialization formats of a task's result (chosen at run()).
+ * --------------------------------------------------------------------- */
+enum {
+    MCX_FMT_PICKLE = 0,
+    MCX_FMT_JSON = 1,
+    MCX_FMT_STRING = 2
+};
+
+/* ---------------------------------------------------------------------
+ * Task codes a worker returns (mc_result.task_code with MC_ETASK), and
+ * what the result bytes then hold.
+ * --------------------------------------------------------------------- */
+enum {
+    MCX_RC_OK = 0,        /* result bytes: the serialized return value */
+    MCX_RC_EXCEPTION = 1, /* pickle of (pickled exception or None,
+                             type name, str(exception), traceback text) */
+    MCX_RC_CALLABLE = 2,  /* UTF-8: why the callable could not be loaded */
+    MCX_RC_ARGS = 3,      /* UTF-8: why the arguments could not be loaded */
+    MCX_RC_PAYLOAD = 4,   /* UTF-8: the payload was malformed */
+    MCX_RC_NOMEM = 5      /* UTF-8: the result did not fit in shared memory */
+};
+
+/* ---------------------------------------------------------------------
+ * Payload header (caller -> worker). Both ends are the same program image
+ * (the workers are forked from the caller), so fields are native-endian.
+ *
+ *   0  u8   magic  MCX_WIRE_MAGIC
+ *   1  u8   version MCX_WIRE_VERSION
+ *   2  u8   format (MCX_FMT_*)
+ *   3  u8   flags  (MCX_WIRE_DILL)
+ *   4  u32  reserved, 0
+ *   8  u64  length of the callable's part
+ *  16       callable part, then the (args, kwargs) part to the end
+ * --------------------------------------------------------------------- */
+#define MCX_WIRE_MAGIC 0x6du
+#define MCX_WIRE_VERSION 1u
+#define MCX_WIRE_DILL 0x01u
+#define MCX_WIRE_HEADER_SIZE 16u
+
+typedef struct {
+    int format;
+    int use_dill;
+    const char *fn;      /* callable part */
+    size_t fn_len;
+    const char *args;    /* (args, kwargs) part */
+    size_t args_len;
+} mcx_wire_task;
+
+/* Bytes borrowed from a Python object that owns them. */
+typedef struct {
+    PyObject *owner;     /* strong reference; NULL when empty */
+    const char *data;
+    Py_ssize_t len;
+} mcx_buffer;
+
+/* ---------------------------------------------------------------------
+ * The module state.
+ * --------------------------------------------------------------------- */
+typedef struct {
+    /* The pool (module.c). pool is non-NULL only while it runs, in the
+       process that started it (owner_pid). generation counts the pools
+       this process started; a Task remembers the one it belongs to. */
+    mc_pool *pool;
+    pid_t owner_pid;
+    uint64_t generation;
+    uint64_t stopping_generation;
+    int stopping;          /* mc_pool_stop() is running (GIL released) */
+    int workers;
+    long inflight;         /* sections touching the pool's memory now */
+    PyThread_type_lock lifecycle_lock;  /* serializes initialize/shutdown */
+    pid_t lock_pid;        /* process that allocated lifecycle_lock */
+    PyObject *worker_init; /* the user's worker_init callable, or NULL */
+
+    /* Groups whose destruction waits for a running mc_pool_stop(). */
+    mc_group **deferred;
+    size_t n_deferred;
+    size_t cap_deferred;
+
+    /* Serializers, imported at module init so that workers inherit them. */
+    PyObject *pickle_dumps;
+    PyObject *pickle_loads;
+    PyObject *json_dumps;
+    PyObject *json_loads;
+    PyObject *format_exception;
+    PyObject *protocol;    /* int 5 */
+    PyObject *dill_dumps;  /* imported on first use_dill=True */
+    PyObject *dill_loads;
+
+    /* multicore.exceptions */
+    PyObject *MulticoreError;
+    PyObject *TimeoutExceededError;
+    PyObject *TaskCompleteError;
+    PyObject *WorkerDiedError;
+    PyObject *PoolNotRunningError;
+    PyObject *CallableNotFoundError;
+    PyObject *ArgumentsUnpicklingError;
+    PyObject *WorkerInitError;
+    PyObject *RemoteTraceback;
+
+    /* Caller side: the last callable pickled, to skip re-pickling it. */
+    PyObject *last_fn;
+    PyObject *last_fn_bytes;
+    int last_fn_dill;
+
+    /* Worker side: the thread state parked while no task runs, and the
+       last callable loaded (by reference) with the bytes it came from. */
+    PyThreadState *worker_tstate;
+    PyObject *w_last_fn;
+    PyObject *w_last_fn_bytes;
+} mcx_state;
+
+extern mcx_state mcx;
+
+/* Shared-memory access outside the engine's own calls (filling a reserved
+   argument, reading result bytes) happens between these two: shutdown()
+   waits until no thread is inside. The per-thread count lets shutdown()
+   refuse, instead of deadlocking, when called from inside such a section
+   (a signal handler or an unpickler calling it). GIL held for both. */
+extern _Thread_local long mcx_tls_inflight;
+
+static inline void mcx_inflight_enter(void)
+{
+    mcx.inflight++;
+    mcx_tls_inflight++;
+}
+
+static inline void mcx_inflight_leave(void)
+{
+    mcx.inflight--;
+    mcx_tls_inflight--;
+}
+
+/* ---- module.c ---- */
+int mcx_pool_alive(void);             /* pool runs and belongs to us */
+int mcx_number_of_workers(void);
+void mcx_flush_std(void);              /* flush sys.stdout/stderr (GIL held) */
+void mcx_defer_or_destroy_group(mc_group *group, uint64_t generation,
+                                pid_t pid);
+
+/* ---- errors.c ---- */
+int mcx_load_exceptions(void);
+/* Set the Python exception matching an MC_E* code; returns NULL.
+   saved_errno is errno right after the failing call (for MC_ESYSTEM). */
+PyObject *mcx_raise_mc(int rc, int saved_errno, const char *context);
+/* Raise exc_type(message) with the current exception as its __cause__. */
+PyObject *mcx_raise_chained(PyObject *exc_type, const char *message);
+/* "module.qualname" of a callable (new reference, never fails unless
+   out of memory). */
+PyObject *mcx_callable_name(PyObject *fn);
+/* "Type: message" of the current exception (clears it); new reference. */
+PyObject *mcx_exception_summary(void);
+
+/* ---- wire.c ---- */
+int mcx_load_dill(void);
+PyObject *mcx_dumps(PyObject *obj, int use_dill);
+PyObject *mcx_loads(const void *data, size_t len, int use_dill);
+void mcx_wire_write_header(void *dst, int format, int use_dill,
+                           size_t fn_len);
+int mcx_wire_parse(const void *data, size_t len, mcx_wire_task *out);
+int mcx_encode_result(PyObject *result, int format, mcx_buffer *out);
+PyObject *mcx_decode_result(const void *data, size_t len, int format);
+PyObject *mcx_encode_exception(void);   /* from the current exception */
+PyObject *mcx_raise_remote(const void *data, size_t len);
+void mcx_buffer_release(mcx_buffer *buf);
+
+/* ---- worker.c ---- */
+int mcx_task_entry(const void *arg, size_t arg_len, mc_task_ctx *ctx);
+int mcx_worker_init(int worker_index, void *arg);
+void mcx_worker_exit(int worker_index, void *arg);
+
+/* ---- task.c ---- */
+extern PyTypeObject mcx_TaskType;
+
+#endif /* MULTICORE_EXT_H */

@@ -1,0 +1,638 @@
+/*
+ * module.c — the module multicore._multicore and the pool's lifecycle.
+ *
+ * Owns: the module state (mcx) and module init, initialize() / shutdown()
+ * (the one process-wide pool), the fork hooks that keep the interpreter
+ * consistent across the engine's forks, ranges(), number_of_workers(), and
+ * two introspection helpers for tests (_worker_pids, _zygote_pid).
+ *
+ * Lifecycle rules kept here:
+ *   - initialize() and shutdown() are serialized by lifecycle_lock and may
+ *     be called from any thread, any number of times.
+ *   - Every thread that touches the pool's shared memory counts itself in
+ *     mcx.inflight; shutdown() first hides the pool (pool = NULL, generation
+ *     bumped, so no new work starts), waits for inflight to drain, and only
+ *     then calls mc_pool_stop() with the GIL released.
+ *   - A process forked from the caller (os.fork()) inherits mcx but not the
+ *     pool: owner_pid tells them apart, and such a child never stops or
+ *     frees the parent's pool; it may start its own.
+ */
+#include "ext.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+mcx_state mcx;
+_Thread_local long mcx_tls_inflight;
+
+/* ---------------------------------------------------------------------
+ * Shared helpers
+ * --------------------------------------------------------------------- */
+
+int mcx_pool_alive(void)
+{
+    return mcx.pool != NULL && mcx.owner_pid == getpid();
+}
+
+int mcx_number_of_workers(void)
+{
+    return mcx_pool_alive() ? mcx.workers : mc_online_cpus();
+}
+
+void mcx_flush_std(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    const char *names[2] = {"stdout", "stderr"};
+    for (int i = 0; i < 2; i++) {
+        PyObject *f = PySys_GetObject(names[i]);   /* borrowed */
+        if (f == NULL || f == Py_None)
+            continue;
+        PyObject *r = PyObject_CallMethod(f, "flush", NULL);
+        if (r == NULL)
+            PyErr_Clear();
+        Py_XDECREF(r);
+    }
+    PyErr_Restore(type, value, tb);
+}
+
+void mcx_defer_or_destroy_group(mc_group *group, uint64_t generation, pid_t pid)
+{
+    if (group == NULL)
+        return;
+    if (pid != getpid())
+        return;   /* inherited through fork(): the parent's, not ours */
+    if (mcx.stopping && generation == mcx.stopping_generation) {
+        /* mc_pool_stop() runs right now in another thread: destroy the
+           group once it has returned. */
+        if (mcx.n_deferred == mcx.cap_deferred) {
+            size_t cap = mcx.cap_deferred ? mcx.cap_deferred * 2 : 16;
+            mc_group **grown = PyMem_RawRealloc(mcx.deferred,
+                                                cap * sizeof *grown);
+            if (grown == NULL)
+                return;   /* leak one handle rather than race the stop */
+            mcx.deferred = grown;
+            mcx.cap_deferred = cap;
+        }
+        mcx.deferred[mcx.n_deferred++] = group;
+        return;
+    }
+    mc_group_destroy(group);
+}
+
+/* ---------------------------------------------------------------------
+ * Fork hooks (called by the engine around each of its forks)
+ * --------------------------------------------------------------------- */
+
+static void hook_before_fork(void *arg)
+{
+    (void)arg;
+    /* Buffered output would otherwise be written again by the child. */
+    mcx_flush_std();
+    PyOS_BeforeFork();
+}
+
+static void hook_after_fork_parent(void *arg)
+{
+    (void)arg;
+    PyOS_AfterFork_Parent();
+}
+
+static void ignore_sigint(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_IGN;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+static void hook_after_fork_child(void *arg, mc_role role)
+{
+    (void)arg;
+    PyOS_AfterFork_Child();
+    /* Ctrl-C reaches the whole process group: it is the caller's to
+       handle. The zygote and the workers ignore it at the C level, so no
+       worker prints a KeyboardInterrupt traceback. */
+    ignore_sigint();
+    if (role == MC_ROLE_WORKER) {
+        /* Park the GIL; the worker callbacks take it when they run Python.
+           The zygote keeps it: it runs the fork hooks for every worker. */
+        mcx.worker_tstate = PyEval_SaveThread();
+    }
+}
+
+/* ---------------------------------------------------------------------
+ * Lifecycle lock
+ * --------------------------------------------------------------------- */
+
+/* In a process forked from the caller, forget the parent's pool and a
+   lock some vanished thread may hold. */
+static int forget_if_forked(void)
+{
+    pid_t me = getpid();
+    if (mcx.lifecycle_lock == NULL || mcx.lock_pid != me) {
+        PyThread_type_lock lock = PyThread_allocate_lock();
+        if (lock == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        /* The old lock (if any) is left alone: freeing a lock that may be
+           held is undefined. */
+        mcx.lifecycle_lock = lock;
+        mcx.lock_pid = me;
+    }
+    if (mcx.pool != NULL && mcx.owner_pid != me) {
+        mcx.pool = NULL;
+        mcx.generation++;
+        mcx.workers = 0;
+        mcx.inflight = 0;
+        mcx_tls_inflight = 0;
+        mcx.stopping = 0;
+        mcx.n_deferred = 0;
+    }
+    return 0;
+}
+
+static int lifecycle_acquire(void)
+{
+    if (forget_if_forked() < 0)
+        return -1;
+    if (!PyThread_acquire_lock(mcx.lifecycle_lock, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(mcx.lifecycle_lock, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
+    return 0;
+}
+
+static void lifecycle_release(void)
+{
+    PyThread_release_lock(mcx.lifecycle_lock);
+}
+
+/* Stop a pool with the GIL released, keeping any pending exception.
+   *err receives errno as mc_pool_stop() left it. */
+static int stop_pool(mc_pool *pool, int *err)
+{
+    PyObject *type, *value, *tb;
+    int rc, saved = 0;
+    PyErr_Fetch(&type, &value, &tb);
+    Py_BEGIN_ALLOW_THREADS
+    errno = 0;
+    rc = mc_pool_stop(pool);
+    saved = errno;
+    Py_END_ALLOW_THREADS
+    PyErr_Restore(type, value, tb);
+    if (err != NULL)
+        *err = saved;
+    return rc;
+}
+
+/* ---------------------------------------------------------------------
+ * initialize / shutdown
+ * --------------------------------------------------------------------- */
+
+PyDoc_STRVAR(initialize_doc,
+"initialize(workers=None, worker_init=None)\n"
+"--\n\n"
+"Start the process-wide pool of worker processes (once; calling it again\n"
+"while it runs does nothing). workers defaults to the number of online\n"
+"CPUs. worker_init, a callable, runs once in every worker before its\n"
+"first task; if it raises, WorkerInitError carries its traceback.\n"
+"Functions and globals defined before this call are visible to the\n"
+"workers.");
+
+static PyObject *mod_initialize(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"workers", "worker_init", NULL};
+    PyObject *workers_obj = Py_None, *init_obj = Py_None;
+    int workers = 0;
+    (void)module;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO:initialize", kwlist,
+                                     &workers_obj, &init_obj))
+        return NULL;
+    if (workers_obj != Py_None) {
+        if (PyBool_Check(workers_obj) || !PyLong_Check(workers_obj)) {
+            PyErr_Format(PyExc_TypeError,
+                         "workers must be a positive int or None, not %.100s",
+                         Py_TYPE(workers_obj)->tp_name);
+            return NULL;
+        }
+        int overflow = 0;
+        long w = PyLong_AsLongAndOverflow(workers_obj, &overflow);
+        if (w == -1 && PyErr_Occurred())
+            return NULL;
+        if (overflow != 0 || w < 1 || w > 65536) {
+            PyErr_Format(PyExc_ValueError,
+                         "workers must be between 1 and 65536, got %R",
+                         workers_obj);
+            return NULL;
+        }
+        workers = (int)w;
+    }
+    if (init_obj != Py_None && !PyCallable_Check(init_obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "worker_init must be callable or None, not %.100s",
+                     Py_TYPE(init_obj)->tp_name);
+        return NULL;
+    }
+    if (mc_worker_index() >= 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "multicore.initialize() cannot be called in a worker");
+        return NULL;
+    }
+
+    if (lifecycle_acquire() < 0)
+        return NULL;
+    if (mcx.pool != NULL) {           /* already running: harmless */
+        lifecycle_release();
+        Py_RETURN_NONE;
+    }
+
+    if (init_obj != Py_None) {
+        Py_INCREF(init_obj);
+        Py_XSETREF(mcx.worker_init, init_obj);
+    } else {
+        Py_CLEAR(mcx.worker_init);
+    }
+
+    mc_pool_options opts;
+    mc_pool_options_init(&opts);
+    opts.workers = workers;
+    opts.worker_init = mcx_worker_init;
+    opts.worker_exit = mcx_worker_exit;
+    opts.before_fork = hook_before_fork;
+    opts.after_fork_parent = hook_after_fork_parent;
+    opts.after_fork_child = hook_after_fork_child;
+
+    /* The GIL stays held: the fork hooks run in this thread and need it. */
+    mc_pool *pool = NULL;
+    errno = 0;
+    int rc = mc_pool_start(&pool, &opts);
+    if (rc != MC_OK) {
+        int err = errno;
+        Py_CLEAR(mcx.worker_init);
+        lifecycle_release();
+        return mcx_raise_mc(rc, err, "multicore.initialize");
+    }
+
+    /* Wait for every worker's init with the GIL released, in slices so
+       that Ctrl-C is seen. */
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = mc_pool_wait_ready(pool, 0.05);
+        Py_END_ALLOW_THREADS
+        if (rc == MC_OK)
+            break;
+        if (rc == MC_ETIMEDOUT || rc == MC_EINTR) {
+            if (PyErr_CheckSignals() < 0)
+                goto fail_stop;
+            continue;
+        }
+        if (rc == MC_EWORKERINIT) {
+            const char *why = mc_pool_error(pool);
+            PyObject *text = PyUnicode_DecodeUTF8(why, (Py_ssize_t)strlen(why),
+                                                  "replace");
+            if (text != NULL) {
+                PyObject *msg = PyUnicode_FromFormat(
+                    "worker_init failed in a worker:\n%U", text);
+                if (msg != NULL) {
+                    PyErr_SetObject(mcx.WorkerInitError, msg);
+                    Py_DECREF(msg);
+                }
+                Py_DECREF(text);
+            }
+            goto fail_stop;
+        }
+        mcx_raise_mc(rc, 0, "multicore.initialize");
+        goto fail_stop;
+    }
+
+    mcx.pool = pool;
+    mcx.owner_pid = getpid();
+    mcx.generation++;
+    mcx.workers = mc_pool_workers(pool);
+    lifecycle_release();
+    Py_RETURN_NONE;
+
+fail_stop:
+    stop_pool(pool, NULL);
+    Py_CLEAR(mcx.worker_init);
+    lifecycle_release();
+    return NULL;
+}
+
+PyDoc_STRVAR(shutdown_doc,
+"shutdown()\n"
+"--\n\n"
+"Stop the pool: queued tasks are cancelled, every worker exits and is\n"
+"reaped. Harmless when the pool is not running; initialize() may be\n"
+"called again afterwards.");
+
+static PyObject *mod_shutdown(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    if (mcx_tls_inflight > 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "multicore.shutdown() cannot be called while this "
+                        "thread is reading task results or writing task "
+                        "arguments (from a signal handler or an unpickler)");
+        return NULL;
+    }
+    if (lifecycle_acquire() < 0)
+        return NULL;
+    if (mcx.pool == NULL) {
+        lifecycle_release();
+        Py_RETURN_NONE;
+    }
+    mc_pool *pool = mcx.pool;
+    /* Hide the pool: Task() now returns None, run()/get() raise
+       PoolNotRunningError, and waiters leave their wait slices. */
+    mcx.pool = NULL;
+    mcx.stopping_generation = mcx.generation;
+    mcx.generation++;
+    mcx.stopping = 1;
+    while (mcx.inflight > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        struct timespec ts = {0, 1000000};   /* 1 ms */
+        nanosleep(&ts, NULL);
+        Py_END_ALLOW_THREADS
+    }
+    int err = 0;
+    int rc = stop_pool(pool, &err);
+    mcx.stopping = 0;
+    /* Groups freed while the stop ran: destroying them is safe now. */
+    for (size_t i = 0; i < mcx.n_deferred; i++)
+        mc_group_destroy(mcx.deferred[i]);
+    mcx.n_deferred = 0;
+    mcx.workers = 0;
+    Py_CLEAR(mcx.worker_init);
+    Py_CLEAR(mcx.last_fn);
+    Py_CLEAR(mcx.last_fn_bytes);
+    lifecycle_release();
+    if (rc != MC_OK)
+        return mcx_raise_mc(rc, err, "multicore.shutdown");
+    Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------------
+ * ranges, number_of_workers, introspection
+ * --------------------------------------------------------------------- */
+
+/* Number of items: len(), or .count() for a Django QuerySet. */
+static Py_ssize_t item_count(PyObject *iterable)
+{
+    PyObject *cls_name = PyObject_GetAttrString((PyObject *)Py_TYPE(iterable),
+                                                "__name__");
+    if (cls_name == NULL)
+        return -1;
+    int is_qs = PyUnicode_Check(cls_name) &&
+                PyUnicode_CompareWithASCIIString(cls_name, "QuerySet") == 0;
+    Py_DECREF(cls_name);
+    if (is_qs) {
+        PyObject *count = PyObject_GetAttrString(iterable, "count");
+        if (count == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                return -1;
+            PyErr_Clear();
+        } else if (PyCallable_Check(count)) {
+            PyObject *n = PyObject_CallNoArgs(count);
+            Py_DECREF(count);
+            if (n == NULL)
+                return -1;
+            Py_ssize_t v = PyNumber_AsSsize_t(n, PyExc_OverflowError);
+            Py_DECREF(n);
+            if (v < 0 && !PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "count() returned a negative number");
+                return -1;
+            }
+            return v;
+        } else {
+            Py_DECREF(count);
+        }
+    }
+    return PyObject_Length(iterable);
+}
+
+/* A non-negative (or >= minimum) int argument; -1 on error. */
+static Py_ssize_t int_arg(PyObject *obj, const char *name, Py_ssize_t minimum)
+{
+    if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", name,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    Py_ssize_t v = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v < minimum) {
+        PyErr_Format(PyExc_ValueError, "%s must be >= %zd, got %zd", name,
+                     minimum, v);
+        return -1;
+    }
+    return v;
+}
+
+PyDoc_STRVAR(ranges_doc,
+"ranges(iterable, min_range_size=0, number_of_workers=None)\n"
+"--\n\n"
+"Split range(len(iterable)) into consecutive (start, end) pairs, one per\n"
+"worker, each at least min_range_size long (the last may be shorter).\n"
+"A Django QuerySet is counted with .count(). number_of_workers defaults\n"
+"to multicore.NUMBER_OF_WORKERS. Returns an iterator.");
+
+static PyObject *mod_ranges(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"iterable", "min_range_size", "number_of_workers", NULL};
+    PyObject *iterable, *min_obj = NULL, *workers_obj = Py_None;
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OO:ranges", kwlist,
+                                     &iterable, &min_obj, &workers_obj))
+        return NULL;
+    Py_ssize_t min_size = 0;
+    if (min_obj != NULL && min_obj != Py_None) {
+        min_size = int_arg(min_obj, "min_range_size", 0);
+        if (min_size < 0)
+            return NULL;
+    }
+    Py_ssize_t workers;
+    if (workers_obj == Py_None) {
+        workers = mcx_number_of_workers();
+    } else {
+        workers = int_arg(workers_obj, "number_of_workers", 1);
+        if (workers < 0)
+            return NULL;
+        if (workers > 1 << 20)
+            workers = 1 << 20;
+    }
+    Py_ssize_t count = item_count(iterable);
+    if (count < 0)
+        return NULL;
+
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
+        return NULL;
+    size_t step = mc_range_step((size_t)count, (size_t)min_size, (int)workers);
+    if (count > 0 && step == 0) {
+        Py_DECREF(list);
+        PyErr_SetString(PyExc_SystemError, "mc_range_step returned 0");
+        return NULL;
+    }
+    for (size_t start = 0; start < (size_t)count; start += step) {
+        size_t end = start + step;
+        if (end > (size_t)count || end < start)
+            end = (size_t)count;
+        PyObject *pair = Py_BuildValue("(nn)", (Py_ssize_t)start, (Py_ssize_t)end);
+        if (pair == NULL || PyList_Append(list, pair) < 0) {
+            Py_XDECREF(pair);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(pair);
+        if (end == (size_t)count)
+            break;
+    }
+    PyObject *it = PyObject_GetIter(list);
+    Py_DECREF(list);
+    return it;
+}
+
+PyDoc_STRVAR(number_of_workers_doc,
+"number_of_workers()\n"
+"--\n\n"
+"The running pool's worker count, else the number of online CPUs.");
+
+static PyObject *mod_number_of_workers(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyLong_FromLong(mcx_number_of_workers());
+}
+
+PyDoc_STRVAR(worker_pids_doc,
+"_worker_pids()\n"
+"--\n\n"
+"Process ids of the running pool's live workers (for tests).");
+
+static PyObject *mod_worker_pids(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    if (!mcx_pool_alive())
+        return PyList_New(0);
+    int max = mcx.workers > 0 ? mcx.workers : 1;
+    pid_t *pids = PyMem_Malloc((size_t)max * sizeof *pids);
+    if (pids == NULL)
+        return PyErr_NoMemory();
+    int n = mc_pool_worker_pids(mcx.pool, pids, max);
+    PyObject *list = PyList_New(0);
+    for (int i = 0; list != NULL && i < n; i++) {
+        PyObject *v = PyLong_FromLong((long)pids[i]);
+        if (v == NULL || PyList_Append(list, v) < 0)
+            Py_CLEAR(list);
+        Py_XDECREF(v);
+    }
+    PyMem_Free(pids);
+    return list;
+}
+
+PyDoc_STRVAR(zygote_pid_doc,
+"_zygote_pid()\n"
+"--\n\n"
+"Process id of the running pool's zygote, or None (for tests).");
+
+static PyObject *mod_zygote_pid(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    if (!mcx_pool_alive())
+        Py_RETURN_NONE;
+    return PyLong_FromLong((long)mc_pool_zygote_pid(mcx.pool));
+}
+
+/* ---------------------------------------------------------------------
+ * Module init
+ * --------------------------------------------------------------------- */
+
+static PyMethodDef module_methods[] = {
+    {"initialize", (PyCFunction)(void (*)(void))mod_initialize,
+     METH_VARARGS | METH_KEYWORDS, initialize_doc},
+    {"shutdown", mod_shutdown, METH_NOARGS, shutdown_doc},
+    {"ranges", (PyCFunction)(void (*)(void))mod_ranges,
+     METH_VARARGS | METH_KEYWORDS, ranges_doc},
+    {"number_of_workers", mod_number_of_workers, METH_NOARGS,
+     number_of_workers_doc},
+    {"_worker_pids", mod_worker_pids, METH_NOARGS, worker_pids_doc},
+    {"_zygote_pid", mod_zygote_pid, METH_NOARGS, zygote_pid_doc},
+    {NULL, NULL, 0, NULL}
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    "multicore._multicore",
+    "C extension of multicore: a persistent pool of worker processes fed\n"
+    "through shared memory (libmulticore).",
+    -1,
+    module_methods,
+    NULL, NULL, NULL, NULL
+};
+
+static int import_attr(const char *module_name, const char *attr, PyObject **slot)
+{
+    PyObject *module = PyImport_ImportModule(module_name);
+    if (module == NULL)
+        return -1;
+    PyObject *value = PyObject_GetAttrString(module, attr);
+    Py_DECREF(module);
+    if (value == NULL)
+        return -1;
+    Py_XSETREF(*slot, value);
+    return 0;
+}
+
+PyMODINIT_FUNC PyInit__multicore(void);
+
+PyMODINIT_FUNC PyInit__multicore(void)
+{
+    if (PyType_Ready(&mcx_TaskType) < 0)
+        return NULL;
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL)
+        return NULL;
+
+    /* Imported now, before any fork, so that every worker has them. */
+    if (import_attr("pickle", "dumps", &mcx.pickle_dumps) < 0 ||
+        import_attr("pickle", "loads", &mcx.pickle_loads) < 0 ||
+        import_attr("json", "dumps", &mcx.json_dumps) < 0 ||
+        import_attr("json", "loads", &mcx.json_loads) < 0 ||
+        import_attr("traceback", "format_exception", &mcx.format_exception) < 0)
+        goto fail;
+    if (mcx.protocol == NULL && (mcx.protocol = PyLong_FromLong(5)) == NULL)
+        goto fail;
+    if (mcx_load_exceptions() < 0)
+        goto fail;
+    if (forget_if_forked() < 0)
+        goto fail;
+
+    Py_INCREF(&mcx_TaskType);
+    if (PyModule_AddObject(module, "Task", (PyObject *)&mcx_TaskType) < 0) {
+        Py_DECREF(&mcx_TaskType);
+        goto fail;
+    }
+    if (PyModule_AddStringConstant(module, "ENGINE_VERSION",
+                                   Py_STRINGIFY(MC_VERSION_MAJOR) "."
+                                   Py_STRINGIFY(MC_VERSION_MINOR) "."
+                                   Py_STRINGIFY(MC_VERSION_PATCH)) < 0)
+        goto fail;
+    return module;
+
+fail:
+    Py_DECREF(module);
+    return NULL;
+}

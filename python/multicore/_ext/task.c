@@ -1,0 +1,688 @@
+/*
+ * task.c — the Task type: one group of tasks whose results come back in
+ * submission order.
+ *
+ * Owns: Task(max_load_average=None) (None when the pool is not running or
+ * the machine is too loaded), Task.run() (serialize the call, copy it once
+ * into shared memory, queue it), Task.get() (wait with the GIL released in
+ * short slices so Ctrl-C and shutdown() are noticed, then decode results or
+ * raise the first failure), and the per-task bookkeeping the caller keeps
+ * (each part's result format and callable, for error messages).
+ *
+ * A Task belongs to one mc_group of one pool generation. Once get() has
+ * finished (returned or raised) the task is complete and its group is
+ * destroyed, which frees its shared memory. A Task is not for concurrent
+ * use: a busy flag turns a second thread's call into RuntimeError.
+ */
+#include "ext.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Returned by helpers when a Python exception is already set. */
+#define MCX_RAISED 1
+
+/* Copies above this size run with the GIL released. */
+#define MCX_BIG_COPY ((size_t)1 << 20)
+
+/* Longest time a wait holds out without looking at signals. */
+#define MCX_SLICE 0.05
+
+struct mcx_run {
+    int format;
+    PyObject *fn;    /* strong reference: named in error messages */
+};
+
+typedef struct {
+    PyObject_HEAD
+    mc_group *group;
+    uint64_t generation;
+    pid_t pid;
+    int complete;
+    int busy;
+    size_t n_runs;
+    size_t cap_runs;
+    struct mcx_run *runs;
+} TaskObject;
+
+static double monotonic_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int task_pool_ok(TaskObject *self)
+{
+    return self->generation == mcx.generation && mcx_pool_alive() &&
+           self->pid == getpid();
+}
+
+static void clear_runs(TaskObject *self)
+{
+    for (size_t i = 0; i < self->n_runs; i++)
+        Py_CLEAR(self->runs[i].fn);
+    self->n_runs = 0;
+}
+
+/* Complete the task: free its group (cancelling what has not run). */
+static void task_finish(TaskObject *self)
+{
+    mc_group *group = self->group;
+    self->group = NULL;
+    self->complete = 1;
+    mcx_defer_or_destroy_group(group, self->generation, self->pid);
+    clear_runs(self);
+}
+
+/* Start a run()/get() call: claim the task, or raise. */
+static int task_enter(TaskObject *self, const char *what)
+{
+    if (self->busy) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "Task.%s(): this Task is in use by another call "
+                     "(a Task must not be shared between threads)", what);
+        return -1;
+    }
+    if (self->complete) {
+        PyErr_Format(mcx.TaskCompleteError,
+                     "Task.%s(): this task is complete (get() has finished); "
+                     "create a new Task", what);
+        return -1;
+    }
+    if (!task_pool_ok(self) || self->group == NULL) {
+        PyErr_Format(mcx.PoolNotRunningError,
+                     "Task.%s(): the multicore pool this Task belongs to is "
+                     "not running (shutdown() was called)", what);
+        return -1;
+    }
+    self->busy = 1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Type slots
+ * --------------------------------------------------------------------- */
+
+static PyObject *Task_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"max_load_average", NULL};
+    PyObject *limit_obj = Py_None;
+    double limit = 0.0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:Task", kwlist, &limit_obj))
+        return NULL;
+    if (limit_obj != Py_None) {
+        limit = PyFloat_AsDouble(limit_obj);
+        if (limit == -1.0 && PyErr_Occurred())
+            return NULL;
+        if (isnan(limit)) {
+            PyErr_SetString(PyExc_ValueError, "max_load_average must not be NaN");
+            return NULL;
+        }
+    }
+    if (!mcx_pool_alive())
+        Py_RETURN_NONE;
+    if (limit_obj != Py_None) {
+        double load = 0.0;
+        if (mc_loadavg(&load) == MC_OK && load > limit * (double)mcx.workers)
+            Py_RETURN_NONE;
+    }
+
+    TaskObject *self = (TaskObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->generation = mcx.generation;
+    self->pid = getpid();
+    int rc = mc_group_create(mcx.pool, &self->group);
+    if (rc != MC_OK) {
+        int err = errno;
+        self->group = NULL;
+        Py_DECREF(self);
+        return mcx_raise_mc(rc, err, "Task()");
+    }
+    return (PyObject *)self;
+}
+
+static int Task_traverse(TaskObject *self, visitproc visit, void *arg)
+{
+    for (size_t i = 0; i < self->n_runs; i++)
+        Py_VISIT(self->runs[i].fn);
+    return 0;
+}
+
+static int Task_clear(TaskObject *self)
+{
+    clear_runs(self);
+    return 0;
+}
+
+static void Task_dealloc(TaskObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    mc_group *group = self->group;
+    self->group = NULL;
+    mcx_defer_or_destroy_group(group, self->generation, self->pid);
+    clear_runs(self);
+    PyMem_Free(self->runs);
+    self->runs = NULL;
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* ---------------------------------------------------------------------
+ * run()
+ * --------------------------------------------------------------------- */
+
+static int parse_format(PyObject *obj, int *format)
+{
+    if (PyUnicode_Check(obj)) {
+        if (PyUnicode_CompareWithASCIIString(obj, "pickle") == 0) {
+            *format = MCX_FMT_PICKLE;
+            return 0;
+        }
+        if (PyUnicode_CompareWithASCIIString(obj, "json") == 0) {
+            *format = MCX_FMT_JSON;
+            return 0;
+        }
+        if (PyUnicode_CompareWithASCIIString(obj, "string") == 0) {
+            *format = MCX_FMT_STRING;
+            return 0;
+        }
+    }
+    PyErr_Format(PyExc_ValueError,
+                 "serialization_format must be one of 'pickle', 'json', "
+                 "'string'; got %R", obj);
+    return -1;
+}
+
+/* Callables that pickle to a pure by-name reference, whose bytes can be
+   reused as long as the same object is sent again. */
+static int cacheable_callable(PyObject *fn)
+{
+    if (PyFunction_Check(fn) || PyType_Check(fn))
+        return 1;
+    if (PyCFunction_Check(fn)) {
+        PyObject *owner = PyCFunction_GET_SELF(fn);
+        return owner == NULL || PyModule_Check(owner);
+    }
+    return 0;
+}
+
+/* The pickled callable (new reference), from the one-entry cache. */
+static PyObject *pickled_callable(PyObject *fn, int use_dill)
+{
+    if (!use_dill && mcx.last_fn == fn && mcx.last_fn_bytes != NULL &&
+        !mcx.last_fn_dill) {
+        Py_INCREF(mcx.last_fn_bytes);
+        return mcx.last_fn_bytes;
+    }
+    PyObject *bytes = mcx_dumps(fn, use_dill);
+    if (bytes == NULL)
+        return NULL;
+    if (!use_dill && cacheable_callable(fn)) {
+        Py_INCREF(fn);
+        Py_INCREF(bytes);
+        Py_XSETREF(mcx.last_fn, fn);
+        Py_XSETREF(mcx.last_fn_bytes, bytes);
+        mcx.last_fn_dill = 0;
+    }
+    return bytes;
+}
+
+/* Queue the reserved task, waiting for queue room with the GIL released
+   (engine calls are safe against a concurrent mc_pool_stop(); only our
+   own reads and writes of shared memory need the inflight count).
+   Returns MC_OK, an MC_E* code, or MCX_RAISED. */
+static int commit_reserved(TaskObject *self)
+{
+    int rc = mc_submit_commit(self->group, mcx_task_entry, 0.0);
+    while (rc == MC_ETIMEDOUT || rc == MC_EINTR) {
+        if (PyErr_CheckSignals() < 0)
+            return MCX_RAISED;
+        if (!task_pool_ok(self))
+            return MC_ESTATE;
+        Py_BEGIN_ALLOW_THREADS
+        rc = mc_submit_commit(self->group, mcx_task_entry, MCX_SLICE);
+        Py_END_ALLOW_THREADS
+    }
+    return rc;
+}
+
+static int grow_runs(TaskObject *self)
+{
+    if (self->n_runs < self->cap_runs)
+        return 0;
+    size_t cap = self->cap_runs ? self->cap_runs * 2 : 8;
+    struct mcx_run *runs = PyMem_Realloc(self->runs, cap * sizeof *runs);
+    if (runs == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->runs = runs;
+    self->cap_runs = cap;
+    return 0;
+}
+
+PyDoc_STRVAR(Task_run_doc,
+"run(fn, *args, serialization_format='pickle', use_dill=False, **kwargs)\n"
+"--\n\n"
+"Call fn(*args, **kwargs) in a worker. serialization_format decides how\n"
+"the result travels back: 'pickle', 'json' or 'string' (a str result).\n"
+"use_dill=True sends fn and the arguments with dill (lambdas, closures,\n"
+"functions defined after initialize()). Returns None; see get().");
+
+static PyObject *Task_run(TaskObject *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *fn = NULL, *call_args = NULL, *call_kwargs = NULL;
+    PyObject *pair = NULL, *fn_bytes = NULL, *args_bytes = NULL;
+    PyObject *ret = NULL;
+    int format = MCX_FMT_PICKLE, use_dill = 0;
+    Py_ssize_t nargs = PyTuple_GET_SIZE(args);
+
+    if (task_enter(self, "run") < 0)
+        return NULL;
+
+    call_kwargs = (kwargs != NULL) ? PyDict_Copy(kwargs) : PyDict_New();
+    if (call_kwargs == NULL)
+        goto done;
+    PyObject *v = PyDict_GetItemString(call_kwargs, "serialization_format");
+    if (v != NULL) {
+        if (parse_format(v, &format) < 0 ||
+            PyDict_DelItemString(call_kwargs, "serialization_format") < 0)
+            goto done;
+    }
+    v = PyDict_GetItemString(call_kwargs, "use_dill");
+    if (v != NULL) {
+        use_dill = PyObject_IsTrue(v);
+        if (use_dill < 0 || PyDict_DelItemString(call_kwargs, "use_dill") < 0)
+            goto done;
+    }
+    if (nargs >= 1) {
+        fn = PyTuple_GET_ITEM(args, 0);
+        Py_INCREF(fn);
+        call_args = PyTuple_GetSlice(args, 1, nargs);
+    } else if ((v = PyDict_GetItemString(call_kwargs, "fn")) != NULL) {
+        fn = v;
+        Py_INCREF(fn);
+        if (PyDict_DelItemString(call_kwargs, "fn") < 0)
+            goto done;
+        call_args = PyTuple_New(0);
+    } else {
+        PyErr_SetString(PyExc_TypeError,
+                        "Task.run() missing required argument 'fn'");
+        goto done;
+    }
+    if (call_args == NULL)
+        goto done;
+    if (!PyCallable_Check(fn)) {
+        PyErr_Format(PyExc_TypeError, "Task.run(): fn must be callable, not %.100s",
+                     Py_TYPE(fn)->tp_name);
+        goto done;
+    }
+    if (use_dill && mcx_load_dill() < 0)
+        goto done;
+
+    /* Serialize first, then copy once into shared memory. */
+    fn_bytes = pickled_callable(fn, use_dill);
+    if (fn_bytes == NULL)
+        goto done;
+    pair = PyTuple_Pack(2, call_args, call_kwargs);
+    if (pair == NULL)
+        goto done;
+    args_bytes = mcx_dumps(pair, use_dill);
+    if (args_bytes == NULL)
+        goto done;
+    Py_CLEAR(pair);
+    if (grow_runs(self) < 0)
+        goto done;
+    /* pickling may have run Python code that let shutdown() in */
+    if (!task_pool_ok(self)) {
+        PyErr_SetString(mcx.PoolNotRunningError,
+                        "Task.run(): the multicore pool is not running "
+                        "(shutdown() was called)");
+        goto done;
+    }
+
+    size_t fn_len = (size_t)PyBytes_GET_SIZE(fn_bytes);
+    size_t args_len = (size_t)PyBytes_GET_SIZE(args_bytes);
+    size_t total = MCX_WIRE_HEADER_SIZE + fn_len + args_len;
+    void *buf = NULL;
+    int rc;
+
+    mcx_inflight_enter();
+    errno = 0;
+    rc = mc_submit_reserve(self->group, total, &buf);
+    if (rc != MC_OK) {
+        int err = errno;
+        mcx_inflight_leave();
+        mcx_raise_mc(rc, err, "Task.run");
+        goto done;
+    }
+    mcx_wire_write_header(buf, format, use_dill, fn_len);
+    char *dst = (char *)buf + MCX_WIRE_HEADER_SIZE;
+    const char *fn_src = PyBytes_AS_STRING(fn_bytes);
+    const char *args_src = PyBytes_AS_STRING(args_bytes);
+    if (total >= MCX_BIG_COPY) {
+        /* The bytes objects are immutable and held: safe without GIL. */
+        Py_BEGIN_ALLOW_THREADS
+        memcpy(dst, fn_src, fn_len);
+        memcpy(dst + fn_len, args_src, args_len);
+        Py_END_ALLOW_THREADS
+    } else {
+        memcpy(dst, fn_src, fn_len);
+        memcpy(dst + fn_len, args_src, args_len);
+    }
+    mcx_inflight_leave();   /* the argument is written */
+    errno = 0;
+    rc = commit_reserved(self);
+    if (rc != MC_OK) {
+        int err = errno;
+        mc_submit_abort(self->group);
+        if (rc != MCX_RAISED)
+            mcx_raise_mc(rc, err, "Task.run");
+        goto done;
+    }
+
+    self->runs[self->n_runs].format = format;
+    self->runs[self->n_runs].fn = fn;
+    fn = NULL;   /* reference moved into runs */
+    self->n_runs++;
+    Py_INCREF(Py_None);
+    ret = Py_None;
+
+done:
+    self->busy = 0;
+    Py_XDECREF(fn);
+    Py_XDECREF(call_args);
+    Py_XDECREF(call_kwargs);
+    Py_XDECREF(pair);
+    Py_XDECREF(fn_bytes);
+    Py_XDECREF(args_bytes);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------
+ * get()
+ * --------------------------------------------------------------------- */
+
+static PyObject *result_text(const mc_result *r)
+{
+    if (r->data == NULL || r->len == 0)
+        return PyUnicode_FromString("no details");
+    return PyUnicode_DecodeUTF8(r->data, (Py_ssize_t)r->len, "replace");
+}
+
+/* Raise the failure of part `index`; returns NULL. */
+static PyObject *raise_failure(TaskObject *self, size_t index, const mc_result *r)
+{
+    PyObject *name = mcx_callable_name(self->runs[index].fn);
+    PyObject *why = NULL;
+    if (name == NULL)
+        return NULL;
+
+    switch (r->status) {
+    case MC_ETASK:
+        switch (r->task_code) {
+        case MCX_RC_EXCEPTION:
+            mcx_raise_remote(r->data, r->len);
+            break;
+        case MCX_RC_CALLABLE:
+            if ((why = result_text(r)) != NULL)
+                PyErr_Format(mcx.CallableNotFoundError,
+                             "%U was not found in the worker processes (%U): "
+                             "define it before multicore.initialize(), or "
+                             "pass use_dill=True", name, why);
+            break;
+        case MCX_RC_ARGS:
+            if ((why = result_text(r)) != NULL)
+                PyErr_Format(mcx.ArgumentsUnpicklingError,
+                             "the arguments for %U could not be unpickled in "
+                             "a worker (%U): define what they use before "
+                             "multicore.initialize(), or pass use_dill=True",
+                             name, why);
+            break;
+        case MCX_RC_NOMEM:
+            if ((why = result_text(r)) != NULL)
+                PyErr_Format(PyExc_MemoryError, "%U (running %U)", why, name);
+            break;
+        case MCX_RC_PAYLOAD:
+            if ((why = result_text(r)) != NULL)
+                PyErr_Format(mcx.MulticoreError, "running %U failed in the "
+                             "worker: %U", name, why);
+            break;
+        default:
+            PyErr_Format(mcx.MulticoreError,
+                         "running %U failed with task code %d", name,
+                         r->task_code);
+            break;
+        }
+        break;
+    case MC_EWORKERDIED: {
+        PyObject *msg;
+        if (r->term_signal != 0)
+            msg = PyUnicode_FromFormat(
+                "the worker process (pid %d) running %U died: killed by "
+                "signal %d (%s)", (int)r->worker_pid, name, r->term_signal,
+                strsignal(r->term_signal));
+        else
+            msg = PyUnicode_FromFormat(
+                "the worker process (pid %d) running %U died: exited with "
+                "status %d", (int)r->worker_pid, name, r->exit_status);
+        if (msg == NULL)
+            break;
+        PyObject *sig = r->term_signal ? PyLong_FromLong(r->term_signal)
+                                       : (Py_INCREF(Py_None), Py_None);
+        PyObject *status = r->term_signal ? (Py_INCREF(Py_None), Py_None)
+                                          : PyLong_FromLong(r->exit_status);
+        PyObject *exc = NULL;
+        if (sig != NULL && status != NULL)
+            exc = PyObject_CallFunction(mcx.WorkerDiedError, "(OiOO)", msg,
+                                        (int)r->worker_pid, sig, status);
+        Py_XDECREF(sig);
+        Py_XDECREF(status);
+        Py_DECREF(msg);
+        if (exc != NULL) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        break;
+    }
+    case MC_ECANCELED:
+        PyErr_Format(mcx.MulticoreError,
+                     "running %U was cancelled before it started", name);
+        break;
+    default:
+        mcx_raise_mc(r->status, 0, "Task.get");
+        break;
+    }
+    Py_XDECREF(why);
+    Py_DECREF(name);
+    return NULL;
+}
+
+static size_t count_finished(TaskObject *self)
+{
+    size_t done = 0;
+    mc_result r;
+    for (size_t i = 0; i < self->n_runs; i++)
+        if (mc_group_result(self->group, i, &r) == MC_OK)
+            done++;
+    return done;
+}
+
+/* Wait for every part. MC_OK, or MCX_RAISED with an exception set. */
+static int wait_all(TaskObject *self, double timeout)
+{
+    int rc = mc_group_wait(self->group, 0.0);
+    if (rc == MC_OK)
+        return MC_OK;
+    double deadline = timeout < 0 ? -1.0 : monotonic_now() + timeout;
+    for (;;) {
+        if (rc != MC_ETIMEDOUT && rc != MC_EINTR) {
+            mcx_raise_mc(rc, 0, "Task.get");
+            return MCX_RAISED;
+        }
+        if (PyErr_CheckSignals() < 0)
+            return MCX_RAISED;
+        if (!task_pool_ok(self)) {
+            PyErr_SetString(mcx.PoolNotRunningError,
+                            "Task.get(): the multicore pool stopped "
+                            "(shutdown() was called)");
+            return MCX_RAISED;
+        }
+        double slice = MCX_SLICE;
+        if (deadline >= 0) {
+            double left = deadline - monotonic_now();
+            if (left <= 0) {
+                size_t done = count_finished(self);
+                char secs[64];
+                PyOS_snprintf(secs, sizeof secs, "%g", timeout);
+                PyErr_Format(mcx.TimeoutExceededError,
+                             "Task.get(): timeout of %s seconds exceeded "
+                             "(%zu of %zu parts finished)",
+                             secs, done, self->n_runs);
+                return MCX_RAISED;
+            }
+            if (left < slice)
+                slice = left;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        rc = mc_group_wait(self->group, slice);
+        Py_END_ALLOW_THREADS
+        if (rc == MC_OK)
+            return MC_OK;
+    }
+}
+
+PyDoc_STRVAR(Task_get_doc,
+"get(timeout=10.0)\n"
+"--\n\n"
+"Wait for every run() of this task and return their results in\n"
+"submission order. Raises the first failure (the task's exception, with\n"
+"the worker's traceback as __cause__), or TimeoutExceededError past\n"
+"timeout seconds (None: no limit). Afterwards the task is complete.");
+
+static PyObject *Task_get(TaskObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    PyObject *timeout_obj = NULL;
+    double timeout = 10.0;
+    PyObject *list = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:get", kwlist, &timeout_obj))
+        return NULL;
+    if (timeout_obj != NULL && timeout_obj != Py_None) {
+        timeout = PyFloat_AsDouble(timeout_obj);
+        if (timeout == -1.0 && PyErr_Occurred())
+            return NULL;
+        if (isnan(timeout) || timeout < 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "timeout must be a non-negative number or None, got %R",
+                         timeout_obj);
+            return NULL;
+        }
+    } else if (timeout_obj == Py_None) {
+        timeout = -1.0;   /* no limit */
+    }
+    if (task_enter(self, "get") < 0)
+        return NULL;
+
+    if (self->n_runs == 0) {
+        task_finish(self);
+        list = PyList_New(0);
+        goto out;
+    }
+
+    int rc = wait_all(self, timeout);
+    if (rc != MC_OK) {
+        /* A stopped pool leaves the task as it is (run/get keep saying
+           PoolNotRunningError); anything else completes it, cancelling
+           the parts not started. */
+        if (!PyErr_ExceptionMatches(mcx.PoolNotRunningError))
+            task_finish(self);
+        goto out;
+    }
+
+    mcx_inflight_enter();   /* results are read from shared memory */
+    mc_result r;
+    size_t n = self->n_runs;
+    for (size_t i = 0; i < n; i++) {
+        rc = mc_group_result(self->group, i, &r);
+        if (rc != MC_OK) {
+            mcx_raise_mc(rc, 0, "Task.get");
+            goto out_inflight;
+        }
+        if (r.status != MC_OK) {
+            raise_failure(self, i, &r);
+            goto out_inflight;
+        }
+    }
+    list = PyList_New((Py_ssize_t)n);
+    if (list == NULL)
+        goto out_inflight;
+    for (size_t i = 0; i < n; i++) {
+        rc = mc_group_result(self->group, i, &r);
+        if (rc != MC_OK) {
+            mcx_raise_mc(rc, 0, "Task.get");
+            Py_CLEAR(list);
+            goto out_inflight;
+        }
+        PyObject *item = mcx_decode_result(r.data, r.len, self->runs[i].format);
+        if (item == NULL) {
+            Py_CLEAR(list);
+            goto out_inflight;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+
+out_inflight:
+    mcx_inflight_leave();
+    task_finish(self);
+out:
+    self->busy = 0;
+    return list;
+}
+
+/* ---------------------------------------------------------------------
+ * Type object
+ * --------------------------------------------------------------------- */
+
+static PyObject *Task_repr(TaskObject *self)
+{
+    return PyUnicode_FromFormat("<multicore.Task parts=%zu%s>", self->n_runs,
+                                self->complete ? " complete" : "");
+}
+
+static PyMethodDef Task_methods[] = {
+    {"run", (PyCFunction)(void (*)(void))Task_run, METH_VARARGS | METH_KEYWORDS,
+     Task_run_doc},
+    {"get", (PyCFunction)(void (*)(void))Task_get, METH_VARARGS | METH_KEYWORDS,
+     Task_get_doc},
+    {NULL, NULL, 0, NULL}
+};
+
+PyDoc_STRVAR(Task_doc,
+"Task(max_load_average=None)\n"
+"--\n\n"
+"A group of calls run in the worker pool; results come back in order.\n"
+"Returns None when the pool is not running, or when the 1-minute load\n"
+"average exceeds max_load_average * workers: run the code sequentially\n"
+"then.");
+
+PyTypeObject mcx_TaskType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "multicore.Task",
+    .tp_basicsize = sizeof(TaskObject),
+    .tp_itemsize = 0,
+    .tp_dealloc = (destructor)Task_dealloc,
+    .tp_repr = (reprfunc)Task_repr,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = Task_doc,
+    .tp_traverse = (traverseproc)Task_traverse,
+    .tp_clear = (inquiry)Task_clear,
+    .tp_methods = Task_methods,
+    .tp_new = Task_new,
+};

@@ -1,0 +1,234 @@
+/*
+ * worker.c — what runs inside a worker process.
+ *
+ * Owns: the task entry (the mc_task_fn every Python task is submitted
+ * with), the worker_init and worker_exit callbacks given to the engine.
+ *
+ * A worker is forked from the zygote, which was forked from the caller, so
+ * it holds a copy of the caller's interpreter. After the fork the worker's
+ * fork hook (module.c) parks the GIL in mcx.worker_tstate; each callback
+ * here takes it back with PyEval_RestoreThread for exactly the time it runs
+ * Python code and parks it again before returning to the engine. Nothing
+ * raised by user code escapes: every failure becomes a task code and a
+ * result the caller turns back into an exception (see wire.c).
+ */
+#include "ext.h"
+
+#include <string.h>
+
+/* Set a UTF-8 text result and return code (used for the non-exception
+   failures the caller reports by code). */
+static int text_result(mc_task_ctx *ctx, int code, PyObject *text)
+{
+    const char *utf8 = NULL;
+    Py_ssize_t n = 0;
+    if (text != NULL)
+        utf8 = PyUnicode_AsUTF8AndSize(text, &n);
+    if (utf8 == NULL) {
+        PyErr_Clear();
+        utf8 = "unknown error";
+        n = (Py_ssize_t)strlen(utf8);
+    }
+    if (mc_result_set(ctx, utf8, (size_t)n) != MC_OK)
+        mc_result_set(ctx, NULL, 0);
+    return code;
+}
+
+/* The current exception becomes the task's failure report. */
+static int exception_result(mc_task_ctx *ctx)
+{
+    PyObject *report = mcx_encode_exception();
+    if (report == NULL) {
+        PyObject *summary = mcx_exception_summary();
+        int rc = text_result(ctx, MCX_RC_PAYLOAD, summary);
+        Py_XDECREF(summary);
+        return rc;
+    }
+    int rc = mc_result_set(ctx, PyBytes_AS_STRING(report),
+                           (size_t)PyBytes_GET_SIZE(report));
+    Py_ssize_t size = PyBytes_GET_SIZE(report);
+    Py_DECREF(report);
+    if (rc != MC_OK) {
+        PyObject *msg = PyUnicode_FromFormat(
+            "the task raised, and its failure report (%zd bytes) did not "
+            "fit in shared memory", size);
+        rc = text_result(ctx, MCX_RC_NOMEM, msg);
+        Py_XDECREF(msg);
+        return rc;
+    }
+    return MCX_RC_EXCEPTION;
+}
+
+/* Load the task's callable; by-reference pickles are cached per worker. */
+static PyObject *load_callable(const mcx_wire_task *task)
+{
+    if (!task->use_dill && mcx.w_last_fn != NULL &&
+        (size_t)PyBytes_GET_SIZE(mcx.w_last_fn_bytes) == task->fn_len &&
+        memcmp(PyBytes_AS_STRING(mcx.w_last_fn_bytes), task->fn,
+               task->fn_len) == 0) {
+        Py_INCREF(mcx.w_last_fn);
+        return mcx.w_last_fn;
+    }
+    PyObject *fn = mcx_loads(task->fn, task->fn_len, task->use_dill);
+    if (fn == NULL)
+        return NULL;
+    if (!task->use_dill) {
+        PyObject *bytes = PyBytes_FromStringAndSize(task->fn,
+                                                    (Py_ssize_t)task->fn_len);
+        if (bytes == NULL) {
+            PyErr_Clear();   /* the cache is optional */
+        } else {
+            Py_INCREF(fn);
+            Py_XSETREF(mcx.w_last_fn, fn);
+            Py_XSETREF(mcx.w_last_fn_bytes, bytes);
+        }
+    }
+    return fn;
+}
+
+static int run_task(const void *arg, size_t arg_len, mc_task_ctx *ctx)
+{
+    mcx_wire_task task;
+    PyObject *fn = NULL, *call = NULL, *result = NULL, *msg = NULL;
+    mcx_buffer out = {NULL, NULL, 0};
+    int rc;
+
+    if (mcx_wire_parse(arg, arg_len, &task) < 0) {
+        msg = PyUnicode_FromFormat("malformed task payload (%zu bytes)",
+                                   arg_len);
+        rc = text_result(ctx, MCX_RC_PAYLOAD, msg);
+        goto done;
+    }
+
+    fn = load_callable(&task);
+    if (fn == NULL) {
+        msg = mcx_exception_summary();
+        rc = text_result(ctx, MCX_RC_CALLABLE, msg);
+        goto done;
+    }
+
+    call = mcx_loads(task.args, task.args_len, task.use_dill);
+    if (call == NULL) {
+        msg = mcx_exception_summary();
+        rc = text_result(ctx, MCX_RC_ARGS, msg);
+        goto done;
+    }
+    if (!PyTuple_Check(call) || PyTuple_GET_SIZE(call) != 2 ||
+        !PyTuple_Check(PyTuple_GET_ITEM(call, 0)) ||
+        !PyDict_Check(PyTuple_GET_ITEM(call, 1))) {
+        msg = PyUnicode_FromString("arguments are not an (args, kwargs) pair");
+        rc = text_result(ctx, MCX_RC_ARGS, msg);
+        goto done;
+    }
+
+    result = PyObject_Call(fn, PyTuple_GET_ITEM(call, 0),
+                           PyTuple_GET_ITEM(call, 1));
+    if (result == NULL) {
+        rc = exception_result(ctx);
+        goto done;
+    }
+    /* Drop the arguments before encoding: they may be large. */
+    Py_CLEAR(call);
+
+    if (mcx_encode_result(result, task.format, &out) < 0) {
+        rc = exception_result(ctx);
+        goto done;
+    }
+    void *dst = mc_result_alloc(ctx, (size_t)out.len);
+    if (dst == NULL) {
+        msg = PyUnicode_FromFormat(
+            "the task's result (%zd bytes) did not fit in shared memory",
+            out.len);
+        rc = text_result(ctx, MCX_RC_NOMEM, msg);
+        goto done;
+    }
+    if (out.len > 0)
+        memcpy(dst, out.data, (size_t)out.len);
+    rc = MCX_RC_OK;
+
+done:
+    mcx_buffer_release(&out);
+    Py_XDECREF(msg);
+    Py_XDECREF(result);
+    Py_XDECREF(call);
+    Py_XDECREF(fn);
+    PyErr_Clear();
+    return rc;
+}
+
+int mcx_task_entry(const void *arg, size_t arg_len, mc_task_ctx *ctx)
+{
+    if (mcx.worker_tstate == NULL)
+        return MCX_RC_PAYLOAD;   /* not a worker this extension set up */
+    PyEval_RestoreThread(mcx.worker_tstate);
+    mcx.worker_tstate = NULL;
+    int rc = run_task(arg, arg_len, ctx);
+    mcx.worker_tstate = PyEval_SaveThread();
+    return rc;
+}
+
+int mcx_worker_init(int worker_index, void *arg)
+{
+    (void)worker_index;
+    (void)arg;
+    if (mcx.worker_tstate == NULL) {
+        mc_worker_set_error("multicore: worker started without its Python "
+                            "thread state (fork hook did not run)");
+        return 1;
+    }
+    PyEval_RestoreThread(mcx.worker_tstate);
+    mcx.worker_tstate = NULL;
+    int rc = 0;
+    if (mcx.worker_init != NULL) {
+        PyObject *r = PyObject_CallNoArgs(mcx.worker_init);
+        if (r == NULL) {
+            PyObject *report = NULL;
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            if (tb != NULL && value != NULL)
+                PyException_SetTraceback(value, tb);
+            PyObject *lines = PyObject_CallFunctionObjArgs(
+                mcx.format_exception, type, value ? value : Py_None,
+                tb ? tb : Py_None, NULL);
+            if (lines != NULL) {
+                PyObject *empty = PyUnicode_FromString("");
+                if (empty != NULL) {
+                    report = PyUnicode_Join(empty, lines);
+                    Py_DECREF(empty);
+                }
+                Py_DECREF(lines);
+            }
+            const char *text = report ? PyUnicode_AsUTF8(report) : NULL;
+            if (text == NULL) {
+                PyErr_Clear();
+                text = "worker_init raised an exception "
+                       "(its traceback could not be formatted)";
+            }
+            mc_worker_set_error(text);
+            Py_XDECREF(report);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+            rc = 1;
+        } else {
+            Py_DECREF(r);
+        }
+        PyErr_Clear();
+    }
+    mcx.worker_tstate = PyEval_SaveThread();
+    return rc;
+}
+
+void mcx_worker_exit(int worker_index, void *arg)
+{
+    (void)worker_index;
+    (void)arg;
+    if (mcx.worker_tstate == NULL)
+        return;
+    PyEval_RestoreThread(mcx.worker_tstate);
+    mcx.worker_tstate = NULL;
+    /* Workers leave with _exit(): flush what the tasks printed. */
+    mcx_flush_std();
+    mcx.worker_tstate = PyEval_SaveThread();
+}

@@ -1,0 +1,292 @@
+"""Processes, memory and signals around the pool's lifecycle, and the demo."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import multicore
+from multicore import Task, initialize, shutdown
+from multicore import _multicore
+
+from conftest import assert_no_children, child_pids
+
+
+def square(x):
+    return x * x
+
+
+def sleep_then(value, seconds):
+    time.sleep(seconds)
+    return value
+
+
+def shm_mappings(pid):
+    """Lines of /proc/PID/maps and fd links that point into /dev/shm."""
+    found = []
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            found += [line.strip() for line in f if "/dev/shm" in line]
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("/dev/shm"):
+                found.append(target)
+    except FileNotFoundError:
+        pass
+    return found
+
+
+def test_no_leftover_processes_after_shutdown():
+    for _ in range(5):
+        initialize(workers=3)
+        zygote = _multicore._zygote_pid()
+        workers = _multicore._worker_pids()
+        assert zygote in child_pids()
+        assert len(workers) == 3
+        task = Task()
+        for i in range(10):
+            task.run(square, i)
+        assert task.get() == [i * i for i in range(10)]
+        shutdown()
+        assert_no_children()
+        for p in [zygote, *workers]:
+            assert not os.path.exists(f"/proc/{p}"), f"process {p} still exists"
+
+
+def test_no_files_in_dev_shm():
+    before = set(os.listdir("/dev/shm"))
+    initialize(workers=2)
+    procs = [os.getpid(), _multicore._zygote_pid(), *_multicore._worker_pids()]
+    task = Task()
+    for i in range(20):
+        task.run(square, i)
+    task.get()
+    during = set(os.listdir("/dev/shm"))
+    for p in procs:
+        assert shm_mappings(p) == [], p
+    shutdown()
+    after = set(os.listdir("/dev/shm"))
+    assert during - before == set()
+    assert after - before == set()
+
+
+def test_fork_child_does_not_stop_the_parents_pool():
+    initialize(workers=2)
+    pid = os.fork()
+    if pid == 0:   # the child: the parent's pool is not its own
+        code = 0
+        try:
+            if Task() is not None:
+                code = 3
+            shutdown()          # what atexit would do: must not stop the pool
+        except BaseException:
+            code = 4
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    task = Task()
+    task.run(square, 9)
+    assert task.get() == [81]
+
+
+def test_initialize_from_a_thread():
+    import threading
+    outcome = {}
+
+    def start():
+        initialize(workers=2)
+        outcome["ok"] = True
+
+    t = threading.Thread(target=start)
+    t.start()
+    t.join(60)
+    assert outcome.get("ok")
+    task = Task()
+    task.run(square, 11)
+    assert task.get() == [121]
+
+
+def test_output_is_not_duplicated_and_worker_prints_are_kept(run_python):
+    proc = run_python(
+        "from multicore import initialize, shutdown, Task\n"
+        "def shout(i):\n"
+        "    print('from worker', i)\n"
+        "    return i\n"
+        "print('before initialize')   # buffered: stdout is a pipe\n"
+        "initialize(workers=2)\n"
+        "task = Task()\n"
+        "for i in range(4):\n"
+        "    task.run(shout, i)\n"
+        "print(task.get())\n"
+        "shutdown()\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("before initialize") == 1
+    # each worker flushed what its tasks printed when it left (two workers
+    # share the pipe, so their lines may interleave)
+    assert proc.stdout.count("from worker") == 4, proc.stdout
+    assert "[0, 1, 2, 3]" in proc.stdout
+
+
+def test_ctrl_c_while_waiting_in_get(tmp_path):
+    script = tmp_path / "interrupt.py"
+    script.write_text(
+        "import sys, time\n"
+        "from multicore import initialize, shutdown, Task\n"
+        "def slow():\n"
+        "    time.sleep(3)\n"
+        "    return 'slow'\n"
+        "def square(x):\n"
+        "    return x * x\n"
+        "initialize(workers=2)\n"
+        "task = Task()\n"
+        "task.run(slow)\n"
+        "print('waiting', flush=True)\n"
+        "start = time.monotonic()\n"
+        "try:\n"
+        "    task.get(timeout=30)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted after %.3f' % (time.monotonic() - start), flush=True)\n"
+        "task = Task()\n"
+        "task.run(square, 12)\n"
+        "print('after', task.get(), flush=True)\n"
+        "shutdown()\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline() == "waiting\n"
+        time.sleep(0.5)
+        sent = time.monotonic()
+        # like a terminal's Ctrl-C: the whole process group
+        os.killpg(proc.pid, signal.SIGINT)
+        line = proc.stdout.readline()
+        latency = time.monotonic() - sent
+        # (not communicate(): it would miss what readline() buffered)
+        out = proc.stdout.read()
+        err = proc.stderr.read()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert line.startswith("interrupted after"), (line, err)
+    assert latency < 2.0      # generous; the point is: not after the task
+    assert "after [144]" in out
+    assert proc.returncode == 0, err
+    assert "KeyboardInterrupt" not in err      # no worker printed one
+
+
+def test_demo():
+    proc = subprocess.run([sys.executable, "-m", "multicore", "demo"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for word in ("sequential:", "parallel:", "speedup:", "workers:", "outputs match"):
+        assert word in out, out
+    workers = int(out.split("workers:")[1].split()[0])
+    assert workers == os.cpu_count()
+
+
+def test_main_usage():
+    proc = subprocess.run([sys.executable, "-m", "multicore"],
+                          capture_output=True, text=True, timeout=60)
+    assert "usage: python -m multicore demo" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "multicore", "bogus"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "usage: python -m multicore demo" in proc.stdout
+
+
+def task_inside_worker():
+    # a worker is not the pool's owner: no nested pool use
+    return Task() is None
+
+
+def initialize_inside_worker():
+    try:
+        initialize()
+    except RuntimeError as e:
+        return "refused: " + str(e)
+    return "accepted"
+
+
+def test_no_pool_use_inside_a_worker():
+    initialize(workers=2)
+    task = Task()
+    task.run(task_inside_worker)
+    task.run(initialize_inside_worker)
+    nested, init = task.get()
+    assert nested is True
+    assert init.startswith("refused")
+
+
+def test_many_tasks_apply_backpressure():
+    # more parts than the queue holds: run() waits for room, nothing fails
+    initialize(workers=2)
+    task = Task()
+    n = 5000
+    for i in range(n):
+        task.run(square, i)
+    assert task.get(timeout=120) == [i * i for i in range(n)]
+
+
+def test_shutdown_from_another_thread_while_get_waits():
+    import threading
+    initialize(workers=2)
+    task = Task()
+    task.run(sleep_then, "late", 1.0)
+    outcome = {}
+    entered = threading.Event()
+
+    def waiter():
+        entered.set()
+        try:
+            outcome["result"] = task.get(timeout=30)
+        except BaseException as e:
+            outcome["error"] = e
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    entered.wait()
+    time.sleep(0.2)
+    shutdown()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), multicore.exceptions.PoolNotRunningError), outcome
+    del task   # destroying a group of a stopped pool is safe
+    assert Task() is None
+
+
+def _shutdown_while_unpickling():
+    try:
+        shutdown()
+    except RuntimeError:
+        return "refused"
+    return "stopped"
+
+
+class ShutdownWhenUnpickled:
+    def __reduce__(self):
+        return (_shutdown_while_unpickling, ())
+
+
+def make_shutdown_bomb():
+    return ShutdownWhenUnpickled()
+
+
+def test_shutdown_from_inside_result_decoding_is_refused():
+    # the caller reads the result from shared memory while unpickling it:
+    # a shutdown() at that moment must neither deadlock nor unmap it
+    initialize(workers=2)
+    task = Task()
+    task.run(make_shutdown_bomb)
+    assert task.get(timeout=30) == ["refused"]
+    task = Task()
+    task.run(square, 4)
+    assert task.get() == [16]
