@@ -10,6 +10,8 @@
 #include "harness.h"
 
 #include <sys/mman.h>
+#include <stdbool.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 static int echo_task(const void *arg, size_t len, mc_task_ctx *ctx)
@@ -244,4 +246,54 @@ TEST(chaos_random_kills)
     CHECK_OK(mc_pool_stop(pool));
     munmap(g_runs, CHAOS_TASKS * sizeof *g_runs);
     CHECK_NOTHING_LEFT(&before);
+}
+
+/* ---- the caller dies -------------------------------------------------- */
+
+TEST(caller_killed_takes_its_pool_along)
+{
+    /* This process becomes the subreaper of what it starts, so the orphaned
+       zygote and workers are reparented here and can be reaped here. */
+    REQUIRE(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    pid_t caller = fork();
+    REQUIRE(caller >= 0);
+    if (caller == 0) {
+        close(fds[0]);
+        mc_pool *pool;
+        if (mc_t_start(&pool, 2) != MC_OK || mc_pool_wait_ready(pool, 10) != MC_OK)
+            _exit(1);
+        pid_t pids[3] = {mc_pool_zygote_pid(pool)};
+        if (mc_pool_worker_pids(pool, pids + 1, 2) != 2 || write(fds[1], pids, sizeof pids) != sizeof pids)
+            _exit(1);
+        for (;;)
+            pause(); /* until SIGKILL: no mc_pool_stop, no atexit */
+    }
+    close(fds[1]);
+    pid_t pids[3];
+    CHECK(read(fds[0], pids, sizeof pids) == (ssize_t)sizeof pids);
+    close(fds[0]);
+
+    double t0 = mc_t_now();
+    CHECK_EQ_INT(kill(caller, SIGKILL), 0);
+    int st;
+    CHECK(waitpid(caller, &st, 0) == caller);
+    /* The zygote kills and reaps its workers, then exits; it is ours now. */
+    bool zygote_reaped = false, workers_gone = false;
+    while (!(zygote_reaped && workers_gone) && mc_t_now() - t0 < 5.0) {
+        pid_t p = waitpid(-1, &st, WNOHANG);
+        zygote_reaped |= p == pids[0];
+        workers_gone = mc_t_pid_gone(pids[1]) && mc_t_pid_gone(pids[2]);
+        if (p <= 0)
+            mc_t_sleep_ms(1);
+    }
+    double took = mc_t_now() - t0;
+    printf("  zygote and workers gone %.1f ms after the caller's SIGKILL\n", took * 1e3);
+    CHECK(zygote_reaped);
+    CHECK(workers_gone);
+    CHECK(took < 1.0);
+    for (int i = 0; i < 3; i++)
+        CHECK(mc_t_pid_gone(pids[i]));
+    prctl(PR_SET_CHILD_SUBREAPER, 0);
 }
