@@ -290,3 +290,42 @@ def test_shutdown_from_inside_result_decoding_is_refused():
     task = Task()
     task.run(square, 4)
     assert task.get() == [16]
+
+
+def _exited(pid):
+    """True once pid has exited: gone from /proc, or a zombie nobody reaped
+    yet (an orphan's new parent may reap late; it has still exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state == "Z"
+
+
+def test_caller_killed_by_sigkill_takes_the_pool_along():
+    script = (
+        "import sys, time\n"
+        "from multicore import initialize, _multicore\n"
+        "initialize(workers=2)\n"
+        "pids = [_multicore._zygote_pid()] + _multicore._worker_pids()\n"
+        "print(' '.join(map(str, pids)), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 3
+        assert not any(_exited(p) for p in pids)
+        proc.kill()                    # SIGKILL: no atexit, no shutdown()
+        proc.wait(timeout=10)
+        t0 = time.monotonic()
+        while not all(_exited(p) for p in pids) and time.monotonic() - t0 < 5:
+            time.sleep(0.005)
+        took = time.monotonic() - t0
+        assert all(_exited(p) for p in pids), "zygote or a worker outlived its caller"
+        assert took < 1.0, f"pool processes took {took:.3f} s to exit"
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
