@@ -99,6 +99,8 @@ typedef struct {
     PyThread_type_lock lifecycle_lock;  /* serializes initialize/shutdown */
     pid_t lock_pid;        /* process that allocated lifecycle_lock */
     PyObject *worker_init; /* the user's worker_init callable, or NULL */
+    PyObject *worker_exit; /* the user's worker_exit callable, or NULL */
+    PyObject *worker_state; /* this process's worker_state() dict */
 
     /* Groups whose destruction waits for a running mc_pool_stop(). */
     mc_group **deferred;

@@ -197,24 +197,26 @@ static int stop_pool(mc_pool *pool, int *err)
  * --------------------------------------------------------------------- */
 
 PyDoc_STRVAR(initialize_doc,
-"initialize(workers=None, worker_init=None)\n"
+"initialize(workers=None, worker_init=None, worker_exit=None)\n"
 "--\n\n"
 "Start the process-wide pool of worker processes (once; calling it again\n"
 "while it runs does nothing). workers defaults to the number of online\n"
 "CPUs. worker_init, a callable, runs once in every worker before its\n"
 "first task; if it raises, WorkerInitError carries its traceback.\n"
+"worker_exit, a callable, runs in every worker when it leaves at\n"
+"shutdown() (to close that connection); its exceptions are printed.\n"
 "Functions and globals defined before this call are visible to the\n"
 "workers.");
 
 static PyObject *mod_initialize(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"workers", "worker_init", NULL};
-    PyObject *workers_obj = Py_None, *init_obj = Py_None;
+    static char *kwlist[] = {"workers", "worker_init", "worker_exit", NULL};
+    PyObject *workers_obj = Py_None, *init_obj = Py_None, *exit_obj = Py_None;
     int workers = 0;
     (void)module;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO:initialize", kwlist,
-                                     &workers_obj, &init_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OOO:initialize", kwlist,
+                                     &workers_obj, &init_obj, &exit_obj))
         return NULL;
     if (workers_obj != Py_None) {
         if (PyBool_Check(workers_obj) || !PyLong_Check(workers_obj)) {
@@ -241,6 +243,12 @@ static PyObject *mod_initialize(PyObject *module, PyObject *args, PyObject *kwar
                      Py_TYPE(init_obj)->tp_name);
         return NULL;
     }
+    if (exit_obj != Py_None && !PyCallable_Check(exit_obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "worker_exit must be callable or None, not %.100s",
+                     Py_TYPE(exit_obj)->tp_name);
+        return NULL;
+    }
     if (mc_worker_index() >= 0) {
         PyErr_SetString(PyExc_RuntimeError,
                         "multicore.initialize() cannot be called in a worker");
@@ -260,6 +268,12 @@ static PyObject *mod_initialize(PyObject *module, PyObject *args, PyObject *kwar
     } else {
         Py_CLEAR(mcx.worker_init);
     }
+    if (exit_obj != Py_None) {
+        Py_INCREF(exit_obj);
+        Py_XSETREF(mcx.worker_exit, exit_obj);
+    } else {
+        Py_CLEAR(mcx.worker_exit);
+    }
 
     mc_pool_options opts;
     mc_pool_options_init(&opts);
@@ -277,6 +291,7 @@ static PyObject *mod_initialize(PyObject *module, PyObject *args, PyObject *kwar
     if (rc != MC_OK) {
         int err = errno;
         Py_CLEAR(mcx.worker_init);
+        Py_CLEAR(mcx.worker_exit);
         lifecycle_release();
         return mcx_raise_mc(rc, err, "multicore.initialize");
     }
@@ -323,6 +338,7 @@ static PyObject *mod_initialize(PyObject *module, PyObject *args, PyObject *kwar
 fail_stop:
     stop_pool(pool, NULL);
     Py_CLEAR(mcx.worker_init);
+    Py_CLEAR(mcx.worker_exit);
     lifecycle_release();
     return NULL;
 }
@@ -373,6 +389,7 @@ static PyObject *mod_shutdown(PyObject *module, PyObject *unused)
     mcx.n_deferred = 0;
     mcx.workers = 0;
     Py_CLEAR(mcx.worker_init);
+    Py_CLEAR(mcx.worker_exit);
     Py_CLEAR(mcx.last_fn);
     Py_CLEAR(mcx.last_fn_bytes);
     lifecycle_release();
@@ -556,6 +573,39 @@ static PyObject *mod_zygote_pid(PyObject *module, PyObject *unused)
     return PyLong_FromLong((long)mc_pool_zygote_pid(mcx.pool));
 }
 
+PyDoc_STRVAR(worker_id_doc,
+"worker_id()\n"
+"--\n\n"
+"In a worker, its index in the pool (0 to workers - 1; a replacement\n"
+"worker takes the index of the one it replaces). None outside a worker.");
+
+static PyObject *mod_worker_id(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    int index = mc_worker_index();
+    if (index < 0)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(index);
+}
+
+PyDoc_STRVAR(worker_state_doc,
+"worker_state()\n"
+"--\n\n"
+"A dict that lives as long as this worker process: worker_init can put a\n"
+"database connection in it and every task the worker runs finds it\n"
+"there. Each worker starts with an empty one. Outside a worker it is a\n"
+"dict of the calling process.");
+
+static PyObject *mod_worker_state(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    if (mcx.worker_state == NULL && (mcx.worker_state = PyDict_New()) == NULL)
+        return NULL;
+    return Py_NewRef(mcx.worker_state);
+}
+
 /* ---------------------------------------------------------------------
  * Module init
  * --------------------------------------------------------------------- */
@@ -568,6 +618,8 @@ static PyMethodDef module_methods[] = {
      METH_VARARGS | METH_KEYWORDS, ranges_doc},
     {"number_of_workers", mod_number_of_workers, METH_NOARGS,
      number_of_workers_doc},
+    {"worker_id", mod_worker_id, METH_NOARGS, worker_id_doc},
+    {"worker_state", mod_worker_state, METH_NOARGS, worker_state_doc},
     {"_worker_pids", mod_worker_pids, METH_NOARGS, worker_pids_doc},
     {"_zygote_pid", mod_zygote_pid, METH_NOARGS, zygote_pid_doc},
     {NULL, NULL, 0, NULL}

@@ -179,6 +179,16 @@ int mcx_worker_init(int worker_index, void *arg)
     PyEval_RestoreThread(mcx.worker_tstate);
     mcx.worker_tstate = NULL;
     int rc = 0;
+    /* worker_state() starts empty in every worker: what the caller kept in
+       its own dict is not the worker's. */
+    PyObject *state = PyDict_New();
+    if (state == NULL) {
+        PyErr_Clear();
+        mc_worker_set_error("multicore: out of memory creating worker_state()");
+        mcx.worker_tstate = PyEval_SaveThread();
+        return 1;
+    }
+    Py_XSETREF(mcx.worker_state, state);
     if (mcx.worker_init != NULL) {
         PyObject *r = PyObject_CallNoArgs(mcx.worker_init);
         if (r == NULL) {
@@ -228,6 +238,14 @@ void mcx_worker_exit(int worker_index, void *arg)
         return;
     PyEval_RestoreThread(mcx.worker_tstate);
     mcx.worker_tstate = NULL;
+    if (mcx.worker_exit != NULL) {
+        /* Nobody is left to raise to: print the traceback, as Python does
+           for an exception in an atexit function. */
+        PyObject *r = PyObject_CallNoArgs(mcx.worker_exit);
+        if (r == NULL)
+            PyErr_Print();
+        Py_XDECREF(r);
+    }
     /* Workers leave with _exit(): flush what the tasks printed. */
     mcx_flush_std();
     mcx.worker_tstate = PyEval_SaveThread();
