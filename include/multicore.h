@@ -198,6 +198,35 @@ MC_EXPORT pid_t mc_pool_zygote_pid(const mc_pool *pool);
 /* The message a failed worker init left, or "" (owned by the pool). */
 MC_EXPORT const char *mc_pool_error(const mc_pool *pool);
 
+/* Counters of one worker slot (a replacement worker continues its slot's). */
+typedef struct mc_worker_stats {
+    pid_t pid;                /* the live worker, or 0 while it is replaced */
+    uint64_t tasks_done;      /* tasks finished (successfully or not) */
+    uint64_t busy_ns;         /* time spent in task functions */
+    uint64_t bytes_out;       /* result bytes set */
+    uint32_t respawns;        /* replacement workers forked */
+    uint32_t cancel_kills;    /* workers stopped because their task was cancelled */
+    uint32_t start_failures;  /* replacements that failed to start, in a row */
+} mc_worker_stats;
+
+typedef struct mc_pool_stats {
+    int workers;              /* the pool's size */
+    int live_workers;         /* of which have a process now */
+    uint64_t queued;          /* tasks waiting in the queue */
+    uint64_t bytes_in;        /* argument bytes submitted */
+    uint64_t bytes_out;       /* result bytes set (sum over workers) */
+    uint64_t shm_in_use;      /* shared-memory bytes held by live blocks */
+    uint64_t shm_size;        /* bytes the region can hold */
+} mc_pool_stats;
+
+/*
+ * A snapshot of the pool's counters (lock-free reads; each counter is
+ * exact, the set is not one atomic picture). stats may be NULL; workers
+ * receives up to max slots. Returns the number of slots written.
+ */
+MC_EXPORT int mc_pool_get_stats(mc_pool *pool, mc_pool_stats *stats,
+                                mc_worker_stats *workers, int max);
+
 /* ------------------------------------------------------------------------
  * Task groups: submit tasks, collect their results in submission order
  * ------------------------------------------------------------------------ */
@@ -207,9 +236,12 @@ typedef struct mc_group mc_group;
 MC_EXPORT int mc_group_create(mc_pool *pool, mc_group **group);
 
 /*
- * Cancel the group's tasks that have not started, release every argument
- * and result it holds, and free the handle. Tasks still running finish in
- * their workers and are then discarded. Safe after mc_pool_stop().
+ * Cancel the group's unfinished tasks, release every argument and result it
+ * holds, and free the handle. Queued tasks never run. A worker still
+ * running one of the group's tasks is killed and replaced (a task stuck in
+ * a loop cannot hold a worker forever); tasks of other groups are not
+ * affected. Destroying a group whose tasks have all finished kills nothing.
+ * Safe after mc_pool_stop().
  */
 MC_EXPORT void mc_group_destroy(mc_group *group);
 
@@ -236,7 +268,10 @@ MC_EXPORT size_t mc_group_size(const mc_group *group);
 
 /*
  * Wait until every task submitted to the group has finished (successfully
- * or not). MC_OK, MC_ETIMEDOUT, MC_EINTR, MC_EPOOLDIED or MC_ESTATE.
+ * or not). MC_OK, MC_ETIMEDOUT, MC_EINTR, MC_EPOOLDIED or MC_ESTATE; or
+ * MC_EWORKERINIT while no worker can start (every slot's replacements keep
+ * failing their init callback, mc_pool_error() says why): the tasks stay
+ * queued, the pool keeps retrying with back-off, and waiting again is fine.
  */
 MC_EXPORT int mc_group_wait(mc_group *group, double timeout);
 

@@ -54,18 +54,36 @@ size_t mc_group_size(const mc_group *g)
     return g ? g->n : 0;
 }
 
+static bool held_by_worker(mc_header *h, uint64_t off)
+{
+    const mc_worker_slot *slots = mc_ptr(h, h->slots_off);
+    for (uint32_t i = 0; i < h->nworkers; i++)
+        if (slots[i].task_off == off)
+            return true;
+    return false;
+}
+
 /* Under the lock, in its own journal transaction: drop the group's hold on
-   a task, cancelling it first if it has not finished. */
-static void release_task(mc_header *h, uint64_t off)
+   a task, cancelling it first if it has not finished. True if it was
+   cancelled while a worker held it (that worker must be stopped). */
+static bool release_task(mc_header *h, uint64_t off)
 {
     mc_task *t = task_at(h, off);
+    bool cancelled = false;
     uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
-    while (!is_final(s) &&
-           !atomic_compare_exchange_weak_explicit(&t->state, &s, MC_TS_CANCELLED, memory_order_acq_rel,
-                                                  memory_order_acquire))
-        ;
+    while (!is_final(s)) {
+        if (atomic_compare_exchange_weak_explicit(&t->state, &s, MC_TS_CANCELLED, memory_order_acq_rel,
+                                                  memory_order_acquire)) {
+            cancelled = true;
+            break;
+        }
+    }
+    /* Only a task a worker holds needs a kill; a queued one is skipped
+       when a worker pops it. */
+    bool running = cancelled && held_by_worker(h, off);
     mc_task_unref(h, off);
     mc_txn_commit(h);
+    return running;
 }
 
 void mc_submit_abort(mc_group *g)
@@ -91,13 +109,18 @@ void mc_group_destroy(mc_group *g)
     if (g->n && mc_pool_enter(pool) == MC_OK) {
         mc_header *h = pool->hdr;
         /* Release in batches so workers are not locked out for long. */
+        bool any_running = false;
         for (size_t i = 0; i < g->n;) {
             if (mc_lock(h) != MC_OK)
                 break;
             for (size_t end = i + 64 < g->n ? i + 64 : g->n; i < end; i++)
-                release_task(h, g->tasks[i]);
+                any_running |= release_task(h, g->tasks[i]);
             mc_unlock(h);
         }
+        /* A cancelled task may be stuck in its function forever: the zygote
+           kills the worker holding it and forks a replacement. */
+        if (any_running)
+            mc_pool_kick_zygote(pool);
         mc_pool_leave(pool);
     }
     free(g->tasks);
@@ -196,6 +219,7 @@ int mc_submit_commit(mc_group *g, mc_task_fn fn, double timeout)
     g->tasks[g->n++] = off;
     g->reserved = 0;
     mc_wake_workers(h, 1);
+    atomic_fetch_add_explicit(&h->bytes_in, task_at(h, off)->arg_len, memory_order_relaxed);
 out:
     mc_pool_leave(g->pool);
     return r;

@@ -123,8 +123,17 @@ typedef struct mc_worker_slot {
     uint64_t error_off;      /* (journal) init error message block */
     uint64_t error_len;      /* (journal) */
     _Atomic uint64_t tasks_done;
+    _Atomic uint64_t busy_ns;       /* time spent inside task functions */
+    _Atomic uint64_t bytes_out;     /* result bytes this slot's workers set */
     _Atomic uint32_t respawns;
-    uint32_t init_crashes;   /* zygote-only: deaths in a row before READY */
+    _Atomic uint32_t cancel_kills;  /* workers stopped because their task was cancelled */
+    _Atomic uint32_t start_failures; /* deaths before READY, in a row (replacements) */
+    _Atomic uint32_t failing;       /* 1 while counted in header.workers_failing */
+    /* Set by the zygote, under the lock, just before it kills this worker
+       for running a cancelled task: the worker must not take another task
+       in the instant before the signal lands. */
+    _Atomic uint32_t doomed;
+    int64_t respawn_at_ns;          /* zygote-only: when to fork the next try, 0 = none due */
 } __attribute__((aligned(MC_CACHELINE))) mc_worker_slot;
 
 /* ---- the header ------------------------------------------------------ */
@@ -156,7 +165,13 @@ typedef struct mc_header {
     _Atomic uint32_t space_sleepers;
     _Alignas(MC_CACHELINE) _Atomic uint32_t ready_seq;  /* bumped when a worker is ready or failed */
     _Atomic uint32_t stopping;    /* set by mc_pool_stop: workers leave when idle */
-    _Atomic uint32_t init_failed; /* a worker's init callback failed */
+    _Atomic uint32_t init_failed; /* a first-generation worker's init failed */
+    /* Slots whose replacement workers keep failing to start (each after
+       MC_START_FAILURES_MAX tries in a row); when it reaches nworkers no
+       task can run, and waiting callers get MC_EWORKERINIT. */
+    _Atomic uint32_t workers_failing;
+    /* Written by callers on every submit: kept off the lines workers read. */
+    _Alignas(MC_CACHELINE) _Atomic uint64_t bytes_in; /* argument bytes submitted */
 
     _Alignas(MC_CACHELINE) mc_journal journal;
 } mc_header;
@@ -296,6 +311,10 @@ _Noreturn void mc_worker_main(mc_header *h, int index, const mc_pool_options *op
 /* Store a worker's init error message in its slot (takes the lock). */
 void mc_slot_set_error(mc_header *h, mc_worker_slot *slot, const char *message);
 
+/* Consecutive start failures of a slot's replacements after which it
+   counts as failing (its restarts go on, with back-off). */
+#define MC_START_FAILURES_MAX 5
+
 /* The task a crashed worker held fails; its references and pending result
    are released. Under the lock. */
 void mc_recover_worker(mc_header *h, mc_worker_slot *slot, pid_t pid, int wstatus);
@@ -314,5 +333,7 @@ void mc_pool_unref(mc_pool *pool);
    the zygote lives and that the pool is not stopping. MC_OK (look again),
    MC_ETIMEDOUT at the deadline, MC_EINTR, MC_EPOOLDIED or MC_ESTATE. */
 int mc_pool_wait_word(mc_pool *pool, _Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns);
+/* Ask the zygote to stop the workers running cancelled tasks. */
+void mc_pool_kick_zygote(mc_pool *pool);
 
 #endif /* MC_INTERNAL_H */

@@ -120,6 +120,28 @@ static bool zygote_exited(mc_pool *p)
     return si.si_pid == p->zygote_pid;
 }
 
+/* Copy the first init error a worker left into p->error (once; several
+   threads may race here, one copy wins). */
+static void collect_init_error(mc_pool *p)
+{
+    mc_header *h = p->hdr;
+    if (__atomic_load_n(&p->error, __ATOMIC_ACQUIRE) || mc_lock(h) != MC_OK)
+        return;
+    char *text = NULL;
+    for (uint32_t i = 0; i < h->nworkers && !text; i++) {
+        mc_worker_slot *s = (mc_worker_slot *)mc_ptr(h, h->slots_off) + i;
+        if (s->error_off && s->error_len)
+            text = strndup(mc_ptr(h, s->error_off), (size_t)s->error_len);
+    }
+    mc_unlock(h);
+    if (!text)
+        text = strdup("a worker's init callback failed");
+    char *expected = NULL;
+    if (!text || !__atomic_compare_exchange_n(&p->error, &expected, text, false, __ATOMIC_ACQ_REL,
+                                              __ATOMIC_ACQUIRE))
+        free(text);
+}
+
 int mc_pool_wait_word(mc_pool *p, _Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns)
 {
     int64_t slice = mc_now_ns() + MC_WAIT_SLICE_NS;
@@ -130,7 +152,21 @@ int mc_pool_wait_word(mc_pool *p, _Atomic uint32_t *word, uint32_t expected, int
         return r;
     if (zygote_exited(p))
         return MC_EPOOLDIED;
+    mc_header *h = p->hdr;
+    if (atomic_load_explicit(&h->workers_failing, memory_order_acquire) >= h->nworkers) {
+        collect_init_error(p);
+        return MC_EWORKERINIT; /* no worker can start: nothing would ever run */
+    }
     return mc_now_ns() >= deadline_ns ? MC_ETIMEDOUT : MC_OK;
+}
+
+void mc_pool_kick_zygote(mc_pool *p)
+{
+    uint64_t one = 1;
+    /* The eventfd cannot overflow in practice; a failed write only delays
+       the stop of a cancelled task's worker to the next kick. */
+    if (write(p->zygote_ctl_fd, &one, sizeof one) < 0)
+        return;
 }
 
 /* ---- start ------------------------------------------------------------ */
@@ -249,21 +285,6 @@ fail:
 }
 
 /* ---- readiness -------------------------------------------------------- */
-
-static void collect_init_error(mc_pool *p)
-{
-    mc_header *h = p->hdr;
-    if (p->error || mc_lock(h) != MC_OK)
-        return;
-    for (uint32_t i = 0; i < h->nworkers && !p->error; i++) {
-        mc_worker_slot *s = (mc_worker_slot *)mc_ptr(h, h->slots_off) + i;
-        if (s->error_off && s->error_len)
-            p->error = strndup(mc_ptr(h, s->error_off), (size_t)s->error_len);
-    }
-    mc_unlock(h);
-    if (!p->error)
-        p->error = strdup("a worker's init callback failed");
-}
 
 int mc_pool_wait_ready(mc_pool *p, double timeout)
 {
@@ -393,7 +414,8 @@ pid_t mc_pool_zygote_pid(const mc_pool *p)
 
 const char *mc_pool_error(const mc_pool *p)
 {
-    return p && p->error ? p->error : "";
+    const char *e = p ? __atomic_load_n(&p->error, __ATOMIC_ACQUIRE) : NULL;
+    return e ? e : "";
 }
 
 int mc_pool_worker_pids(const mc_pool *cp, pid_t *pids, int max)
@@ -411,6 +433,47 @@ int mc_pool_worker_pids(const mc_pool *cp, pid_t *pids, int max)
         pid_t pid = atomic_load_explicit(&s->pid, memory_order_acquire);
         if (pid > 0)
             pids[n++] = pid;
+    }
+    mc_pool_leave(p);
+    return n;
+}
+
+int mc_pool_get_stats(mc_pool *p, mc_pool_stats *stats, mc_worker_stats *workers, int max)
+{
+    if (!p || (!workers && max > 0) || max < 0)
+        return MC_EINVAL;
+    int r = mc_pool_enter(p);
+    if (r != MC_OK)
+        return r;
+    mc_header *h = p->hdr;
+    mc_pool_stats total = {.workers = (int)h->nworkers};
+    int n = 0;
+    for (uint32_t i = 0; i < h->nworkers; i++) {
+        mc_worker_slot *s = (mc_worker_slot *)mc_ptr(h, h->slots_off) + i;
+        mc_worker_stats w = {
+            .pid = atomic_load_explicit(&s->pid, memory_order_acquire),
+            .tasks_done = atomic_load_explicit(&s->tasks_done, memory_order_relaxed),
+            .busy_ns = atomic_load_explicit(&s->busy_ns, memory_order_relaxed),
+            .bytes_out = atomic_load_explicit(&s->bytes_out, memory_order_relaxed),
+            .respawns = atomic_load_explicit(&s->respawns, memory_order_relaxed),
+            .cancel_kills = atomic_load_explicit(&s->cancel_kills, memory_order_relaxed),
+            .start_failures = atomic_load_explicit(&s->start_failures, memory_order_relaxed),
+        };
+        total.live_workers += w.pid > 0;
+        total.bytes_out += w.bytes_out;
+        if (n < max)
+            workers[n++] = w;
+    }
+    if (stats) {
+        /* Racy reads of lock-guarded words, for a report: fine on x86-64
+           and arm64 for aligned 64-bit loads. */
+        uint64_t head = __atomic_load_n(&h->ring_head, __ATOMIC_RELAXED);
+        uint64_t tail = __atomic_load_n(&h->ring_tail, __ATOMIC_RELAXED);
+        total.queued = tail >= head ? tail - head : 0;
+        total.bytes_in = atomic_load_explicit(&h->bytes_in, memory_order_relaxed);
+        total.shm_in_use = __atomic_load_n(&h->arena.in_use, __ATOMIC_RELAXED);
+        total.shm_size = h->arena.end - h->arena.start;
+        *stats = total;
     }
     mc_pool_leave(p);
     return n;

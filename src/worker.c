@@ -151,7 +151,8 @@ static uint64_t finish_and_take(mc_header *h, mc_worker_slot *slot, bool publish
         mc_txn_store(h, &slot->task_id, 0);
         mc_txn_commit(h);
     }
-    if (atomic_load_explicit(&h->stopping, memory_order_acquire))
+    if (atomic_load_explicit(&h->stopping, memory_order_acquire) ||
+        atomic_load_explicit(&slot->doomed, memory_order_acquire))
         return 0;
     uint64_t off;
     while ((off = mc_ring_pop(h)) != 0) {
@@ -171,8 +172,15 @@ static uint64_t finish_and_take(mc_header *h, mc_worker_slot *slot, bool publish
 static void become_ready(mc_header *h, mc_worker_slot *slot, uint32_t state)
 {
     atomic_store_explicit(&slot->state, state, memory_order_release);
-    if (state == MC_WS_INIT_FAILED)
+    bool replacement = atomic_load_explicit(&slot->respawns, memory_order_relaxed) > 0;
+    if (state == MC_WS_INIT_FAILED && !replacement)
         atomic_store_explicit(&h->init_failed, 1, memory_order_release);
+    if (state == MC_WS_READY) {
+        /* A replacement that finally started: the slot is healthy again. */
+        atomic_store_explicit(&slot->start_failures, 0, memory_order_relaxed);
+        if (atomic_exchange(&slot->failing, 0))
+            atomic_fetch_sub_explicit(&h->workers_failing, 1, memory_order_acq_rel);
+    }
     atomic_fetch_add_explicit(&h->ready_seq, 1, memory_order_acq_rel);
     mc_futex_wake(&h->ready_seq, INT_MAX);
 }
@@ -211,6 +219,8 @@ _Noreturn void mc_worker_main(mc_header *h, int index, const mc_pool_options *op
         if (took)
             mc_wake_space(h);
         if (!off) {
+            if (atomic_load_explicit(&slot->doomed, memory_order_acquire))
+                _exit(5); /* the zygote's SIGKILL is on its way */
             if (atomic_load_explicit(&h->stopping, memory_order_acquire))
                 break;
             mc_wait_for_work(h);
@@ -222,8 +232,13 @@ _Noreturn void mc_worker_main(mc_header *h, int index, const mc_pool_options *op
         mc_task_ctx ctx = {h, slot, t};
         mc_task_fn fn = (mc_task_fn)(uintptr_t)t->fn;
         t->result_len = 0;
+        int64_t began = mc_now_ns();
         int code = fn((const char *)t + sizeof(mc_task), (size_t)t->arg_len, &ctx);
+        uint64_t result_len = slot->pending_result ? t->result_len : 0;
         published = publish(t, slot, code);
+        /* Counters only this worker writes: no contention, relaxed. */
+        atomic_fetch_add_explicit(&slot->busy_ns, (uint64_t)(mc_now_ns() - began), memory_order_relaxed);
+        atomic_fetch_add_explicit(&slot->bytes_out, result_len, memory_order_relaxed);
         atomic_fetch_add_explicit(&slot->tasks_done, 1, memory_order_relaxed);
     }
 

@@ -8,10 +8,19 @@
  *
  *   signalfd(SIGCHLD)  a worker exited: fail the task it held, free what it
  *                      had allocated, and fork a replacement
- *   ctl eventfd        mc_pool_stop(): let workers finish, then reap them
- *                      (killing those still busy after the grace period)
+ *   ctl eventfd        a caller cancelled tasks that workers are running:
+ *                      kill those workers (a replacement takes over);
+ *                      or mc_pool_stop(): let workers finish, then reap
+ *                      them (killing those still busy after the grace)
  *   alive pipe         EOF means the caller is gone (even by SIGKILL): kill
  *                      every worker at once and exit
+ *
+ * A worker that dies is replaced at once. A replacement that dies before it
+ * is ready (its init callback fails: the database is down, say) is retried
+ * with exponential back-off, the poll timeout being the only timer; after
+ * MC_START_FAILURES_MAX failures in a row its slot counts as failing, and
+ * once every slot fails, waiting callers get MC_EWORKERINIT instead of
+ * waiting for tasks no worker can run.
  *
  * Workers die with the zygote through PR_SET_PDEATHSIG, so no process of a
  * pool outlives its caller.
@@ -28,9 +37,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* A replacement worker that dies this many times in a row before it is
-   ready is not replaced again. */
-#define MC_MAX_INIT_CRASHES 5
+/* Back-off between tries of a replacement that keeps failing to start:
+   10 ms, doubling, at most 2 s. */
+#define MC_BACKOFF_FIRST_NS 10000000ll
+#define MC_BACKOFF_MAX_NS 2000000000ll
 
 typedef struct zygote {
     mc_header *h;
@@ -56,9 +66,13 @@ static void mark_init_failed(mc_header *h, mc_worker_slot *slot, const char *why
     mc_futex_wake(&h->ready_seq, INT_MAX);
 }
 
+static void schedule_retry(zygote *z, mc_worker_slot *slot);
+
 static void spawn(zygote *z, unsigned i)
 {
     mc_worker_slot *slot = slot_at(z->h, i);
+    slot->respawn_at_ns = 0;
+    atomic_store_explicit(&slot->doomed, 0, memory_order_relaxed);
     atomic_store_explicit(&slot->state, MC_WS_STARTING, memory_order_release);
     if (z->opts->before_fork)
         z->opts->before_fork(z->opts->fork_hook_arg);
@@ -75,7 +89,12 @@ static void spawn(zygote *z, unsigned i)
     if (pid < 0) {
         char why[128];
         snprintf(why, sizeof why, "could not fork worker %u: %s", i, strerror(saved));
-        mark_init_failed(z->h, slot, why);
+        if (atomic_load_explicit(&slot->respawns, memory_order_relaxed) == 0) {
+            mark_init_failed(z->h, slot, why);
+        } else {
+            mc_slot_set_error(z->h, slot, why);
+            schedule_retry(z, slot);
+        }
         return;
     }
     atomic_store_explicit(&slot->pid, (int32_t)pid, memory_order_release);
@@ -87,6 +106,33 @@ static unsigned live_workers(zygote *z)
     for (unsigned i = 0; i < z->h->nworkers; i++)
         n += atomic_load_explicit(&slot_at(z->h, i)->pid, memory_order_relaxed) != 0;
     return n;
+}
+
+static void describe_death(char *buf, size_t size, unsigned i, pid_t pid, int wstatus)
+{
+    if (WIFSIGNALED(wstatus))
+        snprintf(buf, size, "worker %u (pid %d) was killed by signal %d during its init callback", i,
+                 (int)pid, WTERMSIG(wstatus));
+    else
+        snprintf(buf, size, "worker %u (pid %d) exited with status %d during its init callback", i,
+                 (int)pid, WEXITSTATUS(wstatus));
+}
+
+/* A replacement died before it was ready: try again later, and count the
+   slot as failing once it has failed too often in a row. */
+static void schedule_retry(zygote *z, mc_worker_slot *slot)
+{
+    mc_header *h = z->h;
+    uint32_t n = atomic_fetch_add_explicit(&slot->start_failures, 1, memory_order_relaxed) + 1;
+    if (n >= MC_START_FAILURES_MAX && atomic_exchange(&slot->failing, 1) == 0)
+        atomic_fetch_add_explicit(&h->workers_failing, 1, memory_order_acq_rel);
+    int64_t delay = MC_BACKOFF_FIRST_NS;
+    for (uint32_t k = 1; k < n && delay < MC_BACKOFF_MAX_NS; k++)
+        delay *= 2;
+    if (delay > MC_BACKOFF_MAX_NS)
+        delay = MC_BACKOFF_MAX_NS;
+    atomic_store_explicit(&slot->state, MC_WS_EMPTY, memory_order_release);
+    slot->respawn_at_ns = mc_now_ns() + delay;
 }
 
 static void on_worker_exit(zygote *z, pid_t pid, int wstatus)
@@ -111,29 +157,69 @@ static void on_worker_exit(zygote *z, pid_t pid, int wstatus)
     uint32_t state = atomic_load_explicit(&slot->state, memory_order_acquire);
     if (z->stopping || atomic_load_explicit(&h->stopping, memory_order_acquire))
         return;
-    if (state == MC_WS_STARTING) {
-        /* Dying in the init callback of the first generation is an init
-           failure the caller must hear about; a replacement killed while it
-           starts (by the OOM killer, say) is retried, a few times. */
-        bool first = atomic_load_explicit(&slot->respawns, memory_order_relaxed) == 0;
-        if (first || ++slot->init_crashes >= MC_MAX_INIT_CRASHES) {
-            char why[160];
-            if (WIFSIGNALED(wstatus))
-                snprintf(why, sizeof why, "worker %u (pid %d) was killed by signal %d during its init callback",
-                         i, (int)pid, WTERMSIG(wstatus));
-            else
-                snprintf(why, sizeof why, "worker %u (pid %d) exited with status %d during its init callback",
-                         i, (int)pid, WEXITSTATUS(wstatus));
+    if (state == MC_WS_STARTING || state == MC_WS_INIT_FAILED) {
+        char why[160];
+        describe_death(why, sizeof why, i, pid, wstatus);
+        if (atomic_load_explicit(&slot->respawns, memory_order_relaxed) == 0) {
+            /* The first generation: mc_pool_wait_ready() reports it and the
+               pool is not usable. */
             mark_init_failed(h, slot, why);
             return;
         }
-    } else {
-        slot->init_crashes = 0;
-    }
-    if (state == MC_WS_INIT_FAILED)
+        /* A replacement (killed while it starts by the OOM killer, or its
+           init callback failed): keep the reason, retry with back-off. */
+        if (state == MC_WS_STARTING)
+            mc_slot_set_error(h, slot, why);
+        schedule_retry(z, slot);
         return;
+    }
     atomic_fetch_add_explicit(&slot->respawns, 1, memory_order_relaxed);
     spawn(z, i);
+}
+
+/* Fork the replacements whose back-off has run out; returns the poll
+   timeout in ms until the next one (-1: none pending). */
+static int respawn_due(zygote *z)
+{
+    int64_t now = mc_now_ns(), next = INT64_MAX;
+    for (unsigned i = 0; i < z->h->nworkers; i++) {
+        mc_worker_slot *slot = slot_at(z->h, i);
+        if (!slot->respawn_at_ns)
+            continue;
+        if (slot->respawn_at_ns <= now) {
+            atomic_fetch_add_explicit(&slot->respawns, 1, memory_order_relaxed);
+            spawn(z, i);
+        } else if (slot->respawn_at_ns < next) {
+            next = slot->respawn_at_ns;
+        }
+    }
+    if (next == INT64_MAX)
+        return -1;
+    return (int)((next - now + 999999) / 1000000);
+}
+
+/* A caller cancelled tasks: kill the workers still running them. Under the
+   lock, so a worker cannot finish its task and take another one between the
+   check and the kill (the doomed flag covers the instant after it). Each
+   pid is our unreaped child, so it cannot have been reused. */
+static void stop_cancelled(zygote *z)
+{
+    mc_header *h = z->h;
+    if (mc_lock(h) != MC_OK)
+        return;
+    for (unsigned i = 0; i < h->nworkers; i++) {
+        mc_worker_slot *slot = slot_at(h, i);
+        pid_t pid = atomic_load_explicit(&slot->pid, memory_order_relaxed);
+        if (pid <= 0 || !slot->task_off || atomic_load_explicit(&slot->doomed, memory_order_relaxed))
+            continue;
+        mc_task *t = (mc_task *)mc_ptr(h, slot->task_off);
+        if ((atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK) != MC_TS_CANCELLED)
+            continue;
+        atomic_store_explicit(&slot->doomed, 1, memory_order_release);
+        atomic_fetch_add_explicit(&slot->cancel_kills, 1, memory_order_relaxed);
+        kill(pid, SIGKILL);
+    }
+    mc_unlock(h);
 }
 
 static void reap(zygote *z, bool block)
@@ -205,7 +291,7 @@ _Noreturn void mc_zygote_main(mc_zygote_args *a)
             {.fd = z.ctl_fd, .events = POLLIN},
             {.fd = z.sfd, .events = POLLIN},
         };
-        int timeout = -1;
+        int timeout = z.stopping ? -1 : respawn_due(&z);
         if (z.stopping) {
             int64_t left = z.stop_deadline - mc_now_ns();
             timeout = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
@@ -224,6 +310,7 @@ _Noreturn void mc_zygote_main(mc_zygote_args *a)
             uint64_t v;
             if (read(z.ctl_fd, &v, sizeof v) < 0 && errno != EAGAIN)
                 finish(&z);
+            stop_cancelled(&z);
             if (atomic_load_explicit(&h->stopping, memory_order_acquire) && !z.stopping) {
                 double grace = z.opts->stop_grace < 0 ? 10.0 : z.opts->stop_grace;
                 z.stopping = true;

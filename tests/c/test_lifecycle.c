@@ -79,7 +79,9 @@ TEST(test_start_stop_cycles_leave_nothing)
     printf("  fds %d -> %d, maps %d -> %d, children %d -> %d\n", fds0, fds1, maps0, maps1,
            kids0, mc_t_count_children());
     CHECK_EQ_INT(fds1, fds0);
+#ifndef MC_T_SANITIZER_RUNTIME_MAPS
     CHECK_EQ_INT(maps1, maps0);
+#endif
     CHECK_EQ_INT(mc_t_count_maps_matching("memfd:"), memfd0);
     CHECK_EQ_INT(mc_t_count_children(), kids0);
     CHECK_EQ_INT(mc_t_count_zombie_children(), 0);
@@ -433,10 +435,12 @@ TEST(test_stop_lets_short_task_finish)
     int ms = 300;
     CHECK_OK(mc_submit(g, task_sleep_ms, &ms, sizeof ms, 10));
     CHECK_RC(mc_group_wait_one(g, 0, 0.1), MC_ETIMEDOUT); /* running now */
-    mc_group_destroy(g);
+    /* (destroying the group first would cancel the task and stop its
+       worker: the group is destroyed after the pool) */
     double t0 = mc_t_now();
     CHECK_OK(mc_pool_stop(pool));
     printf("  stop with a 300 ms task running took %.3f s\n", mc_t_now() - t0);
+    mc_group_destroy(g);
     int counts[2][16];
     CHECK_EQ_INT(read_log(counts, 1, NULL), 1);
     CHECK_EQ_INT(counts[1][0], 1);
