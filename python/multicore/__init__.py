@@ -10,12 +10,12 @@ queues one, get() returns the results in order.
 
 import atexit as _atexit
 
-from multicore._multicore import (Task, initialize, shutdown, worker_id,
-                                  worker_state)
+from multicore._multicore import (Task, initialize, shutdown, stats,
+                                  worker_id, worker_state)
 from multicore import _multicore
 from multicore import exceptions  # noqa: F401  (multicore.exceptions)
 
-__all__ = ["initialize", "shutdown", "Task", "worker_id", "worker_state",
+__all__ = ["initialize", "shutdown", "Task", "stats", "worker_id", "worker_state",
            "NUMBER_OF_WORKERS"]
 __version__ = "0.2.0"
 

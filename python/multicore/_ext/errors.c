@@ -62,9 +62,15 @@ PyObject *mcx_raise_mc(int rc, int saved_errno, const char *context)
                      "%s: the multicore pool is not running "
                      "(call multicore.initialize())", ctx);
         break;
-    case MC_EWORKERINIT:
-        PyErr_Format(mcx.WorkerInitError, "%s: %s", ctx, text);
+    case MC_EWORKERINIT: {
+        /* Past start-up this means no worker can start at all: every
+           replacement keeps failing its worker_init. Say why. */
+        const char *why = mcx.pool != NULL ? mc_pool_error(mcx.pool) : "";
+        PyErr_Format(mcx.WorkerInitError,
+                     "%s: %s; no worker can start (the pool keeps retrying)%s%s",
+                     ctx, text, *why ? ":\n" : "", why);
         break;
+    }
     case MC_ESYSTEM:
         errno = saved_errno ? saved_errno : EIO;
         PyErr_SetFromErrno(PyExc_OSError);

@@ -197,6 +197,9 @@ void mcx_buffer_release(mcx_buffer *buf);
 /* ---- worker.c ---- */
 int mcx_task_entry(const void *arg, size_t arg_len, mc_task_ctx *ctx);
 int mcx_worker_init(int worker_index, void *arg);
+
+/* forksafe.c: in the zygote, right after its fork from the caller. */
+void mcx_renew_streams_after_fork(void);
 void mcx_worker_exit(int worker_index, void *arg);
 
 /* ---- task.c ---- */

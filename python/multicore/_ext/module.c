@@ -114,6 +114,8 @@ static void hook_after_fork_child(void *arg, mc_role role)
 {
     (void)arg;
     PyOS_AfterFork_Child();
+    if (role == MC_ROLE_ZYGOTE)
+        mcx_renew_streams_after_fork();
     /* Ctrl-C reaches the whole process group: it is the caller's to
        handle. The zygote and the workers ignore it at the C level, so no
        worker prints a KeyboardInterrupt traceback. */
@@ -606,6 +608,67 @@ static PyObject *mod_worker_state(PyObject *module, PyObject *unused)
     return Py_NewRef(mcx.worker_state);
 }
 
+PyDoc_STRVAR(stats_doc,
+"stats()\n"
+"--\n\n"
+"Counters of the running pool, as a dict: 'workers' (a list with, per\n"
+"worker slot, 'pid', 'tasks_done', 'busy_seconds', 'bytes_out',\n"
+"'respawns', 'cancel_kills', 'start_failures'), 'worker_count',\n"
+"'live_workers', 'queued' (tasks waiting), 'bytes_in', 'bytes_out',\n"
+"'shm_in_use' and 'shm_size'. PoolNotRunningError when no pool runs.");
+
+static PyObject *mod_stats(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    if (!mcx_pool_alive()) {
+        PyErr_SetString(mcx.PoolNotRunningError,
+                        "multicore.stats(): the pool is not running");
+        return NULL;
+    }
+    int n = mcx.workers;
+    mc_worker_stats *ws = PyMem_Calloc((size_t)n, sizeof *ws);
+    if (ws == NULL)
+        return PyErr_NoMemory();
+    mc_pool_stats ps;
+    int got = mc_pool_get_stats(mcx.pool, &ps, ws, n);
+    if (got < 0) {
+        PyMem_Free(ws);
+        return mcx_raise_mc(got, 0, "multicore.stats");
+    }
+    PyObject *list = PyList_New(got), *result = NULL;
+    if (list == NULL)
+        goto out;
+    for (int i = 0; i < got; i++) {
+        PyObject *w = Py_BuildValue(
+            "{s:i,s:K,s:d,s:K,s:I,s:I,s:I}",
+            "pid", (int)ws[i].pid,
+            "tasks_done", (unsigned long long)ws[i].tasks_done,
+            "busy_seconds", (double)ws[i].busy_ns * 1e-9,
+            "bytes_out", (unsigned long long)ws[i].bytes_out,
+            "respawns", ws[i].respawns,
+            "cancel_kills", ws[i].cancel_kills,
+            "start_failures", ws[i].start_failures);
+        if (w == NULL)
+            goto out;
+        PyList_SET_ITEM(list, i, w);
+    }
+    result = Py_BuildValue(
+        "{s:O,s:i,s:i,s:K,s:K,s:K,s:K,s:K}",
+        "workers", list,
+        "worker_count", ps.workers,
+        "live_workers", ps.live_workers,
+        "queued", (unsigned long long)ps.queued,
+        "bytes_in", (unsigned long long)ps.bytes_in,
+        "bytes_out", (unsigned long long)ps.bytes_out,
+        "shm_in_use", (unsigned long long)ps.shm_in_use,
+        "shm_size", (unsigned long long)ps.shm_size);
+out:
+    Py_XDECREF(list);
+    PyMem_Free(ws);
+    return result;
+}
+
 /* ---------------------------------------------------------------------
  * Module init
  * --------------------------------------------------------------------- */
@@ -619,6 +682,7 @@ static PyMethodDef module_methods[] = {
     {"number_of_workers", mod_number_of_workers, METH_NOARGS,
      number_of_workers_doc},
     {"worker_id", mod_worker_id, METH_NOARGS, worker_id_doc},
+    {"stats", mod_stats, METH_NOARGS, stats_doc},
     {"worker_state", mod_worker_state, METH_NOARGS, worker_state_doc},
     {"_worker_pids", mod_worker_pids, METH_NOARGS, worker_pids_doc},
     {"_zygote_pid", mod_zygote_pid, METH_NOARGS, zygote_pid_doc},
