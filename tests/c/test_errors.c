@@ -236,7 +236,7 @@ TEST(test_group_after_pool_stop)
     CHECK_NOTHING_LEFT(&snap);
 }
 
-TEST(test_fork_child_gets_estate)
+TEST(test_fork_child_gets_estate_and_its_own_pool)
 {
     mc_t_snapshot snap;
     mc_t_snap(&snap);
@@ -259,6 +259,32 @@ TEST(test_fork_child_gets_estate)
             code |= 2;
         if (mc_group_wait(g, 1) != MC_ESTATE)
             code |= 4;
+        /* ...but it may start a pool of its own, which works and is its
+           own: its workers descend from the child, not from the parent */
+        mc_pool *own = NULL;
+        mc_group *g3 = NULL;
+        mc_result r3;
+        pid_t worker = 0;
+        if (mc_t_start(&own, 1) != MC_OK || mc_group_create(own, &g3) != MC_OK ||
+            mc_submit(g3, task_ok, "o", 1, 10) != MC_OK || mc_group_wait(g3, 30) != MC_OK ||
+            mc_group_result(g3, 0, &r3) != MC_OK || r3.status != MC_OK || r3.len != 1 ||
+            memcmp(r3.data, "o", 1) != 0)
+            code |= 8;
+        else
+            worker = r3.worker_pid;
+        pid_t zygote = own ? mc_pool_zygote_pid(own) : 0;
+        pid_t worker_parent = 0, zygote_parent = 0;
+        char st;
+        long long ticks;
+        if (worker <= 0 || mc_t_proc_stat(worker, &st, &worker_parent, &ticks) != 0 ||
+            worker_parent != zygote || mc_t_proc_stat(zygote, &st, &zygote_parent, &ticks) != 0 ||
+            zygote_parent != getpid())
+            code |= 16;
+        mc_group_destroy(g3);
+        if (own && mc_pool_stop(own) != MC_OK)
+            code |= 32;
+        if (mc_t_count_children() != 0)
+            code |= 64;
         _exit(code);
     }
     int status = 0;
