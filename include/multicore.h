@@ -178,10 +178,11 @@ MC_EXPORT int mc_pool_wait_ready(mc_pool *pool, double timeout);
 /*
  * Stop the pool: queued tasks are cancelled, running tasks get
  * opts.stop_grace seconds to finish, each worker runs worker_exit, and every
- * process is reaped. Then the shared region is unmapped and every descriptor
- * closed: result pointers obtained earlier become invalid, and groups still
- * alive only answer MC_ESTATE until mc_group_destroy(). The handle is freed.
- * Returns MC_OK, or the first error met while cleaning up (cleanup goes on).
+ * process is reaped and every descriptor closed. Groups still alive only
+ * answer MC_ESTATE until mc_group_destroy(); the shared region stays mapped
+ * until the last group is destroyed and the last hold released (so result
+ * bytes read earlier stay readable until then), and the handle is freed
+ * with it. Returns MC_OK, or the first error met while cleaning up.
  */
 MC_EXPORT int mc_pool_stop(mc_pool *pool);
 
@@ -301,6 +302,33 @@ typedef struct mc_result {
  * range; MC_ETIMEDOUT if the task has not finished yet (wait first).
  */
 MC_EXPORT int mc_group_result(mc_group *group, size_t index, mc_result *result);
+
+/*
+ * Holds: keeping a task's bytes (arguments and result) alive beyond the
+ * group, for zero-copy readers. A hold is released by mc_hold_release(),
+ * in the process that took it; the bytes stay valid and in place until
+ * then, even after mc_group_destroy() and mc_pool_stop().
+ */
+typedef struct mc_hold mc_hold;
+
+/*
+ * Hold task `index` of the group, which must have finished successfully
+ * (MC_ETIMEDOUT if it has not finished, MC_EINVAL if out of range or if it
+ * failed). The bytes are those mc_group_result() points to.
+ */
+MC_EXPORT int mc_group_hold(mc_group *group, size_t index, mc_hold **hold);
+
+/*
+ * In a task function: hold the task being run, so that its argument bytes
+ * stay valid after the function returns (a worker that keeps a view of its
+ * argument). At most MC_WORKER_HOLDS holds per worker at a time (MC_ENOMEM
+ * beyond); if the worker dies, its holds are released for it.
+ */
+#define MC_WORKER_HOLDS 64
+MC_EXPORT int mc_task_hold(mc_task_ctx *ctx, mc_hold **hold);
+
+/* Release a hold (NULL is ignored). */
+MC_EXPORT void mc_hold_release(mc_hold *hold);
 
 /* ------------------------------------------------------------------------
  * Utilities

@@ -347,3 +347,28 @@ out:
     mc_pool_leave(g->pool);
     return r;
 }
+
+int mc_group_hold(mc_group *g, size_t index, mc_hold **hold)
+{
+    if (!g || !hold)
+        return MC_EINVAL;
+    *hold = NULL;
+    int r = mc_pool_enter(g->pool);
+    if (r != MC_OK)
+        return r;
+    mc_header *h = g->pool->hdr;
+    if (index >= g->n) {
+        r = MC_EINVAL;
+    } else {
+        mc_task *t = task_at(h, g->tasks[index]);
+        uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK;
+        if (s == MC_TS_PENDING)
+            r = MC_ETIMEDOUT;
+        else if (s != MC_TS_DONE || t->status != MC_OK)
+            r = MC_EINVAL;
+        else
+            r = mc_group_hold_task(g->pool, g->tasks[index], hold);
+    }
+    mc_pool_leave(g->pool);
+    return r;
+}

@@ -134,6 +134,7 @@ typedef struct mc_worker_slot {
        in the instant before the signal lands. */
     _Atomic uint32_t doomed;
     int64_t respawn_at_ns;          /* zygote-only: when to fork the next try, 0 = none due */
+    uint64_t holds[MC_WORKER_HOLDS]; /* (journal) tasks this worker holds (mc_task_hold), 0 = free */
 } __attribute__((aligned(MC_CACHELINE))) mc_worker_slot;
 
 /* ---- the header ------------------------------------------------------ */
@@ -311,6 +312,14 @@ _Noreturn void mc_worker_main(mc_header *h, int index, const mc_pool_options *op
 /* Store a worker's init error message in its slot (takes the lock). */
 void mc_slot_set_error(mc_header *h, mc_worker_slot *slot, const char *message);
 
+/* A hold on a task record (mc_group_hold / mc_task_hold). */
+struct mc_hold {
+    mc_pool *pool;       /* caller side: keeps the mapping; NULL in a worker */
+    mc_header *h;
+    uint64_t task_off;
+    pid_t pid;           /* the process that took it */
+};
+
 /* Consecutive start failures of a slot's replacements after which it
    counts as failing (its restarts go on, with back-off). */
 #define MC_START_FAILURES_MAX 5
@@ -318,6 +327,15 @@ void mc_slot_set_error(mc_header *h, mc_worker_slot *slot, const char *message);
 /* The task a crashed worker held fails; its references and pending result
    are released. Under the lock. */
 void mc_recover_worker(mc_header *h, mc_worker_slot *slot, pid_t pid, int wstatus);
+
+/* ---- hold.c ---------------------------------------------------------- */
+
+int mc_group_hold_task(mc_pool *pool, uint64_t task_off, mc_hold **hold);
+int mc_worker_hold_task(mc_header *h, mc_worker_slot *slot, uint64_t task_off, mc_hold **hold);
+/* Under the lock, in the zygote: a dead worker's holds are dropped. */
+void mc_release_worker_holds(mc_header *h, mc_worker_slot *slot);
+/* The slot of the calling worker process, or NULL outside a worker. */
+mc_worker_slot *mc_worker_own_slot(void);
 
 /* ---- pool.c ---------------------------------------------------------- */
 

@@ -85,6 +85,9 @@ void mc_pool_ref(mc_pool *p)
 void mc_pool_unref(mc_pool *p)
 {
     if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
+        /* The last group or hold is gone: nothing can point into the
+           region any more. */
+        mc_region_destroy(-1, p->hdr, p->region_size);
         free(p->error);
         free(p);
     }
@@ -393,9 +396,9 @@ int mc_pool_stop(mc_pool *p)
     close_fd(&p->alive_fd);
     close_fd(&p->zygote_ctl_fd);
     close_fd(&p->zygote_pidfd);
-    mc_region_destroy(p->memfd, p->hdr, p->region_size);
-    p->memfd = -1;
-    p->hdr = NULL;
+    close_fd(&p->memfd);
+    /* The mapping itself goes with the last reference: groups not yet
+       destroyed and holds (mc_group_hold) keep their bytes readable. */
     mc_pool_unref(p);
     return r;
 }

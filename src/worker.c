@@ -38,6 +38,19 @@ int mc_worker_index(void)
     return g_worker_index;
 }
 
+mc_worker_slot *mc_worker_own_slot(void)
+{
+    return g_slot;
+}
+
+int mc_task_hold(mc_task_ctx *ctx, mc_hold **hold)
+{
+    if (!ctx || !ctx->h || !hold)
+        return MC_EINVAL;
+    *hold = NULL;
+    return mc_worker_hold_task(ctx->h, ctx->slot, mc_off(ctx->h, ctx->task), hold);
+}
+
 static mc_worker_slot *slot_of(mc_header *h, int index)
 {
     return (mc_worker_slot *)mc_ptr(h, h->slots_off) + index;
@@ -249,6 +262,7 @@ _Noreturn void mc_worker_main(mc_header *h, int index, const mc_pool_options *op
 
 void mc_recover_worker(mc_header *h, mc_worker_slot *slot, pid_t pid, int wstatus)
 {
+    mc_release_worker_holds(h, slot);
     uint64_t off = slot->task_off;
     bool published = false;
     if (off) {
