@@ -57,12 +57,13 @@ enum {
  *   1  u8   version MCX_WIRE_VERSION
  *   2  u8   format (MCX_FMT_*)
  *   3  u8   flags  (MCX_WIRE_DILL)
- *   4  u32  reserved, 0
+ *   4  u32  offset of the (args, kwargs) frame (64-byte aligned)
  *   8  u64  length of the callable's part
- *  16       callable part, then the (args, kwargs) part to the end
+ *  16       callable part; then, from the offset above to the end, the
+ *           (args, kwargs) as an out-of-band frame (oob.c)
  * --------------------------------------------------------------------- */
 #define MCX_WIRE_MAGIC 0x6du
-#define MCX_WIRE_VERSION 1u
+#define MCX_WIRE_VERSION 2u
 #define MCX_WIRE_DILL 0x01u
 #define MCX_WIRE_HEADER_SIZE 16u
 
@@ -74,6 +75,28 @@ typedef struct {
     const char *args;    /* (args, kwargs) part */
     size_t args_len;
 } mcx_wire_task;
+
+/* Copies above this size run with the GIL released. */
+#define MCX_BIG_COPY ((size_t)1 << 20)
+
+/* Buffers from this size travel out of band (oob.c); smaller ones stay in
+   the pickle stream, where they cost less than a view would. */
+#define MCX_OOB_MIN ((Py_ssize_t)64 << 10)
+
+/* A parsed out-of-band frame (oob.c). */
+typedef struct {
+    const char *pickle;
+    size_t pickle_len;
+    size_t nbuf;
+    const unsigned char *table;   /* nbuf x {u64 offset, u64 length} */
+} mcx_frame;
+
+/* An object pickled for a frame, not yet written. */
+typedef struct {
+    PyObject *pickle;    /* bytes */
+    PyObject *buffers;   /* list of PickleBuffer, or NULL */
+    size_t frame_size;
+} mcx_oob;
 
 /* Bytes borrowed from a Python object that owns them. */
 typedef struct {
@@ -186,13 +209,24 @@ int mcx_load_dill(void);
 PyObject *mcx_dumps(PyObject *obj, int use_dill);
 PyObject *mcx_loads(const void *data, size_t len, int use_dill);
 void mcx_wire_write_header(void *dst, int format, int use_dill,
-                           size_t fn_len);
+                           size_t fn_len, size_t args_off);
+/* Where the args frame starts after a callable part of fn_len bytes. */
+size_t mcx_wire_args_offset(size_t fn_len);
 int mcx_wire_parse(const void *data, size_t len, mcx_wire_task *out);
 int mcx_encode_result(PyObject *result, int format, mcx_buffer *out);
 PyObject *mcx_decode_result(const void *data, size_t len, int format);
 PyObject *mcx_encode_exception(void);   /* from the current exception */
 PyObject *mcx_raise_remote(const void *data, size_t len);
 void mcx_buffer_release(mcx_buffer *buf);
+
+/* ---- oob.c ---- */
+extern PyTypeObject mcx_SharedMemoryType;
+int mcx_frame_parse(const void *data, size_t len, mcx_frame *out);
+void mcx_frame_buffer(const mcx_frame *f, size_t i, size_t *off, size_t *len);
+int mcx_oob_encode(PyObject *obj, int use_dill, mcx_oob *out);
+int mcx_oob_write(const mcx_oob *src, void *dst);
+void mcx_oob_release(mcx_oob *o);
+PyObject *mcx_oob_loads(const void *frame, size_t len, int use_dill, mc_hold **hold);
 
 /* ---- worker.c ---- */
 int mcx_task_entry(const void *arg, size_t arg_len, mc_task_ctx *ctx);

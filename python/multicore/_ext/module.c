@@ -716,7 +716,7 @@ PyMODINIT_FUNC PyInit__multicore(void);
 
 PyMODINIT_FUNC PyInit__multicore(void)
 {
-    if (PyType_Ready(&mcx_TaskType) < 0)
+    if (PyType_Ready(&mcx_TaskType) < 0 || PyType_Ready(&mcx_SharedMemoryType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
@@ -739,6 +739,11 @@ PyMODINIT_FUNC PyInit__multicore(void)
     Py_INCREF(&mcx_TaskType);
     if (PyModule_AddObject(module, "Task", (PyObject *)&mcx_TaskType) < 0) {
         Py_DECREF(&mcx_TaskType);
+        goto fail;
+    }
+    Py_INCREF(&mcx_SharedMemoryType);
+    if (PyModule_AddObject(module, "SharedMemory", (PyObject *)&mcx_SharedMemoryType) < 0) {
+        Py_DECREF(&mcx_SharedMemoryType);
         goto fail;
     }
     if (PyModule_AddStringConstant(module, "ENGINE_VERSION",

@@ -26,8 +26,6 @@
 /* Returned by helpers when a Python exception is already set. */
 #define MCX_RAISED 1
 
-/* Copies above this size run with the GIL released. */
-#define MCX_BIG_COPY ((size_t)1 << 20)
 
 /* Longest time a wait holds out without looking at signals. */
 #define MCX_SLICE 0.05
@@ -277,7 +275,8 @@ PyDoc_STRVAR(Task_run_doc,
 static PyObject *Task_run(TaskObject *self, PyObject *args, PyObject *kwargs)
 {
     PyObject *fn = NULL, *call_args = NULL, *call_kwargs = NULL;
-    PyObject *pair = NULL, *fn_bytes = NULL, *args_bytes = NULL;
+    PyObject *pair = NULL, *fn_bytes = NULL;
+    mcx_oob frame = {0};
     PyObject *ret = NULL;
     int format = MCX_FMT_PICKLE, use_dill = 0;
     Py_ssize_t nargs = PyTuple_GET_SIZE(args);
@@ -332,8 +331,7 @@ static PyObject *Task_run(TaskObject *self, PyObject *args, PyObject *kwargs)
     pair = PyTuple_Pack(2, call_args, call_kwargs);
     if (pair == NULL)
         goto done;
-    args_bytes = mcx_dumps(pair, use_dill);
-    if (args_bytes == NULL)
+    if (mcx_oob_encode(pair, use_dill, &frame) < 0)
         goto done;
     Py_CLEAR(pair);
     if (grow_runs(self) < 0)
@@ -347,8 +345,14 @@ static PyObject *Task_run(TaskObject *self, PyObject *args, PyObject *kwargs)
     }
 
     size_t fn_len = (size_t)PyBytes_GET_SIZE(fn_bytes);
-    size_t args_len = (size_t)PyBytes_GET_SIZE(args_bytes);
-    size_t total = MCX_WIRE_HEADER_SIZE + fn_len + args_len;
+    size_t args_off = mcx_wire_args_offset(fn_len);
+    if (args_off > UINT32_MAX) {
+        PyErr_Format(PyExc_ValueError,
+                     "Task.run(): the pickled callable is too large (%zu bytes)",
+                     fn_len);
+        goto done;
+    }
+    size_t total = args_off + frame.frame_size;
     void *buf = NULL;
     int rc;
 
@@ -361,19 +365,13 @@ static PyObject *Task_run(TaskObject *self, PyObject *args, PyObject *kwargs)
         mcx_raise_mc(rc, err, "Task.run");
         goto done;
     }
-    mcx_wire_write_header(buf, format, use_dill, fn_len);
-    char *dst = (char *)buf + MCX_WIRE_HEADER_SIZE;
-    const char *fn_src = PyBytes_AS_STRING(fn_bytes);
-    const char *args_src = PyBytes_AS_STRING(args_bytes);
-    if (total >= MCX_BIG_COPY) {
-        /* The bytes objects are immutable and held: safe without GIL. */
-        Py_BEGIN_ALLOW_THREADS
-        memcpy(dst, fn_src, fn_len);
-        memcpy(dst + fn_len, args_src, args_len);
-        Py_END_ALLOW_THREADS
-    } else {
-        memcpy(dst, fn_src, fn_len);
-        memcpy(dst + fn_len, args_src, args_len);
+    mcx_wire_write_header(buf, format, use_dill, fn_len, args_off);
+    memcpy((char *)buf + MCX_WIRE_HEADER_SIZE, PyBytes_AS_STRING(fn_bytes), fn_len);
+    /* each large buffer is copied once, straight into shared memory */
+    if (mcx_oob_write(&frame, (char *)buf + args_off) < 0) {
+        mcx_inflight_leave();
+        mc_submit_abort(self->group);
+        goto done;
     }
     mcx_inflight_leave();   /* the argument is written */
     errno = 0;
@@ -400,7 +398,7 @@ done:
     Py_XDECREF(call_kwargs);
     Py_XDECREF(pair);
     Py_XDECREF(fn_bytes);
-    Py_XDECREF(args_bytes);
+    mcx_oob_release(&frame);
     return ret;
 }
 
@@ -565,6 +563,29 @@ PyDoc_STRVAR(Task_get_doc,
 "the worker's traceback as __cause__), or TimeoutExceededError past\n"
 "timeout seconds (None: no limit). Afterwards the task is complete.");
 
+/* A part's result. A pickled one whose large buffers came out of band is
+   loaded with them as views of the shared memory, kept alive by a hold. */
+static PyObject *decode_result(TaskObject *self, size_t i, const mc_result *r)
+{
+    int format = self->runs[i].format;
+    if (format != MCX_FMT_PICKLE)
+        return mcx_decode_result(r->data, r->len, format);
+    mcx_frame f;
+    if (mcx_frame_parse(r->data, r->len, &f) < 0) {
+        PyErr_SetString(mcx.MulticoreError, "Task.get: malformed result frame");
+        return NULL;
+    }
+    mc_hold *hold = NULL;
+    if (f.nbuf > 0) {
+        int rc = mc_group_hold(self->group, i, &hold);
+        if (rc != MC_OK)
+            return mcx_raise_mc(rc, 0, "Task.get");
+    }
+    PyObject *item = mcx_oob_loads(r->data, r->len, 0, &hold);
+    mc_hold_release(hold);   /* NULL once the exporter took it */
+    return item;
+}
+
 static PyObject *Task_get(TaskObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"timeout", NULL};
@@ -630,7 +651,7 @@ static PyObject *Task_get(TaskObject *self, PyObject *args, PyObject *kwargs)
             Py_CLEAR(list);
             goto out_inflight;
         }
-        PyObject *item = mcx_decode_result(r.data, r.len, self->runs[i].format);
+        PyObject *item = decode_result(self, i, &r);
         if (item == NULL) {
             Py_CLEAR(list);
             goto out_inflight;

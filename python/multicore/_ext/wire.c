@@ -105,10 +105,15 @@ PyObject *mcx_loads(const void *data, size_t len, int use_dill)
  * Task payload header
  * --------------------------------------------------------------------- */
 
-void mcx_wire_write_header(void *dst, int format, int use_dill, size_t fn_len)
+size_t mcx_wire_args_offset(size_t fn_len)
+{
+    return (MCX_WIRE_HEADER_SIZE + fn_len + 63) & ~(size_t)63;
+}
+
+void mcx_wire_write_header(void *dst, int format, int use_dill, size_t fn_len, size_t args_off)
 {
     unsigned char *p = dst;
-    uint32_t reserved = 0;
+    uint32_t reserved = (uint32_t)args_off;
     uint64_t n = (uint64_t)fn_len;
     p[0] = MCX_WIRE_MAGIC;
     p[1] = MCX_WIRE_VERSION;
@@ -129,15 +134,19 @@ int mcx_wire_parse(const void *data, size_t len, mcx_wire_task *out)
         return -1;
     if (p[2] > MCX_FMT_STRING || (p[3] & ~MCX_WIRE_DILL) != 0)
         return -1;
+    uint32_t args_off;
+    memcpy(&args_off, p + 4, sizeof args_off);
     memcpy(&fn_len, p + 8, sizeof fn_len);
     if (fn_len > len - MCX_WIRE_HEADER_SIZE)
+        return -1;
+    if (args_off < MCX_WIRE_HEADER_SIZE + fn_len || args_off > len || (args_off & 63) != 0)
         return -1;
     out->format = p[2];
     out->use_dill = (p[3] & MCX_WIRE_DILL) != 0;
     out->fn = (const char *)p + MCX_WIRE_HEADER_SIZE;
     out->fn_len = (size_t)fn_len;
-    out->args = out->fn + fn_len;
-    out->args_len = len - MCX_WIRE_HEADER_SIZE - (size_t)fn_len;
+    out->args = (const char *)p + args_off;
+    out->args_len = len - args_off;
     return 0;
 }
 

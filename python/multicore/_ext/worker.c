@@ -91,6 +91,8 @@ static int run_task(const void *arg, size_t arg_len, mc_task_ctx *ctx)
     mcx_wire_task task;
     PyObject *fn = NULL, *call = NULL, *result = NULL, *msg = NULL;
     mcx_buffer out = {NULL, NULL, 0};
+    mcx_oob frame_out = {0};
+    mc_hold *hold = NULL;
     int rc;
 
     if (mcx_wire_parse(arg, arg_len, &task) < 0) {
@@ -107,7 +109,15 @@ static int run_task(const void *arg, size_t arg_len, mc_task_ctx *ctx)
         goto done;
     }
 
-    call = mcx_loads(task.args, task.args_len, task.use_dill);
+    /* Large arguments are views of the shared memory; a hold keeps it in
+       place for as long as the task (or whatever it kept) uses them. */
+    mcx_frame frame;
+    if (mcx_frame_parse(task.args, task.args_len, &frame) == 0 && frame.nbuf > 0 &&
+        mc_task_hold(ctx, &hold) != MC_OK)
+        hold = NULL;   /* at the per-worker limit: the buffers are copied */
+    call = mcx_oob_loads(task.args, task.args_len, task.use_dill, &hold);
+    mc_hold_release(hold);
+    hold = NULL;
     if (call == NULL) {
         msg = mcx_exception_summary();
         rc = text_result(ctx, MCX_RC_ARGS, msg);
@@ -130,6 +140,27 @@ static int run_task(const void *arg, size_t arg_len, mc_task_ctx *ctx)
     /* Drop the arguments before encoding: they may be large. */
     Py_CLEAR(call);
 
+    if (task.format == MCX_FMT_PICKLE) {
+        /* large buffers of the result go out of band: copied once */
+        if (mcx_oob_encode(result, 0, &frame_out) < 0) {
+            rc = exception_result(ctx);
+            goto done;
+        }
+        void *dst = mc_result_alloc(ctx, frame_out.frame_size);
+        if (dst == NULL) {
+            msg = PyUnicode_FromFormat(
+                "the task's result (%zu bytes) did not fit in shared memory",
+                frame_out.frame_size);
+            rc = text_result(ctx, MCX_RC_NOMEM, msg);
+            goto done;
+        }
+        if (mcx_oob_write(&frame_out, dst) < 0) {
+            rc = exception_result(ctx);
+            goto done;
+        }
+        rc = MCX_RC_OK;
+        goto done;
+    }
     if (mcx_encode_result(result, task.format, &out) < 0) {
         rc = exception_result(ctx);
         goto done;
@@ -148,6 +179,7 @@ static int run_task(const void *arg, size_t arg_len, mc_task_ctx *ctx)
 
 done:
     mcx_buffer_release(&out);
+    mcx_oob_release(&frame_out);
     Py_XDECREF(msg);
     Py_XDECREF(result);
     Py_XDECREF(call);
