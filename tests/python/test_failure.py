@@ -363,3 +363,37 @@ def test_1000_initialize_shutdown_cycles_leave_nothing():
     print(f"after 1000 cycles: {before} -> {after}")
     assert after == before
     assert set(os.listdir("/dev/shm")) == shm_before
+
+
+# ---------------------------------------------------------------------------
+# Results and arguments larger than the shared memory
+# ---------------------------------------------------------------------------
+
+
+def big_result(nbytes):
+    return b"x" * nbytes
+
+
+def test_result_larger_than_shared_memory_is_memory_error():
+    initialize(workers=1, shared_memory=64 << 20)
+    task = Task()
+    task.run(big_result, 100 << 20)
+    with pytest.raises(MemoryError, match="did not fit in shared memory"):
+        task.get(timeout=60)
+    # an argument too large fails at run(), the call that caused it
+    task = Task()
+    with pytest.raises(MemoryError):
+        task.run(len, b"y" * (100 << 20))
+    # and the pool still works, with its memory back
+    task = Task()
+    task.run(big_result, 1 << 20)
+    assert task.get(timeout=60) == [b"x" * (1 << 20)]
+    assert multicore.stats()["shm_in_use"] == 0 or \
+        multicore.stats()["shm_in_use"] < (2 << 20)
+
+
+@pytest.mark.parametrize("bad, exc", [(1 << 10, ValueError), ("1G", TypeError),
+                                      (True, TypeError)])
+def test_shared_memory_argument_is_checked(bad, exc):
+    with pytest.raises(exc, match="shared_memory"):
+        initialize(workers=1, shared_memory=bad)

@@ -199,7 +199,8 @@ static int stop_pool(mc_pool *pool, int *err)
  * --------------------------------------------------------------------- */
 
 PyDoc_STRVAR(initialize_doc,
-"initialize(workers=None, worker_init=None, worker_exit=None)\n"
+"initialize(workers=None, worker_init=None, worker_exit=None,\n"
+"           shared_memory=None)\n"
 "--\n\n"
 "Start the process-wide pool of worker processes (once; calling it again\n"
 "while it runs does nothing). workers defaults to the number of online\n"
@@ -207,18 +208,23 @@ PyDoc_STRVAR(initialize_doc,
 "first task; if it raises, WorkerInitError carries its traceback.\n"
 "worker_exit, a callable, runs in every worker when it leaves at\n"
 "shutdown() (to close that connection); its exceptions are printed.\n"
+"shared_memory, in bytes, caps the arguments and results in flight\n"
+"together (default: twice the RAM, reserved, committed only when used);\n"
+"beyond it run() and get() raise MemoryError.\n"
 "Functions and globals defined before this call are visible to the\n"
 "workers.");
 
 static PyObject *mod_initialize(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"workers", "worker_init", "worker_exit", NULL};
+    static char *kwlist[] = {"workers", "worker_init", "worker_exit", "shared_memory", NULL};
     PyObject *workers_obj = Py_None, *init_obj = Py_None, *exit_obj = Py_None;
+    PyObject *shm_obj = Py_None;
+    size_t region_size = 0;
     int workers = 0;
     (void)module;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OOO:initialize", kwlist,
-                                     &workers_obj, &init_obj, &exit_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OOOO:initialize", kwlist,
+                                     &workers_obj, &init_obj, &exit_obj, &shm_obj))
         return NULL;
     if (workers_obj != Py_None) {
         if (PyBool_Check(workers_obj) || !PyLong_Check(workers_obj)) {
@@ -244,6 +250,25 @@ static PyObject *mod_initialize(PyObject *module, PyObject *args, PyObject *kwar
                      "worker_init must be callable or None, not %.100s",
                      Py_TYPE(init_obj)->tp_name);
         return NULL;
+    }
+    if (shm_obj != Py_None) {
+        if (PyBool_Check(shm_obj) || !PyLong_Check(shm_obj)) {
+            PyErr_Format(PyExc_TypeError,
+                         "shared_memory must be an int (bytes) or None, not %.100s",
+                         Py_TYPE(shm_obj)->tp_name);
+            return NULL;
+        }
+        int overflow = 0;
+        long long n = PyLong_AsLongLongAndOverflow(shm_obj, &overflow);
+        if (n == -1 && PyErr_Occurred())
+            return NULL;
+        if (overflow != 0 || n < (1 << 20)) {
+            PyErr_Format(PyExc_ValueError,
+                         "shared_memory must be at least 1 MiB (1048576), got %R",
+                         shm_obj);
+            return NULL;
+        }
+        region_size = (size_t)n;
     }
     if (exit_obj != Py_None && !PyCallable_Check(exit_obj)) {
         PyErr_Format(PyExc_TypeError,
@@ -280,6 +305,7 @@ static PyObject *mod_initialize(PyObject *module, PyObject *args, PyObject *kwar
     mc_pool_options opts;
     mc_pool_options_init(&opts);
     opts.workers = workers;
+    opts.region_size = region_size;
     opts.worker_init = mcx_worker_init;
     opts.worker_exit = mcx_worker_exit;
     opts.before_fork = hook_before_fork;
