@@ -164,7 +164,7 @@ int mcx_oob_write(const mcx_oob *src, void *dst)
         memcpy(p + 24 + i * 16, &n, 8);
         int rc = 0;
         if (PyBuffer_IsContiguous(&view, 'C')) {
-            if (view.len >= MCX_BIG_COPY) {
+            if ((size_t)view.len >= MCX_BIG_COPY) {
                 /* the exporter is held by the view: safe without the GIL */
                 Py_BEGIN_ALLOW_THREADS
                 memcpy(p + at, view.buf, (size_t)view.len);
