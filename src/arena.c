@@ -18,10 +18,22 @@
  * merged into it), so the block just before top is always in use.
  *
  * Offsets are payload offsets; 0 is never a payload, so it means "none".
+ *
+ * Every process of the pool follows these words, and any of them may have
+ * been scribbled on (a task writing past the end of its buffer lands on the
+ * next block's header). So nothing read from the region is followed before
+ * a few compares show it stays inside the arena: a payload offset must be
+ * 64-byte aligned and in [start, top), a size must fit before top, a free
+ * block's header and links must look like a free block's. A word that
+ * fails is reported once on stderr and the operation fails closed (an
+ * allocation returns 0, a free leaves the block where it is); the full
+ * check, mc_arena_check(), then fails too. start and end are layout,
+ * written once before the first fork and never through the journal.
  */
 #define _GNU_SOURCE
 #include "internal.h"
 
+#include <stdio.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -44,6 +56,46 @@ static inline uint64_t *hdr_size(mc_header *h, uint64_t p) { return word(h, p - 
 static inline uint64_t *hdr_prev(mc_header *h, uint64_t p) { return word(h, p - 8); }
 static inline uint64_t block_size(mc_header *h, uint64_t p) { return *hdr_size(h, p) & ~F_MASK; }
 
+/* ---- validation of shared words (cheap: compares on lines already read) */
+
+/* The allocator state itself: top inside [start, end], block-aligned. */
+static inline bool top_ok(const mc_arena *a)
+{
+    return a->top >= a->start && a->top <= a->end && (a->top - a->start) % MC_BLOCK_ALIGN == 0;
+}
+
+/* A payload offset the arena may have handed out: aligned, at least one
+   block before top. With top_ok(), its header and links are in the arena. */
+static inline bool payload_ok(const mc_arena *a, uint64_t p)
+{
+    return p % MC_BLOCK_ALIGN == 0 && p >= a->start && p < a->top && a->top - p >= MC_BLOCK_ALIGN;
+}
+
+/* A block at p said to be free with `size` (by a list, a neighbour's flag
+   or boundary tag): its header agrees, it ends before top (a free block
+   never touches top) and its links point into the arena. */
+static inline bool free_block_ok(mc_header *h, uint64_t p, uint64_t size)
+{
+    const mc_arena *a = &h->arena;
+    if (!payload_ok(a, p) || size < MC_BLOCK_ALIGN || size >= a->top - p)
+        return false;
+    uint64_t w = *hdr_size(h, p), next = *word(h, p), prev = *word(h, p + 8);
+    return !(w & F_INUSE) && (w & ~F_MASK) == size && (!next || payload_ok(a, next)) &&
+           (!prev || payload_ok(a, prev));
+}
+
+/* A shared word failed validation: say so once per process; the caller
+   fails the operation. */
+#define unlikely(x) __builtin_expect(!!(x), 0)
+__attribute__((cold, noinline)) static uint64_t corrupt(const char *what, uint64_t off)
+{
+    static _Atomic int said;
+    if (!atomic_exchange_explicit(&said, 1, memory_order_relaxed))
+        fprintf(stderr, "libmulticore: shared region corrupt (%s at offset %llu): not followed\n", what,
+                (unsigned long long)off);
+    return 0;
+}
+
 static unsigned bin_of(uint64_t size)
 {
     if (size <= (uint64_t)MC_SMALL_BINS * MC_BLOCK_ALIGN)
@@ -65,6 +117,8 @@ static void freelist_insert(mc_header *h, uint64_t p, uint64_t size)
 {
     unsigned b = bin_of(size);
     uint64_t head = h->arena.bins[b];
+    if (unlikely(head && !payload_ok(&h->arena, head)))
+        head = corrupt("free list head", head); /* drop the list rather than follow it */
     mc_txn_store(h, word(h, p), head);
     mc_txn_store(h, word(h, p + 8), 0);
     if (head)
@@ -138,6 +192,8 @@ uint64_t mc_arena_alloc(mc_header *h, uint64_t len)
     mc_arena *a = &h->arena;
     if (len > a->end)
         return 0;
+    if (unlikely(!top_ok(a)))
+        return corrupt("arena top", a->top);
     uint64_t want = MC_ALIGN_UP(len + MC_BLOCK_HDR, MC_BLOCK_ALIGN);
 
     unsigned b = bin_of(want);
@@ -145,8 +201,12 @@ uint64_t mc_arena_alloc(mc_header *h, uint64_t len)
         /* A size-range bin: its blocks may be smaller than wanted. */
         unsigned looked = 0;
         for (uint64_t p = a->bins[b]; p && looked < 32; p = *word(h, p), looked++) {
+            if (unlikely(!payload_ok(a, p)))
+                return corrupt("free list link", p);
             uint64_t size = block_size(h, p);
             if (size >= want) {
+                if (unlikely(!free_block_ok(h, p, size)))
+                    return corrupt("free block", p);
                 freelist_remove(h, p, size);
                 take_block(h, p, size, want);
                 return p;
@@ -157,7 +217,11 @@ uint64_t mc_arena_alloc(mc_header *h, uint64_t len)
     b = next_bin(h, b);
     if (b < MC_NBINS) {
         uint64_t p = a->bins[b];
+        if (unlikely(!payload_ok(a, p)))
+            return corrupt("free list head", p);
         uint64_t size = block_size(h, p);
+        if (unlikely(size < want || !free_block_ok(h, p, size)))
+            return corrupt("free block", p);
         freelist_remove(h, p, size);
         take_block(h, p, size, want);
         return p;
@@ -176,18 +240,42 @@ uint64_t mc_arena_alloc(mc_header *h, uint64_t len)
 void mc_arena_free(mc_header *h, uint64_t p)
 {
     mc_arena *a = &h->arena;
-    uint64_t size = block_size(h, p);
+    /* Everything this free will follow is checked before the first store:
+       the block (a double free ends here), the free neighbours it merges. */
+    if (unlikely(!top_ok(a) || !payload_ok(a, p))) {
+        corrupt("freed offset", p);
+        return;
+    }
+    uint64_t w = *hdr_size(h, p), size = w & ~F_MASK;
+    if (unlikely(!(w & F_INUSE) || size < MC_BLOCK_ALIGN || size > a->top - p)) {
+        corrupt("freed block header", p);
+        return;
+    }
+    uint64_t prev_size = 0, next = p + size, next_size = 0;
+    if (!(w & F_PREV_INUSE)) {
+        prev_size = *hdr_prev(h, p);
+        if (unlikely(prev_size > p - a->start || !free_block_ok(h, p - prev_size, prev_size))) {
+            corrupt("previous block", p);
+            return;
+        }
+    }
+    if (next != a->top && !(*hdr_size(h, next) & F_INUSE)) {
+        next_size = block_size(h, next);
+        if (unlikely(!free_block_ok(h, next, next_size))) {
+            corrupt("next block", next);
+            return;
+        }
+    }
+
     uint64_t start = p, total = size;
     mc_txn_store(h, &a->in_use, a->in_use - size);
 
-    if (!(*hdr_size(h, p) & F_PREV_INUSE)) {
-        uint64_t prev_size = *hdr_prev(h, p);
+    if (prev_size) {
         start = p - prev_size;
         freelist_remove(h, start, prev_size);
         total += prev_size;
     }
 
-    uint64_t next = p + size;
     if (next == a->top) {
         /* Merge into the untouched rest. Its pages are returned to the
            kernel only after the change commits (mc_arena_after_commit):
@@ -202,8 +290,7 @@ void mc_arena_free(mc_header *h, uint64_t p)
         }
         return;
     }
-    if (!(*hdr_size(h, next) & F_INUSE)) {
-        uint64_t next_size = block_size(h, next);
+    if (next_size) {
         freelist_remove(h, next, next_size);
         total += next_size;
     }
@@ -229,14 +316,28 @@ void mc_arena_after_commit(mc_header *h)
         madvise(mc_ptr(h, lo), hi - lo, MADV_REMOVE);
 }
 
+/* The block's extent as its header says, if that stays inside the arena
+   (start and end are layout, so this needs no lock); else 0. */
+static uint64_t owned_block_size(mc_header *h, uint64_t p)
+{
+    const mc_arena *a = &h->arena;
+    if (p % MC_BLOCK_ALIGN || p < a->start || p >= a->end)
+        return 0;
+    uint64_t size = block_size(h, p);
+    return size >= MC_BLOCK_ALIGN && size <= a->end - p + MC_BLOCK_HDR ? size : 0;
+}
+
 uint64_t mc_arena_block_size(mc_header *h, uint64_t p)
 {
-    return block_size(h, p) - MC_BLOCK_HDR;
+    uint64_t size = owned_block_size(h, p);
+    return size ? size - MC_BLOCK_HDR : 0;
 }
 
 void mc_arena_release_pages(mc_header *h, uint64_t p)
 {
-    uint64_t size = block_size(h, p);
+    /* A corrupt size must not punch a hole past the region's end (in
+       whatever is mapped after it). */
+    uint64_t size = owned_block_size(h, p);
     if (size < MC_RELEASE_THRESHOLD)
         return;
     long page = sysconf(_SC_PAGESIZE);
@@ -247,14 +348,30 @@ void mc_arena_release_pages(mc_header *h, uint64_t p)
         madvise(mc_ptr(h, lo), hi - lo, MADV_REMOVE);
 }
 
-/* Walk every block and every free list and check they agree. Used by the
-   fault-injection tests and the fuzz harness; never on a hot path. */
+/* A keyed mix of a block offset (splitmix64's finalizer), summed over the
+   free blocks met walking the arena and over the free lists: equal sums
+   (with equal counts) mean the lists hold exactly the free blocks, without
+   a set in memory, and no list can smuggle in an offset inside a live
+   block that merely looks free. */
+static uint64_t mix(uint64_t x)
+{
+    x ^= 0x6d756c7469636f72ull; /* "multicor" */
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* Walk every block and every free list and check they agree. Run after a
+   dead owner's change was rolled back (txn.c), by the fault-injection
+   tests and the fuzz harness; never on a hot path. Whatever the region
+   holds, it reads only inside the arena and terminates; when it passes,
+   the allocator can trust every word it follows. */
 bool mc_arena_check(mc_header *h)
 {
     mc_arena *a = &h->arena;
-    if (a->start < MC_BLOCK_HDR || a->top < a->start || a->top > a->end || a->end > h->region_size)
+    if (a->start < MC_BLOCK_HDR || a->start % MC_BLOCK_ALIGN || a->end > h->region_size || !top_ok(a))
         return false;
-    uint64_t p = a->start, free_blocks = 0, in_use = 0;
+    uint64_t p = a->start, free_blocks = 0, in_use = 0, free_sum = 0, listed_sum = 0;
     bool prev_free = false;
     while (p < a->top) {
         uint64_t w = *hdr_size(h, p), size = w & ~F_MASK;
@@ -269,6 +386,7 @@ bool mc_arena_check(mc_header *h)
             if (prev_free || p + size == a->top || *hdr_prev(h, p + size) != size)
                 return false;
             free_blocks++;
+            free_sum += mix(p);
             prev_free = true;
         }
         p += size;
@@ -282,13 +400,14 @@ bool mc_arena_check(mc_header *h)
             return false;
         uint64_t back = 0;
         for (uint64_t q = a->bins[b]; q; q = *word(h, q)) {
-            if (q < a->start || q >= a->top || ++listed > free_blocks)
+            if (!payload_ok(a, q) || ++listed > free_blocks)
                 return false;
             uint64_t w = *hdr_size(h, q);
             if ((w & F_INUSE) || bin_of(w & ~F_MASK) != b || *word(h, q + 8) != back)
                 return false;
+            listed_sum += mix(q);
             back = q;
         }
     }
-    return listed == free_blocks;
+    return listed == free_blocks && listed_sum == free_sum;
 }

@@ -17,6 +17,16 @@
  * lock; rollback is idempotent, so a recoverer killed while recovering is
  * itself recovered by the next one. Critical sections therefore never have
  * to be written "in a crash-safe order"; they only have to use txn stores.
+ *
+ * The journal and the state it restores are data another process wrote, so
+ * the recoverer trusts neither: an entry may only name a word the engine
+ * changes under the lock (never the layout written once at start, the
+ * lock or the journal), and after the replay the arena, the ring and the
+ * offsets the worker slots hold must pass a full check. If anything fails,
+ * the state cannot be followed safely: the mutex is released without being
+ * marked consistent, which makes it ENOTRECOVERABLE, and this and every
+ * later mc_lock() in every process returns MC_ESYSTEM (errno
+ * ENOTRECOVERABLE) instead of handing over a corrupt region.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -44,16 +54,23 @@ int mc_lock_init(mc_header *h)
     return MC_OK;
 }
 
-/* A journal entry may only name a word outside the lock and the journal. */
-static bool journal_target_ok(const mc_header *h, uint64_t off)
+/* A journal entry may only name a word the engine changes under the lock:
+   not the layout at the start of the header (magic .. zygote_pid, region
+   size and offsets included), the lock, the journal, or the arena's start
+   and end. `size` is the region size read before the replay, so that no
+   entry can widen the bounds checked for the entries after it. */
+static bool journal_target_ok(uint64_t size, uint64_t off)
 {
-    if (off % 8 != 0 || off > h->region_size - 8)
+    if (off % 8 != 0 || off > size - 8)
         return false;
-    uint64_t lock_lo = offsetof(mc_header, lock), lock_hi = lock_lo + sizeof h->lock;
-    uint64_t jr_lo = offsetof(mc_header, journal), jr_hi = jr_lo + sizeof h->journal;
-    if (off + 8 > lock_lo && off < lock_hi)
+    uint64_t lock_hi = offsetof(mc_header, lock) + sizeof(pthread_mutex_t);
+    uint64_t jr_lo = offsetof(mc_header, journal), jr_hi = jr_lo + sizeof(mc_journal);
+    uint64_t arena = offsetof(mc_header, arena);
+    if (off < lock_hi)
         return false;
     if (off + 8 > jr_lo && off < jr_hi)
+        return false;
+    if (off == arena + offsetof(mc_arena, start) || off == arena + offsetof(mc_arena, end))
         return false;
     return true;
 }
@@ -61,14 +78,19 @@ static bool journal_target_ok(const mc_header *h, uint64_t off)
 bool mc_journal_rollback(mc_header *h)
 {
     bool intact = true;
+    uint64_t size = h->region_size;
     uint64_t n = atomic_load_explicit(&h->journal.count, memory_order_acquire);
     if (n > MC_JOURNAL_MAX) {
         n = MC_JOURNAL_MAX;
         intact = false;
     }
+    if (size < sizeof(mc_header)) {
+        n = 0;
+        intact = false;
+    }
     while (n-- > 0) {
         const mc_journal_entry *e = &h->journal.e[n];
-        if (!journal_target_ok(h, e->off)) {
+        if (!journal_target_ok(size, e->off)) {
             intact = false;
             continue;
         }
@@ -78,12 +100,61 @@ bool mc_journal_rollback(mc_header *h)
     return intact;
 }
 
+/* A payload offset of a block in the arena with at least `len` bytes
+   before top (the arena itself has passed mc_arena_check()). */
+static bool block_ok(const mc_header *h, uint64_t off, uint64_t len)
+{
+    const mc_arena *a = &h->arena;
+    return off % MC_BLOCK_ALIGN == 0 && off >= a->start && off < a->top && len <= a->top - off;
+}
+
+/* After a replay: can the state be followed? The arena's blocks and free
+   lists; the ring's indices and the task offsets between them; what each
+   worker slot holds: its task, unpublished result, init error message and
+   holds (the zygote fails, frees or releases these when a worker dies).
+   Task fields written outside the lock (result_off) are checked where they
+   are freed (mc_arena_free). Walks the whole arena: only on EOWNERDEAD. */
+static bool recovered_state_ok(mc_header *h)
+{
+    if (!mc_arena_check(h))
+        return false;
+    uint64_t head = h->ring_head, tail = h->ring_tail, cap = h->ring_capacity;
+    if (tail - head > cap)
+        return false;
+    const uint64_t *ring = (const uint64_t *)mc_ptr(h, h->ring_off);
+    for (uint64_t i = head; i != tail; i++)
+        if (!block_ok(h, ring[i % cap], sizeof(mc_task)))
+            return false;
+    const mc_worker_slot *slots = (const mc_worker_slot *)mc_ptr(h, h->slots_off);
+    for (uint32_t i = 0; i < h->nworkers; i++) {
+        const mc_worker_slot *s = &slots[i];
+        if ((s->task_off && !block_ok(h, s->task_off, sizeof(mc_task))) ||
+            (s->pending_result && !block_ok(h, s->pending_result, 0)) ||
+            (s->error_off && !block_ok(h, s->error_off, s->error_len)))
+            return false;
+        for (unsigned k = 0; k < MC_WORKER_HOLDS; k++)
+            if (s->holds[k] && !block_ok(h, s->holds[k], sizeof(mc_task)))
+                return false;
+    }
+    return true;
+}
+
 int mc_lock(mc_header *h)
 {
     int r = pthread_mutex_lock(&h->lock);
     if (r == EOWNERDEAD) {
         /* The previous owner died inside its critical section. */
-        mc_journal_rollback(h);
+        if (!mc_journal_rollback(h) || !recovered_state_ok(h)) {
+            /* Unlocking an inconsistent robust mutex makes it unusable for
+               good: every process of the pool now gets ENOTRECOVERABLE. */
+            static _Atomic int said;
+            if (!atomic_exchange_explicit(&said, 1, memory_order_relaxed))
+                fputs("libmulticore: the shared region is corrupt after a process died holding its lock; "
+                      "the pool cannot be used any more\n", stderr);
+            pthread_mutex_unlock(&h->lock);
+            errno = ENOTRECOVERABLE;
+            return MC_ESYSTEM;
+        }
         r = pthread_mutex_consistent(&h->lock);
     }
     if (r != 0) {

@@ -187,7 +187,21 @@ static inline int mc_t_count_maps_matching(const char *needle)
     return n;
 }
 
-static inline int mc_t_count_maps(void) { return mc_t_count_maps_matching(NULL); }
+/* Running under valgrind (which preloads its vgpreload_*.so into the
+   client)? */
+static inline int mc_t_under_valgrind(void)
+{
+    const char *p = getenv("LD_PRELOAD");
+    return p && strstr(p, "vgpreload") != NULL;
+}
+
+/* Under valgrind, its own allocator maps and unmaps anonymous memory inside
+   the client's address space as it runs, so there only the mappings with a
+   path (files, memfds) are counted. */
+static inline int mc_t_count_maps(void)
+{
+    return mc_t_count_maps_matching(mc_t_under_valgrind() ? "/" : NULL);
+}
 
 /*
  * Parse /proc/PID/stat: fills *state, *ppid and *ticks (utime + stime) for
@@ -362,6 +376,39 @@ static inline void mc_t_snap(mc_t_snapshot *s)
     } while (0)
 
 /* ------------------------------------------------------------ pool helpers */
+
+/*
+ * MULTICORE_TEST_REGION_SIZE (bytes, or with a K, M or G suffix), when set,
+ * replaces the default region size (twice the RAM) for every pool a test
+ * starts without an explicit region_size. The valgrind stage of
+ * tests/run_all.sh sets it: memcheck treats the mapping as defined memory,
+ * and its leak check at the exit of every process of the pool (caller,
+ * zygote, each worker) reads all of it, committing the untouched memfd
+ * pages, which for tens of GiB takes minutes per process. Tests that set
+ * their own region_size keep it.
+ */
+static inline int mc_t_pool_start(mc_pool **pool, const mc_pool_options *opts)
+{
+    const char *env = getenv("MULTICORE_TEST_REGION_SIZE");
+    if (!pool || !env || !*env || (opts && opts->region_size))
+        return mc_pool_start(pool, opts);
+    char *end;
+    unsigned long long v = strtoull(env, &end, 10);
+    switch (*end) {
+    case 'G': case 'g': v <<= 10; /* fall through */
+    case 'M': case 'm': v <<= 10; /* fall through */
+    case 'K': case 'k': v <<= 10; break;
+    default: break;
+    }
+    mc_pool_options o;
+    if (opts)
+        o = *opts;
+    else
+        mc_pool_options_init(&o);
+    o.region_size = (size_t)v;
+    return mc_pool_start(pool, &o);
+}
+#define mc_pool_start(pool, opts) mc_t_pool_start((pool), (opts))
 
 /* Start a pool with `workers` workers (0: online CPUs) and default options. */
 static inline int mc_t_start(mc_pool **pool, int workers)
