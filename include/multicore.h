@@ -264,6 +264,26 @@ MC_EXPORT int mc_submit_reserve(mc_group *group, size_t arg_len, void **buf);
 MC_EXPORT int mc_submit_commit(mc_group *group, mc_task_fn fn, double timeout);
 MC_EXPORT void mc_submit_abort(mc_group *group);
 
+/*
+ * Waiting for whichever task finishes first, across groups (for executors
+ * and unordered maps). Between mc_pool_watch_begin() and
+ * mc_pool_watch_end(), every task that finishes bumps a pool-wide counter;
+ * the usual loop is:
+ *
+ *   uint32_t seen = mc_pool_watch_begin(pool);
+ *   while (!any_of_my_tasks_finished())          (mc_group_wait(g, 0))
+ *       if (mc_pool_watch_wait(pool, &seen, timeout) != MC_OK) break;
+ *   mc_pool_watch_end(pool);
+ *
+ * Checking after begin and before waiting cannot miss a completion. Workers
+ * pay for this only while someone watches.
+ */
+MC_EXPORT uint32_t mc_pool_watch_begin(mc_pool *pool);
+/* Sleep until a task finished since *seen (updated). MC_OK, MC_ETIMEDOUT,
+   MC_EINTR, MC_EPOOLDIED or MC_ESTATE. */
+MC_EXPORT int mc_pool_watch_wait(mc_pool *pool, uint32_t *seen, double timeout);
+MC_EXPORT void mc_pool_watch_end(mc_pool *pool);
+
 /* Number of tasks submitted to the group so far. */
 MC_EXPORT size_t mc_group_size(const mc_group *group);
 

@@ -164,6 +164,8 @@ typedef struct mc_header {
     _Atomic uint32_t work_sleepers;
     _Alignas(MC_CACHELINE) _Atomic uint32_t space_seq;  /* bumped when the ring frees room */
     _Atomic uint32_t space_sleepers;
+    _Alignas(MC_CACHELINE) _Atomic uint32_t done_seq;   /* bumped when a task finishes, if watched */
+    _Atomic uint32_t done_watchers;
     _Alignas(MC_CACHELINE) _Atomic uint32_t ready_seq;  /* bumped when a worker is ready or failed */
     _Atomic uint32_t stopping;    /* set by mc_pool_stop: workers leave when idle */
     _Atomic uint32_t init_failed; /* a first-generation worker's init failed */
@@ -266,6 +268,8 @@ uint64_t mc_ring_pop(mc_header *h);
 bool mc_ring_has_work(mc_header *h);  /* lock-free peek */
 bool mc_ring_has_room(mc_header *h);  /* lock-free peek */
 void mc_wake_workers(mc_header *h, uint32_t n);
+/* After a task's state became final: wake callers watching completions. */
+void mc_wake_done(mc_header *h);
 void mc_wake_space(mc_header *h);
 /* Worker side: sleep until work may be there or the pool stops. */
 void mc_wait_for_work(mc_header *h);

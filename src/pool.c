@@ -481,3 +481,48 @@ int mc_pool_get_stats(mc_pool *p, mc_pool_stats *stats, mc_worker_stats *workers
     mc_pool_leave(p);
     return n;
 }
+
+/* ---- watching completions --------------------------------------------- */
+
+uint32_t mc_pool_watch_begin(mc_pool *p)
+{
+    if (!p || mc_pool_enter(p) != MC_OK)
+        return 0;
+    mc_header *h = p->hdr;
+    atomic_fetch_add_explicit(&h->done_watchers, 1, memory_order_seq_cst);
+    uint32_t seq = atomic_load_explicit(&h->done_seq, memory_order_seq_cst);
+    mc_pool_leave(p);
+    return seq;
+}
+
+int mc_pool_watch_wait(mc_pool *p, uint32_t *seen, double timeout)
+{
+    if (!p || !seen)
+        return MC_EINVAL;
+    int r = mc_pool_enter(p);
+    if (r != MC_OK)
+        return r;
+    mc_header *h = p->hdr;
+    int64_t deadline = mc_deadline(timeout);
+    for (;;) {
+        uint32_t now = atomic_load_explicit(&h->done_seq, memory_order_acquire);
+        if (now != *seen) {
+            *seen = now;
+            r = MC_OK;
+            break;
+        }
+        r = mc_pool_wait_word(p, &h->done_seq, now, deadline);
+        if (r != MC_OK)
+            break;
+    }
+    mc_pool_leave(p);
+    return r;
+}
+
+void mc_pool_watch_end(mc_pool *p)
+{
+    if (!p || mc_pool_enter(p) != MC_OK)
+        return;
+    atomic_fetch_sub_explicit(&p->hdr->done_watchers, 1, memory_order_seq_cst);
+    mc_pool_leave(p);
+}

@@ -64,6 +64,15 @@ void mc_wake_workers(mc_header *h, uint32_t n)
     mc_futex_wake(&h->work_seq, n > INT_MAX ? INT_MAX : (int)n);
 }
 
+void mc_wake_done(mc_header *h)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&h->done_watchers, memory_order_relaxed) == 0)
+        return;
+    atomic_fetch_add_explicit(&h->done_seq, 1, memory_order_seq_cst);
+    mc_futex_wake(&h->done_seq, INT_MAX);
+}
+
 void mc_wake_space(mc_header *h)
 {
     atomic_thread_fence(memory_order_seq_cst);

@@ -127,7 +127,7 @@ void mc_worker_set_error(const char *message)
 
 /* Publish a finished task's outcome; false if the caller had cancelled it
    (the result then stays pending and is freed with the task's release). */
-static bool publish(mc_task *t, mc_worker_slot *slot, int code)
+static bool publish(mc_header *h, mc_task *t, mc_worker_slot *slot, int code)
 {
     t->result_off = slot->pending_result;
     if (!t->result_off)
@@ -143,6 +143,7 @@ static bool publish(mc_task *t, mc_worker_slot *slot, int code)
                                                   memory_order_relaxed)) {
             if (old & MC_TS_WAITER)
                 mc_futex_wake(&t->state, INT_MAX);
+            mc_wake_done(h);
             return true;
         }
     }
@@ -248,7 +249,7 @@ _Noreturn void mc_worker_main(mc_header *h, int index, const mc_pool_options *op
         int64_t began = mc_now_ns();
         int code = fn((const char *)t + sizeof(mc_task), (size_t)t->arg_len, &ctx);
         uint64_t result_len = slot->pending_result ? t->result_len : 0;
-        published = publish(t, slot, code);
+        published = publish(h, t, slot, code);
         /* Counters only this worker writes: no contention, relaxed. */
         atomic_fetch_add_explicit(&slot->busy_ns, (uint64_t)(mc_now_ns() - began), memory_order_relaxed);
         atomic_fetch_add_explicit(&slot->bytes_out, result_len, memory_order_relaxed);
@@ -281,6 +282,7 @@ void mc_recover_worker(mc_header *h, mc_worker_slot *slot, pid_t pid, int wstatu
                                                           memory_order_acq_rel, memory_order_relaxed)) {
                     if (old & MC_TS_WAITER)
                         mc_futex_wake(&t->state, INT_MAX);
+                    mc_wake_done(h);
                     break;
                 }
             }
