@@ -266,23 +266,24 @@ MC_EXPORT void mc_submit_abort(mc_group *group);
 
 /*
  * Waiting for whichever task finishes first, across groups (for executors
- * and unordered maps). Between mc_pool_watch_begin() and
- * mc_pool_watch_end(), every task that finishes bumps a pool-wide counter;
- * the usual loop is:
+ * and unordered maps). Between mc_watch_begin() and mc_watch_end(), every
+ * task of the pool that finishes bumps a pool-wide counter; the group
+ * passed only names the pool (and keeps its handle alive meanwhile, even
+ * if another thread stops the pool). The usual loop is:
  *
- *   uint32_t seen = mc_pool_watch_begin(pool);
+ *   uint32_t seen = mc_watch_begin(any_group);
  *   while (!any_of_my_tasks_finished())          (mc_group_wait(g, 0))
- *       if (mc_pool_watch_wait(pool, &seen, timeout) != MC_OK) break;
- *   mc_pool_watch_end(pool);
+ *       if (mc_watch_wait(any_group, &seen, timeout) != MC_OK) break;
+ *   mc_watch_end(any_group);
  *
  * Checking after begin and before waiting cannot miss a completion. Workers
  * pay for this only while someone watches.
  */
-MC_EXPORT uint32_t mc_pool_watch_begin(mc_pool *pool);
+MC_EXPORT uint32_t mc_watch_begin(mc_group *group);
 /* Sleep until a task finished since *seen (updated). MC_OK, MC_ETIMEDOUT,
    MC_EINTR, MC_EPOOLDIED or MC_ESTATE. */
-MC_EXPORT int mc_pool_watch_wait(mc_pool *pool, uint32_t *seen, double timeout);
-MC_EXPORT void mc_pool_watch_end(mc_pool *pool);
+MC_EXPORT int mc_watch_wait(mc_group *group, uint32_t *seen, double timeout);
+MC_EXPORT void mc_watch_end(mc_group *group);
 
 /* Number of tasks submitted to the group so far. */
 MC_EXPORT size_t mc_group_size(const mc_group *group);

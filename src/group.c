@@ -372,3 +372,48 @@ int mc_group_hold(mc_group *g, size_t index, mc_hold **hold)
     mc_pool_leave(g->pool);
     return r;
 }
+
+/* ---- watching completions across groups --------------------------------- */
+
+uint32_t mc_watch_begin(mc_group *g)
+{
+    if (!g || mc_pool_enter(g->pool) != MC_OK)
+        return 0;
+    mc_header *h = g->pool->hdr;
+    atomic_fetch_add_explicit(&h->done_watchers, 1, memory_order_seq_cst);
+    uint32_t seq = atomic_load_explicit(&h->done_seq, memory_order_seq_cst);
+    mc_pool_leave(g->pool);
+    return seq;
+}
+
+int mc_watch_wait(mc_group *g, uint32_t *seen, double timeout)
+{
+    if (!g || !seen)
+        return MC_EINVAL;
+    int r = mc_pool_enter(g->pool);
+    if (r != MC_OK)
+        return r;
+    mc_header *h = g->pool->hdr;
+    int64_t deadline = mc_deadline(timeout);
+    for (;;) {
+        uint32_t now = atomic_load_explicit(&h->done_seq, memory_order_acquire);
+        if (now != *seen) {
+            *seen = now;
+            r = MC_OK;
+            break;
+        }
+        r = mc_pool_wait_word(g->pool, &h->done_seq, now, deadline);
+        if (r != MC_OK)
+            break;
+    }
+    mc_pool_leave(g->pool);
+    return r;
+}
+
+void mc_watch_end(mc_group *g)
+{
+    if (!g || mc_pool_enter(g->pool) != MC_OK)
+        return; /* a stopped pool needs no end */
+    atomic_fetch_sub_explicit(&g->pool->hdr->done_watchers, 1, memory_order_seq_cst);
+    mc_pool_leave(g->pool);
+}

@@ -38,11 +38,11 @@ TEST(first_finished_across_groups)
     CHECK_OK(mc_submit(fast, sleep_task, &short_ms, sizeof short_ms, 5));
 
     double t0 = mc_t_now();
-    uint32_t seen = mc_pool_watch_begin(pool);
+    uint32_t seen = mc_watch_begin(slow);
     int rc = MC_OK;
     while (!finished(slow) && !finished(fast) && rc == MC_OK)
-        rc = mc_pool_watch_wait(pool, &seen, 10);
-    mc_pool_watch_end(pool);
+        rc = mc_watch_wait(slow, &seen, 10);
+    mc_watch_end(slow);
     double dt = mc_t_now() - t0;
     CHECK_OK(rc);
     CHECK(finished(fast) && !finished(slow));
@@ -70,13 +70,13 @@ TEST(no_lost_wakeups)
     for (int i = 0; i < 3000; i++) {
         mc_group *g;
         REQUIRE_OK(mc_group_create(pool, &g));
-        uint32_t seen = mc_pool_watch_begin(pool);
+        uint32_t seen = mc_watch_begin(g);
         CHECK_OK(mc_submit(g, echo_task, &i, sizeof i, 5));
         double t0 = mc_t_now();
         int rc = MC_OK;
         while (!finished(g) && rc == MC_OK)
-            rc = mc_pool_watch_wait(pool, &seen, 10);
-        mc_pool_watch_end(pool);
+            rc = mc_watch_wait(g, &seen, 10);
+        mc_watch_end(g);
         CHECK_OK(rc);
         double dt = mc_t_now() - t0;
         if (dt > worst)
@@ -87,11 +87,14 @@ TEST(no_lost_wakeups)
     CHECK(worst < 1.0); /* a lost wake-up would sit out the 10 s timeout */
 
     /* nothing to finish: a timed wait times out, asleep */
-    uint32_t seen = mc_pool_watch_begin(pool);
+    mc_group *idle;
+    REQUIRE_OK(mc_group_create(pool, &idle));
+    uint32_t seen = mc_watch_begin(idle);
     double cpu0 = mc_t_thread_cpu();
-    CHECK_RC(mc_pool_watch_wait(pool, &seen, 0.3), MC_ETIMEDOUT);
-    mc_pool_watch_end(pool);
+    CHECK_RC(mc_watch_wait(idle, &seen, 0.3), MC_ETIMEDOUT);
+    mc_watch_end(idle);
     CHECK(mc_t_thread_cpu() - cpu0 < 0.05);
+    mc_group_destroy(idle);
     CHECK_OK(mc_pool_stop(pool));
     CHECK_NOTHING_LEFT(&before);
 }

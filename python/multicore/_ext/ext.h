@@ -238,5 +238,6 @@ void mcx_worker_exit(int worker_index, void *arg);
 
 /* ---- task.c ---- */
 extern PyTypeObject mcx_TaskType;
+PyObject *mcx_wait_first(PyObject *module, PyObject *args, PyObject *kwargs);
 
 #endif /* MULTICORE_EXT_H */

@@ -709,6 +709,12 @@ static PyMethodDef module_methods[] = {
      number_of_workers_doc},
     {"worker_id", mod_worker_id, METH_NOARGS, worker_id_doc},
     {"stats", mod_stats, METH_NOARGS, stats_doc},
+    {"wait_first", (PyCFunction)(void (*)(void))mcx_wait_first,
+     METH_VARARGS | METH_KEYWORDS,
+     "wait_first(tasks, timeout=None)\n--\n\n"
+     "Wait until at least one of the Tasks in `tasks` is done(); return the\n"
+     "indices of those that are, in order ([] past the timeout). Sleeps:\n"
+     "workers wake it when a task finishes."},
     {"worker_state", mod_worker_state, METH_NOARGS, worker_state_doc},
     {"_worker_pids", mod_worker_pids, METH_NOARGS, worker_pids_doc},
     {"_zygote_pid", mod_zygote_pid, METH_NOARGS, zygote_pid_doc},

@@ -668,6 +668,135 @@ out:
 }
 
 /* ---------------------------------------------------------------------
+ * done() and waiting for the first of many tasks
+ * --------------------------------------------------------------------- */
+
+/* 1 if every part has finished (or the task is complete), 0 if not. */
+static int task_is_done(TaskObject *self)
+{
+    if (self->complete || self->n_runs == 0)
+        return 1;
+    if (self->group == NULL || !task_pool_ok(self))
+        return 1;   /* get() reports why */
+    return mc_group_wait(self->group, 0.0) == MC_OK;
+}
+
+PyDoc_STRVAR(Task_done_doc,
+"done()\n"
+"--\n\n"
+"True when every run() of this task has finished, so that get() will not\n"
+"wait (also True once the task is complete or its pool stopped: get()\n"
+"then says why). Never waits.");
+
+static PyObject *Task_done(TaskObject *self, PyObject *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(task_is_done(self));
+}
+
+/* Indices of the done tasks in `seq` (a fast sequence), as a list. */
+static PyObject *done_indices(PyObject *seq)
+{
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    PyObject *found = PyList_New(0);
+    for (Py_ssize_t i = 0; found != NULL && i < n; i++) {
+        if (!task_is_done((TaskObject *)items[i]))
+            continue;
+        PyObject *index = PyLong_FromSsize_t(i);
+        if (index == NULL || PyList_Append(found, index) < 0)
+            Py_CLEAR(found);
+        Py_XDECREF(index);
+    }
+    return found;
+}
+
+PyObject *mcx_wait_first(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"tasks", "timeout", NULL};
+    PyObject *tasks_obj, *timeout_obj = Py_None;
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:wait_first", kwlist,
+                                     &tasks_obj, &timeout_obj))
+        return NULL;
+    double timeout = -1.0;
+    if (timeout_obj != Py_None) {
+        timeout = PyFloat_AsDouble(timeout_obj);
+        if (timeout == -1.0 && PyErr_Occurred())
+            return NULL;
+        if (isnan(timeout) || timeout < 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "timeout must be a non-negative number or None, got %R",
+                         timeout_obj);
+            return NULL;
+        }
+    }
+    PyObject *seq = PySequence_Fast(tasks_obj, "wait_first(): tasks must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyObject_TypeCheck(PySequence_Fast_ITEMS(seq)[i], &mcx_TaskType)) {
+            PyErr_Format(PyExc_TypeError, "wait_first(): tasks[%zd] is not a Task", i);
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    PyObject *found = done_indices(seq);
+    if (found == NULL || PyList_GET_SIZE(found) > 0 || n == 0 || timeout == 0 ||
+        !mcx_pool_alive()) {
+        Py_DECREF(seq);
+        return found;
+    }
+    Py_DECREF(found);
+    found = NULL;
+
+    /* Watch completions, then look again: nothing finishing between the
+       look and the sleep can be missed. The first task's group names the
+       pool and keeps its handle alive if shutdown() runs meanwhile. */
+    TaskObject *first = (TaskObject *)PySequence_Fast_ITEMS(seq)[0];
+    mc_group *group = first->group;
+    Py_INCREF(first);
+    uint32_t seen = mc_watch_begin(group);
+    double deadline = timeout < 0 ? -1.0 : monotonic_now() + timeout;
+    for (;;) {
+        found = done_indices(seq);
+        if (found == NULL || PyList_GET_SIZE(found) > 0)
+            break;
+        if (PyErr_CheckSignals() < 0) {
+            Py_CLEAR(found);
+            break;
+        }
+        double slice = MCX_SLICE;
+        if (deadline >= 0) {
+            double left = deadline - monotonic_now();
+            if (left <= 0)
+                break;   /* timed out: the empty list */
+            if (left < slice)
+                slice = left;
+        }
+        Py_DECREF(found);
+        found = NULL;
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = mc_watch_wait(group, &seen, slice);
+        Py_END_ALLOW_THREADS
+        if (rc != MC_OK && rc != MC_ETIMEDOUT && rc != MC_EINTR) {
+            if (rc == MC_ESTATE)
+                PyErr_SetString(mcx.PoolNotRunningError,
+                                "wait_first(): the multicore pool stopped");
+            else
+                mcx_raise_mc(rc, 0, "wait_first");
+            break;
+        }
+    }
+    mc_watch_end(group);
+    Py_DECREF(first);
+    Py_DECREF(seq);
+    return found;
+}
+
+/* ---------------------------------------------------------------------
  * Type object
  * --------------------------------------------------------------------- */
 
@@ -682,6 +811,7 @@ static PyMethodDef Task_methods[] = {
      Task_run_doc},
     {"get", (PyCFunction)(void (*)(void))Task_get, METH_VARARGS | METH_KEYWORDS,
      Task_get_doc},
+    {"done", (PyCFunction)Task_done, METH_NOARGS, Task_done_doc},
     {NULL, NULL, 0, NULL}
 };
 
