@@ -64,9 +64,10 @@ static bool held_by_worker(mc_header *h, uint64_t off)
 }
 
 /* Under the lock, in its own journal transaction: drop the group's hold on
-   a task, cancelling it first if it has not finished. True if it was
-   cancelled while a worker held it (that worker must be stopped). */
-static bool release_task(mc_header *h, uint64_t off)
+   a task, cancelling it first if it has not finished. Returns 2 if it was
+   cancelled while a worker held it (that worker must be stopped), 1 if it
+   was cancelled in the queue, 0 otherwise. */
+static int release_task(mc_header *h, uint64_t off)
 {
     mc_task *t = task_at(h, off);
     bool cancelled = false;
@@ -80,10 +81,10 @@ static bool release_task(mc_header *h, uint64_t off)
     }
     /* Only a task a worker holds needs a kill; a queued one is skipped
        when a worker pops it. */
-    bool running = cancelled && held_by_worker(h, off);
+    int outcome = !cancelled ? 0 : held_by_worker(h, off) ? 2 : 1;
     mc_task_unref(h, off);
     mc_txn_commit(h);
-    return running;
+    return outcome;
 }
 
 void mc_submit_abort(mc_group *g)
@@ -109,18 +110,25 @@ void mc_group_destroy(mc_group *g)
     if (g->n && mc_pool_enter(pool) == MC_OK) {
         mc_header *h = pool->hdr;
         /* Release in batches so workers are not locked out for long. */
-        bool any_running = false;
+        bool any_running = false, any_queued = false;
         for (size_t i = 0; i < g->n;) {
             if (mc_lock(h) != MC_OK)
                 break;
-            for (size_t end = i + 64 < g->n ? i + 64 : g->n; i < end; i++)
-                any_running |= release_task(h, g->tasks[i]);
+            for (size_t end = i + 64 < g->n ? i + 64 : g->n; i < end; i++) {
+                int outcome = release_task(h, g->tasks[i]);
+                any_running |= outcome == 2;
+                any_queued |= outcome == 1;
+            }
             mc_unlock(h);
         }
         /* A cancelled task may be stuck in its function forever: the zygote
-           kills the worker holding it and forks a replacement. */
+           kills the worker holding it and forks a replacement. Cancelled
+           tasks still in the queue take room there until a worker drops
+           them: wake the idle ones to do it now. */
         if (any_running)
             mc_pool_kick_zygote(pool);
+        if (any_queued)
+            mc_wake_workers(h, h->nworkers);
         mc_pool_leave(pool);
     }
     free(g->tasks);

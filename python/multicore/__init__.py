@@ -14,8 +14,13 @@ from multicore._multicore import (Task, initialize, shutdown, stats,
                                   worker_id, worker_state)
 from multicore import _multicore
 from multicore import exceptions  # noqa: F401  (multicore.exceptions)
+# Imported before any initialize(), so that their worker-side helpers exist
+# in the workers.
+from multicore.mapping import imap, imap_unordered, map, starmap
+from multicore.executor import Executor
 
 __all__ = ["initialize", "shutdown", "Task", "stats", "worker_id", "worker_state",
+           "map", "imap", "imap_unordered", "starmap", "Executor",
            "NUMBER_OF_WORKERS"]
 __version__ = "0.2.0"
 

@@ -694,6 +694,26 @@ static PyObject *Task_done(TaskObject *self, PyObject *unused)
     return PyBool_FromLong(task_is_done(self));
 }
 
+PyDoc_STRVAR(Task_cancel_doc,
+"cancel()\n"
+"--\n\n"
+"Give up on this task: parts not started never run, and the workers\n"
+"running its parts are stopped and replaced. The task is then complete.\n"
+"Harmless on a complete task.");
+
+static PyObject *Task_cancel(TaskObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Task.cancel(): this Task is in use by another call");
+        return NULL;
+    }
+    if (!self->complete)
+        task_finish(self);
+    Py_RETURN_NONE;
+}
+
 /* Indices of the done tasks in `seq` (a fast sequence), as a list. */
 static PyObject *done_indices(PyObject *seq)
 {
@@ -752,11 +772,15 @@ PyObject *mcx_wait_first(PyObject *module, PyObject *args, PyObject *kwargs)
     found = NULL;
 
     /* Watch completions, then look again: nothing finishing between the
-       look and the sleep can be missed. The first task's group names the
-       pool and keeps its handle alive if shutdown() runs meanwhile. */
-    TaskObject *first = (TaskObject *)PySequence_Fast_ITEMS(seq)[0];
-    mc_group *group = first->group;
-    Py_INCREF(first);
+       look and the sleep can be missed. A private empty group names the
+       pool and keeps its handle alive if shutdown() runs meanwhile (the
+       tasks' own groups may be destroyed by Task.cancel() meanwhile). */
+    mc_group *group = NULL;
+    int rc0 = mc_group_create(mcx.pool, &group);
+    if (rc0 != MC_OK) {
+        Py_DECREF(seq);
+        return mcx_raise_mc(rc0, 0, "wait_first");
+    }
     uint32_t seen = mc_watch_begin(group);
     double deadline = timeout < 0 ? -1.0 : monotonic_now() + timeout;
     for (;;) {
@@ -791,7 +815,7 @@ PyObject *mcx_wait_first(PyObject *module, PyObject *args, PyObject *kwargs)
         }
     }
     mc_watch_end(group);
-    Py_DECREF(first);
+    mc_group_destroy(group);
     Py_DECREF(seq);
     return found;
 }
@@ -812,6 +836,7 @@ static PyMethodDef Task_methods[] = {
     {"get", (PyCFunction)(void (*)(void))Task_get, METH_VARARGS | METH_KEYWORDS,
      Task_get_doc},
     {"done", (PyCFunction)Task_done, METH_NOARGS, Task_done_doc},
+    {"cancel", (PyCFunction)Task_cancel, METH_NOARGS, Task_cancel_doc},
     {NULL, NULL, 0, NULL}
 };
 

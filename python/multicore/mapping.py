@@ -1,0 +1,167 @@
+"""map, imap, imap_unordered and starmap over the pool.
+
+The input is consumed lazily: at most a bounded number of chunks (two per
+worker, plus one) are in flight, so a generator of a million items never
+becomes a list. Items travel in chunks; unless chunksize is given, the
+chunk size adapts to the measured time per item (each worker reports how
+long its chunk took) so that a chunk lasts about TARGET_CHUNK_SECONDS. The
+first failure cancels the chunks in flight (their workers are stopped if
+they run) and is raised with its remote traceback.
+
+This is glue over Task and wait_first (the C extension does the work).
+"""
+
+import itertools
+import time
+from collections import deque
+
+from multicore import _multicore
+from multicore._multicore import Task, wait_first
+from multicore.exceptions import PoolNotRunningError, TimeoutExceededError
+from multicore.progress import make_progress
+
+__all__ = ["map", "imap", "imap_unordered", "starmap"]
+
+TARGET_CHUNK_SECONDS = 0.01
+
+
+def _run_chunk(fn, items, star):
+    """Runs in a worker: fn over a chunk, and how long that took."""
+    start = time.perf_counter()
+    if star:
+        results = [fn(*item) for item in items]
+    else:
+        results = [fn(item) for item in items]
+    return results, time.perf_counter() - start
+
+
+class _Chunker:
+    """Cuts the input into chunks, sized from measured time per item."""
+
+    def __init__(self, iterable, chunksize, workers):
+        if chunksize is not None:
+            if isinstance(chunksize, bool) or not isinstance(chunksize, int) \
+                    or chunksize < 1:
+                raise ValueError(f"chunksize must be a positive int or None, "
+                                 f"not {chunksize!r}")
+        try:
+            self.total = len(iterable)
+        except TypeError:
+            self.total = None
+        self.items = iter(iterable)
+        self.fixed = chunksize
+        self.workers = workers
+        self.size = chunksize or 1
+        self.per_item = None
+        self.taken = 0
+
+    def next_chunk(self):
+        chunk = list(itertools.islice(self.items, self.size))
+        self.taken += len(chunk)
+        return chunk
+
+    def measured(self, n_items, seconds):
+        if self.fixed or n_items == 0:
+            return
+        per_item = seconds / n_items
+        self.per_item = per_item if self.per_item is None else \
+            0.7 * self.per_item + 0.3 * per_item
+        size = max(1, int(TARGET_CHUNK_SECONDS / max(self.per_item, 1e-9)))
+        if self.total is not None:
+            # keep several chunks per worker for the rest, for balance
+            left = self.total - self.taken
+            size = min(size, max(1, left // (4 * self.workers)))
+        self.size = min(size, 100_000)
+
+
+def _check_pool():
+    if _multicore.number_of_workers() < 1 or _multicore._zygote_pid() is None:
+        raise PoolNotRunningError(
+            "the multicore pool is not running: call multicore.initialize() "
+            "first")
+
+
+def _submit(fn, chunk, star, use_dill):
+    task = Task()
+    if task is None:
+        raise PoolNotRunningError("the multicore pool is not running")
+    task.run(_run_chunk, fn, chunk, star, use_dill=use_dill)
+    return task
+
+
+def _imap(fn, iterable, chunksize, star, ordered, progress, timeout, use_dill):
+    _check_pool()
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+    workers = _multicore.number_of_workers()
+    chunker = _Chunker(iterable, chunksize, workers)
+    bar = make_progress(progress, chunker.total)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    in_flight = deque()          # (task, n_items), in submission order
+    limit = 2 * workers + 1
+
+    def left():
+        if deadline is None:
+            return None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutExceededError(f"map: timeout of {timeout} seconds exceeded")
+        return remaining
+
+    def fill():
+        while len(in_flight) < limit:
+            chunk = chunker.next_chunk()
+            if not chunk:
+                return
+            in_flight.append((_submit(fn, chunk, star, use_dill), len(chunk)))
+
+    try:
+        fill()
+        while in_flight:
+            if ordered:
+                task, n = in_flight.popleft()
+            else:
+                tasks = [t for t, _ in in_flight]
+                done = wait_first(tasks, left())
+                if not done:
+                    left()            # raises past the deadline
+                    continue
+                task, n = in_flight[done[0]]
+                del in_flight[done[0]]
+            results, seconds = task.get(timeout=left())[0]
+            chunker.measured(n, seconds)
+            fill()                    # keep the workers busy while we yield
+            bar.update(n)
+            yield from results
+    finally:
+        # On an exception, a timeout, or a consumer that stopped early: the
+        # chunks still in flight are cancelled (dropping a Task cancels its
+        # queued parts and stops the workers running them).
+        in_flight.clear()
+        bar.close()
+
+
+def imap(fn, iterable, chunksize=None, *, progress=False, timeout=None,
+         use_dill=False):
+    """Results of fn(item) for each item, in input order, as they come."""
+    return _imap(fn, iterable, chunksize, False, True, progress, timeout, use_dill)
+
+
+def imap_unordered(fn, iterable, chunksize=None, *, progress=False,
+                   timeout=None, use_dill=False):
+    """Results of fn(item) in the order they finish (by chunk)."""
+    return _imap(fn, iterable, chunksize, False, False, progress, timeout, use_dill)
+
+
+def map(fn, iterable, chunksize=None, *, progress=False, timeout=None,
+        use_dill=False):
+    """[fn(item) for item in iterable], computed on the pool."""
+    return list(_imap(fn, iterable, chunksize, False, True, progress, timeout,
+                      use_dill))
+
+
+def starmap(fn, iterable, chunksize=None, *, progress=False, timeout=None,
+            use_dill=False):
+    """[fn(*args) for args in iterable], computed on the pool."""
+    return list(_imap(fn, iterable, chunksize, True, True, progress, timeout,
+                      use_dill))
