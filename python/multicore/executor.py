@@ -50,7 +50,7 @@ class _Future(_cf.Future):
 
 
 class Executor(_cf.Executor):
-    def __init__(self, max_workers=None):
+    def __init__(self, max_workers: "int | None" = None) -> None:
         if max_workers is not None and (isinstance(max_workers, bool) or
                                         not isinstance(max_workers, int) or
                                         max_workers < 1):

@@ -14,6 +14,11 @@ This is glue over Task and wait_first (the C extension does the work).
 import itertools
 import time
 from collections import deque
+from typing import Any, Callable, Iterable, Iterator, List, Optional, TypeVar, Union
+
+T = TypeVar("T")
+R = TypeVar("R")
+Progress = Union[bool, str, Any]
 
 from multicore import _multicore
 from multicore._multicore import Task, wait_first
@@ -141,27 +146,32 @@ def _imap(fn, iterable, chunksize, star, ordered, progress, timeout, use_dill):
         bar.close()
 
 
-def imap(fn, iterable, chunksize=None, *, progress=False, timeout=None,
-         use_dill=False):
+def imap(fn: Callable[[T], R], iterable: Iterable[T],
+         chunksize: Optional[int] = None, *, progress: Progress = False,
+         timeout: Optional[float] = None, use_dill: bool = False) -> Iterator[R]:
     """Results of fn(item) for each item, in input order, as they come."""
     return _imap(fn, iterable, chunksize, False, True, progress, timeout, use_dill)
 
 
-def imap_unordered(fn, iterable, chunksize=None, *, progress=False,
-                   timeout=None, use_dill=False):
+def imap_unordered(fn: Callable[[T], R], iterable: Iterable[T],
+                   chunksize: Optional[int] = None, *, progress: Progress = False,
+                   timeout: Optional[float] = None,
+                   use_dill: bool = False) -> Iterator[R]:
     """Results of fn(item) in the order they finish (by chunk)."""
     return _imap(fn, iterable, chunksize, False, False, progress, timeout, use_dill)
 
 
-def map(fn, iterable, chunksize=None, *, progress=False, timeout=None,
-        use_dill=False):
+def map(fn: Callable[[T], R], iterable: Iterable[T],
+        chunksize: Optional[int] = None, *, progress: Progress = False,
+        timeout: Optional[float] = None, use_dill: bool = False) -> List[R]:
     """[fn(item) for item in iterable], computed on the pool."""
     return list(_imap(fn, iterable, chunksize, False, True, progress, timeout,
                       use_dill))
 
 
-def starmap(fn, iterable, chunksize=None, *, progress=False, timeout=None,
-            use_dill=False):
+def starmap(fn: Callable[..., R], iterable: Iterable[Iterable[Any]],
+            chunksize: Optional[int] = None, *, progress: Progress = False,
+            timeout: Optional[float] = None, use_dill: bool = False) -> List[R]:
     """[fn(*args) for args in iterable], computed on the pool."""
     return list(_imap(fn, iterable, chunksize, True, True, progress, timeout,
                       use_dill))
