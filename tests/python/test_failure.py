@@ -397,3 +397,76 @@ def test_result_larger_than_shared_memory_is_memory_error():
 def test_shared_memory_argument_is_checked(bad, exc):
     with pytest.raises(exc, match="shared_memory"):
         initialize(workers=1, shared_memory=bad)
+
+
+# ---------------------------------------------------------------------------
+# More ways to die
+# ---------------------------------------------------------------------------
+
+
+def segfault():
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+MARKS = {"path": None}
+
+
+def mark(i):
+    with open(MARKS["path"], "a") as f:
+        f.write(f"{i}\n")
+    return i
+
+
+def test_segfaulting_task_fails_alone():
+    initialize(workers=2)
+    task = Task()
+    task.run(segfault)
+    task.run(square, 4)
+    with pytest.raises(WorkerDiedError) as info:
+        task.get(timeout=30)
+    assert info.value.signal == signal.SIGSEGV
+    again = Task()
+    again.run(square, 5)
+    assert again.get(timeout=30) == [25]
+
+
+def test_queued_parts_of_a_cancelled_task_never_run(tmp_path):
+    MARKS["path"] = str(tmp_path / "marks")
+    initialize(workers=2)
+    task = Task()
+    task.run(stuck)
+    task.run(stuck)
+    for i in range(5):
+        task.run(mark, i)                # queued behind the stuck parts
+    with pytest.raises(TimeoutExceededError):
+        task.get(timeout=0.3)
+    # The replacements run other work; the cancelled parts never run.
+    after = Task()
+    for i in range(20):
+        after.run(square, i)
+    assert after.get(timeout=30) == [i * i for i in range(20)]
+    time.sleep(0.2)
+    assert not os.path.exists(MARKS["path"])
+
+
+def test_zygote_killed_from_outside_is_a_clear_error_and_recoverable():
+    initialize(workers=2)
+    workers = _multicore._worker_pids()
+    os.kill(_multicore._zygote_pid(), signal.SIGKILL)
+    deadline = time.monotonic() + 2      # the workers die with their zygote
+    while any(os.path.exists(f"/proc/{p}") for p in workers) and \
+            time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(os.path.exists(f"/proc/{p}") for p in workers)
+    task = Task()
+    task.run(square, 3)                  # queued: nobody will run it
+    start = time.monotonic()
+    with pytest.raises(multicore.exceptions.PoolNotRunningError, match="zygote"):
+        task.get(timeout=30)
+    assert time.monotonic() - start < 1  # seen within a wait slice
+    shutdown()                           # reaps the dead zygote
+    assert child_pids() == []
+    initialize(workers=2)
+    task = Task()
+    task.run(square, 6)
+    assert task.get(timeout=30) == [36]

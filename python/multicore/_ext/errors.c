@@ -71,6 +71,12 @@ PyObject *mcx_raise_mc(int rc, int saved_errno, const char *context)
                      ctx, text, *why ? ":\n" : "", why);
         break;
     }
+    case MC_EPOOLDIED:
+        PyErr_Format(mcx.PoolNotRunningError,
+                     "%s: %s (killed from outside?): its workers are gone; "
+                     "call multicore.shutdown() and multicore.initialize()",
+                     ctx, text);
+        break;
     case MC_ESYSTEM:
         errno = saved_errno ? saved_errno : EIO;
         PyErr_SetFromErrno(PyExc_OSError);
