@@ -65,7 +65,7 @@ PyObject *mcx_raise_mc(int rc, int saved_errno, const char *context)
     case MC_EWORKERINIT: {
         /* Past start-up this means no worker can start at all: every
            replacement keeps failing its worker_init. Say why. */
-        const char *why = mcx.pool != NULL ? mc_pool_error(mcx.pool) : "";
+        const char *why = mcx.main.pool != NULL ? mc_pool_error(mcx.main.pool) : "";
         PyErr_Format(mcx.WorkerInitError,
                      "%s: %s; no worker can start (the pool keeps retrying)%s%s",
                      ctx, text, *why ? ":\n" : "", why);

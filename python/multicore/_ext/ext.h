@@ -108,27 +108,32 @@ typedef struct {
 /* ---------------------------------------------------------------------
  * The module state.
  * --------------------------------------------------------------------- */
-typedef struct {
-    /* The pool (module.c). pool is non-NULL only while it runs, in the
-       process that started it (owner_pid). generation counts the pools
-       this process started; a Task remembers the one it belongs to. */
+/* One pool as the binding sees it: the process-wide one of initialize()
+   (mcx.main) or a multicore.Pool object's (pool.c). */
+typedef struct mcx_poolref {
+    /* pool is non-NULL only while it runs, in the process that started it
+       (owner_pid). generation counts the pools started through this ref;
+       a Task remembers the one it belongs to. */
     mc_pool *pool;
     pid_t owner_pid;
     uint64_t generation;
     uint64_t stopping_generation;
     int stopping;          /* mc_pool_stop() is running (GIL released) */
     int workers;
-    long inflight;         /* sections touching the pool's memory now */
-    PyThread_type_lock lifecycle_lock;  /* serializes initialize/shutdown */
-    pid_t lock_pid;        /* process that allocated lifecycle_lock */
     PyObject *worker_init; /* the user's worker_init callable, or NULL */
     PyObject *worker_exit; /* the user's worker_exit callable, or NULL */
-    PyObject *worker_state; /* this process's worker_state() dict */
-
     /* Groups whose destruction waits for a running mc_pool_stop(). */
     mc_group **deferred;
     size_t n_deferred;
     size_t cap_deferred;
+} mcx_poolref;
+
+typedef struct {
+    mcx_poolref main;      /* the process-wide pool (module.c) */
+    long inflight;         /* sections touching a pool's memory now */
+    PyThread_type_lock lifecycle_lock;  /* serializes pool starts/stops */
+    pid_t lock_pid;        /* process that allocated lifecycle_lock */
+    PyObject *worker_state; /* this process's worker_state() dict */
 
     /* Serializers, imported at module init so that workers inherit them. */
     PyObject *pickle_dumps;
@@ -185,11 +190,19 @@ static inline void mcx_inflight_leave(void)
 }
 
 /* ---- module.c ---- */
-int mcx_pool_alive(void);             /* pool runs and belongs to us */
+int mcx_pool_alive(void);             /* the main pool runs and is ours */
+int mcx_ref_alive(const mcx_poolref *ref);
+int mcx_parse_pool_args(PyObject *workers_obj, PyObject *init_obj, PyObject *exit_obj,
+                        PyObject *shm_obj, int *workers, size_t *region_size);
+int mcx_ref_start(mcx_poolref *ref, int workers, size_t region_size,
+                  PyObject *init_obj, PyObject *exit_obj);
+int mcx_ref_stop(mcx_poolref *ref);
+PyObject *mcx_ref_worker_pids(mcx_poolref *ref);
+PyObject *mcx_ref_stats(mcx_poolref *ref);
 int mcx_number_of_workers(void);
 void mcx_flush_std(void);              /* flush sys.stdout/stderr (GIL held) */
-void mcx_defer_or_destroy_group(mc_group *group, uint64_t generation,
-                                pid_t pid);
+void mcx_defer_or_destroy_group(mcx_poolref *ref, mc_group *group,
+                                uint64_t generation, pid_t pid);
 
 /* ---- errors.c ---- */
 int mcx_load_exceptions(void);
@@ -238,6 +251,9 @@ void mcx_worker_exit(int worker_index, void *arg);
 
 /* ---- task.c ---- */
 extern PyTypeObject mcx_TaskType;
+/* A Task of ref's pool (None if it does not run or the machine is loaded
+   beyond max_load_average * workers; NAN: no limit). */
+PyObject *mcx_task_new(mcx_poolref *ref, PyObject *ref_owner, double max_load_average);
 PyObject *mcx_wait_first(PyObject *module, PyObject *args, PyObject *kwargs);
 
 #endif /* MULTICORE_EXT_H */

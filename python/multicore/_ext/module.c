@@ -32,14 +32,19 @@ _Thread_local long mcx_tls_inflight;
  * Shared helpers
  * --------------------------------------------------------------------- */
 
+int mcx_ref_alive(const mcx_poolref *ref)
+{
+    return ref->pool != NULL && ref->owner_pid == getpid();
+}
+
 int mcx_pool_alive(void)
 {
-    return mcx.pool != NULL && mcx.owner_pid == getpid();
+    return mcx_ref_alive(&mcx.main);
 }
 
 int mcx_number_of_workers(void)
 {
-    return mcx_pool_alive() ? mcx.workers : mc_online_cpus();
+    return mcx_pool_alive() ? mcx.main.workers : mc_online_cpus();
 }
 
 void mcx_flush_std(void)
@@ -59,25 +64,26 @@ void mcx_flush_std(void)
     PyErr_Restore(type, value, tb);
 }
 
-void mcx_defer_or_destroy_group(mc_group *group, uint64_t generation, pid_t pid)
+void mcx_defer_or_destroy_group(mcx_poolref *ref, mc_group *group, uint64_t generation,
+                                pid_t pid)
 {
     if (group == NULL)
         return;
     if (pid != getpid())
         return;   /* inherited through fork(): the parent's, not ours */
-    if (mcx.stopping && generation == mcx.stopping_generation) {
+    if (ref->stopping && generation == ref->stopping_generation) {
         /* mc_pool_stop() runs right now in another thread: destroy the
            group once it has returned. */
-        if (mcx.n_deferred == mcx.cap_deferred) {
-            size_t cap = mcx.cap_deferred ? mcx.cap_deferred * 2 : 16;
-            mc_group **grown = PyMem_RawRealloc(mcx.deferred,
+        if (ref->n_deferred == ref->cap_deferred) {
+            size_t cap = ref->cap_deferred ? ref->cap_deferred * 2 : 16;
+            mc_group **grown = PyMem_RawRealloc(ref->deferred,
                                                 cap * sizeof *grown);
             if (grown == NULL)
                 return;   /* leak one handle rather than race the stop */
-            mcx.deferred = grown;
-            mcx.cap_deferred = cap;
+            ref->deferred = grown;
+            ref->cap_deferred = cap;
         }
-        mcx.deferred[mcx.n_deferred++] = group;
+        ref->deferred[ref->n_deferred++] = group;
         return;
     }
     mc_group_destroy(group);
@@ -147,14 +153,14 @@ static int forget_if_forked(void)
         mcx.lifecycle_lock = lock;
         mcx.lock_pid = me;
     }
-    if (mcx.pool != NULL && mcx.owner_pid != me) {
-        mcx.pool = NULL;
-        mcx.generation++;
-        mcx.workers = 0;
+    if (mcx.main.pool != NULL && mcx.main.owner_pid != me) {
+        mcx.main.pool = NULL;
+        mcx.main.generation++;
+        mcx.main.workers = 0;
         mcx.inflight = 0;
         mcx_tls_inflight = 0;
-        mcx.stopping = 0;
-        mcx.n_deferred = 0;
+        mcx.main.stopping = 0;
+        mcx.main.n_deferred = 0;
     }
     return 0;
 }
@@ -214,34 +220,28 @@ PyDoc_STRVAR(initialize_doc,
 "Functions and globals defined before this call are visible to the\n"
 "workers.");
 
-static PyObject *mod_initialize(PyObject *module, PyObject *args, PyObject *kwargs)
+/* Check initialize()'s / Pool()'s arguments. 0, or -1 with an exception. */
+int mcx_parse_pool_args(PyObject *workers_obj, PyObject *init_obj, PyObject *exit_obj,
+                        PyObject *shm_obj, int *workers_out, size_t *region_out)
 {
-    static char *kwlist[] = {"workers", "worker_init", "worker_exit", "shared_memory", NULL};
-    PyObject *workers_obj = Py_None, *init_obj = Py_None, *exit_obj = Py_None;
-    PyObject *shm_obj = Py_None;
-    size_t region_size = 0;
     int workers = 0;
-    (void)module;
-
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OOOO:initialize", kwlist,
-                                     &workers_obj, &init_obj, &exit_obj, &shm_obj))
-        return NULL;
+    size_t region_size = 0;
     if (workers_obj != Py_None) {
         if (PyBool_Check(workers_obj) || !PyLong_Check(workers_obj)) {
             PyErr_Format(PyExc_TypeError,
                          "workers must be a positive int or None, not %.100s",
                          Py_TYPE(workers_obj)->tp_name);
-            return NULL;
+            return -1;
         }
         int overflow = 0;
         long w = PyLong_AsLongAndOverflow(workers_obj, &overflow);
         if (w == -1 && PyErr_Occurred())
-            return NULL;
+            return -1;
         if (overflow != 0 || w < 1 || w > 65536) {
             PyErr_Format(PyExc_ValueError,
                          "workers must be between 1 and 65536, got %R",
                          workers_obj);
-            return NULL;
+            return -1;
         }
         workers = (int)w;
     }
@@ -249,24 +249,24 @@ static PyObject *mod_initialize(PyObject *module, PyObject *args, PyObject *kwar
         PyErr_Format(PyExc_TypeError,
                      "worker_init must be callable or None, not %.100s",
                      Py_TYPE(init_obj)->tp_name);
-        return NULL;
+        return -1;
     }
     if (shm_obj != Py_None) {
         if (PyBool_Check(shm_obj) || !PyLong_Check(shm_obj)) {
             PyErr_Format(PyExc_TypeError,
                          "shared_memory must be an int (bytes) or None, not %.100s",
                          Py_TYPE(shm_obj)->tp_name);
-            return NULL;
+            return -1;
         }
         int overflow = 0;
         long long n = PyLong_AsLongLongAndOverflow(shm_obj, &overflow);
         if (n == -1 && PyErr_Occurred())
-            return NULL;
+            return -1;
         if (overflow != 0 || n < (1 << 20)) {
             PyErr_Format(PyExc_ValueError,
                          "shared_memory must be at least 1 MiB (1048576), got %R",
                          shm_obj);
-            return NULL;
+            return -1;
         }
         region_size = (size_t)n;
     }
@@ -274,32 +274,40 @@ static PyObject *mod_initialize(PyObject *module, PyObject *args, PyObject *kwar
         PyErr_Format(PyExc_TypeError,
                      "worker_exit must be callable or None, not %.100s",
                      Py_TYPE(exit_obj)->tp_name);
-        return NULL;
+        return -1;
     }
     if (mc_worker_index() >= 0) {
         PyErr_SetString(PyExc_RuntimeError,
-                        "multicore.initialize() cannot be called in a worker");
-        return NULL;
+                        "a multicore pool cannot be started in a worker");
+        return -1;
     }
+    *workers_out = workers;
+    *region_out = region_size;
+    return 0;
+}
 
+/* Start ref's pool unless it runs. 0, or -1 with an exception. */
+int mcx_ref_start(mcx_poolref *ref, int workers, size_t region_size, PyObject *init_obj,
+                  PyObject *exit_obj)
+{
     if (lifecycle_acquire() < 0)
-        return NULL;
-    if (mcx.pool != NULL) {           /* already running: harmless */
+        return -1;
+    if (ref->pool != NULL) {           /* already running: harmless */
         lifecycle_release();
-        Py_RETURN_NONE;
+        return 0;
     }
 
     if (init_obj != Py_None) {
         Py_INCREF(init_obj);
-        Py_XSETREF(mcx.worker_init, init_obj);
+        Py_XSETREF(ref->worker_init, init_obj);
     } else {
-        Py_CLEAR(mcx.worker_init);
+        Py_CLEAR(ref->worker_init);
     }
     if (exit_obj != Py_None) {
         Py_INCREF(exit_obj);
-        Py_XSETREF(mcx.worker_exit, exit_obj);
+        Py_XSETREF(ref->worker_exit, exit_obj);
     } else {
-        Py_CLEAR(mcx.worker_exit);
+        Py_CLEAR(ref->worker_exit);
     }
 
     mc_pool_options opts;
@@ -308,6 +316,8 @@ static PyObject *mod_initialize(PyObject *module, PyObject *args, PyObject *kwar
     opts.region_size = region_size;
     opts.worker_init = mcx_worker_init;
     opts.worker_exit = mcx_worker_exit;
+    opts.worker_init_arg = ref;
+    opts.worker_exit_arg = ref;
     opts.before_fork = hook_before_fork;
     opts.after_fork_parent = hook_after_fork_parent;
     opts.after_fork_child = hook_after_fork_child;
@@ -318,10 +328,11 @@ static PyObject *mod_initialize(PyObject *module, PyObject *args, PyObject *kwar
     int rc = mc_pool_start(&pool, &opts);
     if (rc != MC_OK) {
         int err = errno;
-        Py_CLEAR(mcx.worker_init);
-        Py_CLEAR(mcx.worker_exit);
+        Py_CLEAR(ref->worker_init);
+        Py_CLEAR(ref->worker_exit);
         lifecycle_release();
-        return mcx_raise_mc(rc, err, "multicore.initialize");
+        mcx_raise_mc(rc, err, "multicore.initialize");
+        return -1;
     }
 
     /* Wait for every worker's init with the GIL released, in slices so
@@ -356,19 +367,39 @@ static PyObject *mod_initialize(PyObject *module, PyObject *args, PyObject *kwar
         goto fail_stop;
     }
 
-    mcx.pool = pool;
-    mcx.owner_pid = getpid();
-    mcx.generation++;
-    mcx.workers = mc_pool_workers(pool);
+    ref->pool = pool;
+    ref->owner_pid = getpid();
+    ref->generation++;
+    ref->workers = mc_pool_workers(pool);
     lifecycle_release();
-    Py_RETURN_NONE;
+    return 0;
 
 fail_stop:
     stop_pool(pool, NULL);
-    Py_CLEAR(mcx.worker_init);
-    Py_CLEAR(mcx.worker_exit);
+    Py_CLEAR(ref->worker_init);
+    Py_CLEAR(ref->worker_exit);
     lifecycle_release();
-    return NULL;
+    return -1;
+}
+
+static PyObject *mod_initialize(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"workers", "worker_init", "worker_exit", "shared_memory", NULL};
+    PyObject *workers_obj = Py_None, *init_obj = Py_None, *exit_obj = Py_None;
+    PyObject *shm_obj = Py_None;
+    size_t region_size = 0;
+    int workers = 0;
+    (void)module;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OOOO:initialize", kwlist,
+                                     &workers_obj, &init_obj, &exit_obj, &shm_obj))
+        return NULL;
+    if (mcx_parse_pool_args(workers_obj, init_obj, exit_obj, shm_obj, &workers,
+                            &region_size) < 0)
+        return NULL;
+    if (mcx_ref_start(&mcx.main, workers, region_size, init_obj, exit_obj) < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(shutdown_doc,
@@ -378,30 +409,29 @@ PyDoc_STRVAR(shutdown_doc,
 "reaped. Harmless when the pool is not running; initialize() may be\n"
 "called again afterwards.");
 
-static PyObject *mod_shutdown(PyObject *module, PyObject *unused)
+/* Stop ref's pool if it runs. 0, or -1 with an exception. */
+int mcx_ref_stop(mcx_poolref *ref)
 {
-    (void)module;
-    (void)unused;
     if (mcx_tls_inflight > 0) {
         PyErr_SetString(PyExc_RuntimeError,
                         "multicore.shutdown() cannot be called while this "
                         "thread is reading task results or writing task "
                         "arguments (from a signal handler or an unpickler)");
-        return NULL;
+        return -1;
     }
     if (lifecycle_acquire() < 0)
-        return NULL;
-    if (mcx.pool == NULL) {
+        return -1;
+    if (ref->pool == NULL) {
         lifecycle_release();
-        Py_RETURN_NONE;
+        return 0;
     }
-    mc_pool *pool = mcx.pool;
+    mc_pool *pool = ref->pool;
     /* Hide the pool: Task() now returns None, run()/get() raise
        PoolNotRunningError, and waiters leave their wait slices. */
-    mcx.pool = NULL;
-    mcx.stopping_generation = mcx.generation;
-    mcx.generation++;
-    mcx.stopping = 1;
+    ref->pool = NULL;
+    ref->stopping_generation = ref->generation;
+    ref->generation++;
+    ref->stopping = 1;
     while (mcx.inflight > 0) {
         Py_BEGIN_ALLOW_THREADS
         struct timespec ts = {0, 1000000};   /* 1 ms */
@@ -410,19 +440,30 @@ static PyObject *mod_shutdown(PyObject *module, PyObject *unused)
     }
     int err = 0;
     int rc = stop_pool(pool, &err);
-    mcx.stopping = 0;
+    ref->stopping = 0;
     /* Groups freed while the stop ran: destroying them is safe now. */
-    for (size_t i = 0; i < mcx.n_deferred; i++)
-        mc_group_destroy(mcx.deferred[i]);
-    mcx.n_deferred = 0;
-    mcx.workers = 0;
-    Py_CLEAR(mcx.worker_init);
-    Py_CLEAR(mcx.worker_exit);
+    for (size_t i = 0; i < ref->n_deferred; i++)
+        mc_group_destroy(ref->deferred[i]);
+    ref->n_deferred = 0;
+    ref->workers = 0;
+    Py_CLEAR(ref->worker_init);
+    Py_CLEAR(ref->worker_exit);
     Py_CLEAR(mcx.last_fn);
     Py_CLEAR(mcx.last_fn_bytes);
     lifecycle_release();
-    if (rc != MC_OK)
-        return mcx_raise_mc(rc, err, "multicore.shutdown");
+    if (rc != MC_OK) {
+        mcx_raise_mc(rc, err, "multicore.shutdown");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *mod_shutdown(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    if (mcx_ref_stop(&mcx.main) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -565,17 +606,15 @@ PyDoc_STRVAR(worker_pids_doc,
 "--\n\n"
 "Process ids of the running pool's live workers (for tests).");
 
-static PyObject *mod_worker_pids(PyObject *module, PyObject *unused)
+PyObject *mcx_ref_worker_pids(mcx_poolref *ref)
 {
-    (void)module;
-    (void)unused;
-    if (!mcx_pool_alive())
+    if (!mcx_ref_alive(ref))
         return PyList_New(0);
-    int max = mcx.workers > 0 ? mcx.workers : 1;
+    int max = ref->workers > 0 ? ref->workers : 1;
     pid_t *pids = PyMem_Malloc((size_t)max * sizeof *pids);
     if (pids == NULL)
         return PyErr_NoMemory();
-    int n = mc_pool_worker_pids(mcx.pool, pids, max);
+    int n = mc_pool_worker_pids(ref->pool, pids, max);
     PyObject *list = PyList_New(0);
     for (int i = 0; list != NULL && i < n; i++) {
         PyObject *v = PyLong_FromLong((long)pids[i]);
@@ -585,6 +624,13 @@ static PyObject *mod_worker_pids(PyObject *module, PyObject *unused)
     }
     PyMem_Free(pids);
     return list;
+}
+
+static PyObject *mod_worker_pids(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return mcx_ref_worker_pids(&mcx.main);
 }
 
 PyDoc_STRVAR(zygote_pid_doc,
@@ -598,7 +644,7 @@ static PyObject *mod_zygote_pid(PyObject *module, PyObject *unused)
     (void)unused;
     if (!mcx_pool_alive())
         Py_RETURN_NONE;
-    return PyLong_FromLong((long)mc_pool_zygote_pid(mcx.pool));
+    return PyLong_FromLong((long)mc_pool_zygote_pid(mcx.main.pool));
 }
 
 PyDoc_STRVAR(worker_id_doc,
@@ -643,21 +689,19 @@ PyDoc_STRVAR(stats_doc,
 "'live_workers', 'queued' (tasks waiting), 'bytes_in', 'bytes_out',\n"
 "'shm_in_use' and 'shm_size'. PoolNotRunningError when no pool runs.");
 
-static PyObject *mod_stats(PyObject *module, PyObject *unused)
+PyObject *mcx_ref_stats(mcx_poolref *ref)
 {
-    (void)module;
-    (void)unused;
-    if (!mcx_pool_alive()) {
+    if (!mcx_ref_alive(ref)) {
         PyErr_SetString(mcx.PoolNotRunningError,
                         "multicore.stats(): the pool is not running");
         return NULL;
     }
-    int n = mcx.workers;
+    int n = ref->workers;
     mc_worker_stats *ws = PyMem_Calloc((size_t)n, sizeof *ws);
     if (ws == NULL)
         return PyErr_NoMemory();
     mc_pool_stats ps;
-    int got = mc_pool_get_stats(mcx.pool, &ps, ws, n);
+    int got = mc_pool_get_stats(ref->pool, &ps, ws, n);
     if (got < 0) {
         PyMem_Free(ws);
         return mcx_raise_mc(got, 0, "multicore.stats");
@@ -693,6 +737,13 @@ out:
     Py_XDECREF(list);
     PyMem_Free(ws);
     return result;
+}
+
+static PyObject *mod_stats(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return mcx_ref_stats(&mcx.main);
 }
 
 /* ---------------------------------------------------------------------

@@ -37,6 +37,8 @@ struct mcx_run {
 
 typedef struct {
     PyObject_HEAD
+    mcx_poolref *ref;    /* the pool: &mcx.main, or inside ref_owner */
+    PyObject *ref_owner; /* strong reference to the Pool holding ref, or NULL */
     mc_group *group;
     uint64_t generation;
     pid_t pid;
@@ -56,7 +58,7 @@ static double monotonic_now(void)
 
 static int task_pool_ok(TaskObject *self)
 {
-    return self->generation == mcx.generation && mcx_pool_alive() &&
+    return self->generation == self->ref->generation && mcx_ref_alive(self->ref) &&
            self->pid == getpid();
 }
 
@@ -73,7 +75,7 @@ static void task_finish(TaskObject *self)
     mc_group *group = self->group;
     self->group = NULL;
     self->complete = 1;
-    mcx_defer_or_destroy_group(group, self->generation, self->pid);
+    mcx_defer_or_destroy_group(self->ref, group, self->generation, self->pid);
     clear_runs(self);
 }
 
@@ -122,20 +124,28 @@ static PyObject *Task_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
             return NULL;
         }
     }
-    if (!mcx_pool_alive())
+    (void)type;
+    return mcx_task_new(&mcx.main, NULL, limit_obj != Py_None ? limit : NAN);
+}
+
+PyObject *mcx_task_new(mcx_poolref *ref, PyObject *ref_owner, double max_load_average)
+{
+    if (!mcx_ref_alive(ref))
         Py_RETURN_NONE;
-    if (limit_obj != Py_None) {
+    if (!isnan(max_load_average)) {
         double load = 0.0;
-        if (mc_loadavg(&load) == MC_OK && load > limit * (double)mcx.workers)
+        if (mc_loadavg(&load) == MC_OK && load > max_load_average * (double)ref->workers)
             Py_RETURN_NONE;
     }
 
-    TaskObject *self = (TaskObject *)type->tp_alloc(type, 0);
+    TaskObject *self = (TaskObject *)mcx_TaskType.tp_alloc(&mcx_TaskType, 0);
     if (self == NULL)
         return NULL;
-    self->generation = mcx.generation;
+    self->ref = ref;
+    self->ref_owner = Py_XNewRef(ref_owner);
+    self->generation = ref->generation;
     self->pid = getpid();
-    int rc = mc_group_create(mcx.pool, &self->group);
+    int rc = mc_group_create(ref->pool, &self->group);
     if (rc != MC_OK) {
         int err = errno;
         self->group = NULL;
@@ -147,6 +157,7 @@ static PyObject *Task_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 
 static int Task_traverse(TaskObject *self, visitproc visit, void *arg)
 {
+    Py_VISIT(self->ref_owner);
     for (size_t i = 0; i < self->n_runs; i++)
         Py_VISIT(self->runs[i].fn);
     return 0;
@@ -163,10 +174,11 @@ static void Task_dealloc(TaskObject *self)
     PyObject_GC_UnTrack(self);
     mc_group *group = self->group;
     self->group = NULL;
-    mcx_defer_or_destroy_group(group, self->generation, self->pid);
+    mcx_defer_or_destroy_group(self->ref, group, self->generation, self->pid);
     clear_runs(self);
     PyMem_Free(self->runs);
     self->runs = NULL;
+    Py_CLEAR(self->ref_owner);   /* after the group: ref may live in it */
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -762,9 +774,18 @@ PyObject *mcx_wait_first(PyObject *module, PyObject *args, PyObject *kwargs)
             return NULL;
         }
     }
+    mcx_poolref *ref = n > 0 ? ((TaskObject *)PySequence_Fast_ITEMS(seq)[0])->ref : NULL;
+    for (Py_ssize_t i = 1; i < n; i++) {
+        if (((TaskObject *)PySequence_Fast_ITEMS(seq)[i])->ref != ref) {
+            PyErr_SetString(PyExc_ValueError,
+                            "wait_first(): the tasks belong to different pools");
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
     PyObject *found = done_indices(seq);
     if (found == NULL || PyList_GET_SIZE(found) > 0 || n == 0 || timeout == 0 ||
-        !mcx_pool_alive()) {
+        !mcx_ref_alive(ref)) {
         Py_DECREF(seq);
         return found;
     }
@@ -776,7 +797,7 @@ PyObject *mcx_wait_first(PyObject *module, PyObject *args, PyObject *kwargs)
        pool and keeps its handle alive if shutdown() runs meanwhile (the
        tasks' own groups may be destroyed by Task.cancel() meanwhile). */
     mc_group *group = NULL;
-    int rc0 = mc_group_create(mcx.pool, &group);
+    int rc0 = mc_group_create(ref->pool, &group);
     if (rc0 != MC_OK) {
         Py_DECREF(seq);
         return mcx_raise_mc(rc0, 0, "wait_first");

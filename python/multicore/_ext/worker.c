@@ -201,8 +201,8 @@ int mcx_task_entry(const void *arg, size_t arg_len, mc_task_ctx *ctx)
 
 int mcx_worker_init(int worker_index, void *arg)
 {
+    mcx_poolref *ref = arg;   /* the pool this worker belongs to */
     (void)worker_index;
-    (void)arg;
     if (mcx.worker_tstate == NULL) {
         mc_worker_set_error("multicore: worker started without its Python "
                             "thread state (fork hook did not run)");
@@ -221,8 +221,8 @@ int mcx_worker_init(int worker_index, void *arg)
         return 1;
     }
     Py_XSETREF(mcx.worker_state, state);
-    if (mcx.worker_init != NULL) {
-        PyObject *r = PyObject_CallNoArgs(mcx.worker_init);
+    if (ref->worker_init != NULL) {
+        PyObject *r = PyObject_CallNoArgs(ref->worker_init);
         if (r == NULL) {
             PyObject *report = NULL;
             PyObject *type, *value, *tb;
@@ -264,16 +264,16 @@ int mcx_worker_init(int worker_index, void *arg)
 
 void mcx_worker_exit(int worker_index, void *arg)
 {
+    mcx_poolref *ref = arg;
     (void)worker_index;
-    (void)arg;
     if (mcx.worker_tstate == NULL)
         return;
     PyEval_RestoreThread(mcx.worker_tstate);
     mcx.worker_tstate = NULL;
-    if (mcx.worker_exit != NULL) {
+    if (ref->worker_exit != NULL) {
         /* Nobody is left to raise to: print the traceback, as Python does
            for an exception in an atexit function. */
-        PyObject *r = PyObject_CallNoArgs(mcx.worker_exit);
+        PyObject *r = PyObject_CallNoArgs(ref->worker_exit);
         if (r == NULL)
             PyErr_Print();
         Py_XDECREF(r);
