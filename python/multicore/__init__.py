@@ -18,9 +18,10 @@ from multicore import exceptions  # noqa: F401  (multicore.exceptions)
 # in the workers.
 from multicore.mapping import imap, imap_unordered, map, starmap
 from multicore.executor import Executor
+from multicore.pool import Pool
 
 __all__ = ["initialize", "shutdown", "Task", "stats", "worker_id", "worker_state",
-           "map", "imap", "imap_unordered", "starmap", "Executor",
+           "map", "imap", "imap_unordered", "starmap", "Executor", "Pool",
            "NUMBER_OF_WORKERS"]
 __version__ = "0.2.0"
 

@@ -79,26 +79,33 @@ class _Chunker:
         self.size = min(size, 100_000)
 
 
-def _check_pool():
-    if _multicore.number_of_workers() < 1 or _multicore._zygote_pid() is None:
+def _pool_workers(handle):
+    """Workers of the pool a map runs on (the process-wide one when handle
+    is None), or PoolNotRunningError."""
+    if handle is not None:
+        if not handle.running:
+            raise PoolNotRunningError("this multicore.Pool is closed")
+        return handle.workers
+    if _multicore._zygote_pid() is None:
         raise PoolNotRunningError(
             "the multicore pool is not running: call multicore.initialize() "
             "first")
+    return _multicore.number_of_workers()
 
 
-def _submit(fn, chunk, star, use_dill):
-    task = Task()
+def _submit(handle, fn, chunk, star, use_dill):
+    task = Task() if handle is None else handle.task()
     if task is None:
         raise PoolNotRunningError("the multicore pool is not running")
     task.run(_run_chunk, fn, chunk, star, use_dill=use_dill)
     return task
 
 
-def _imap(fn, iterable, chunksize, star, ordered, progress, timeout, use_dill):
-    _check_pool()
+def _imap(fn, iterable, chunksize, star, ordered, progress, timeout, use_dill,
+          handle=None):
+    workers = _pool_workers(handle)
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-    workers = _multicore.number_of_workers()
     chunker = _Chunker(iterable, chunksize, workers)
     bar = make_progress(progress, chunker.total)
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -118,7 +125,7 @@ def _imap(fn, iterable, chunksize, star, ordered, progress, timeout, use_dill):
             chunk = chunker.next_chunk()
             if not chunk:
                 return
-            in_flight.append((_submit(fn, chunk, star, use_dill), len(chunk)))
+            in_flight.append((_submit(handle, fn, chunk, star, use_dill), len(chunk)))
 
     try:
         fill()

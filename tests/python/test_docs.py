@@ -8,7 +8,8 @@ import sys
 import pytest
 
 DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs"
-PAGES = ["task.md", "map.md", "executor.md", "worker-state.md", "migration.md"]
+PAGES = ["task.md", "map.md", "executor.md", "worker-state.md", "migration.md",
+         "pool.md"]
 
 
 def examples():

@@ -97,10 +97,11 @@ def wait_for_fresh_workers(old, want, timeout=5.0):
 
 def proc_counts():
     with open("/proc/self/maps") as f:
-        maps = sum(1 for _ in f)
+        maps = f.readlines()
     return {
         "fds": len(os.listdir("/proc/self/fd")),
-        "maps": maps,
+        "maps": len(maps),
+        "memfd_maps": sum("memfd:" in line for line in maps),
         "children": len(child_pids()),
     }
 
@@ -361,7 +362,12 @@ def test_1000_initialize_shutdown_cycles_leave_nothing():
         shutdown()
     after = proc_counts()
     print(f"after 1000 cycles: {before} -> {after}")
-    assert after == before
+    assert after["fds"] == before["fds"]
+    assert after["children"] == before["children"] == 0
+    assert after["memfd_maps"] == before["memfd_maps"] == 0
+    # Python's own allocator may map an arena or two meanwhile; a leak of
+    # one mapping per cycle would be 1,000.
+    assert after["maps"] - before["maps"] <= 8
     assert set(os.listdir("/dev/shm")) == shm_before
 
 

@@ -249,6 +249,9 @@ int mcx_worker_init(int worker_index, void *arg);
 void mcx_renew_streams_after_fork(void);
 void mcx_worker_exit(int worker_index, void *arg);
 
+/* ---- pool.c ---- */
+extern PyTypeObject mcx_PoolHandleType;
+
 /* ---- task.c ---- */
 extern PyTypeObject mcx_TaskType;
 /* A Task of ref's pool (None if it does not run or the machine is loaded

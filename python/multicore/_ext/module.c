@@ -799,7 +799,8 @@ PyMODINIT_FUNC PyInit__multicore(void);
 
 PyMODINIT_FUNC PyInit__multicore(void)
 {
-    if (PyType_Ready(&mcx_TaskType) < 0 || PyType_Ready(&mcx_SharedMemoryType) < 0)
+    if (PyType_Ready(&mcx_TaskType) < 0 || PyType_Ready(&mcx_SharedMemoryType) < 0 ||
+        PyType_Ready(&mcx_PoolHandleType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
@@ -822,6 +823,11 @@ PyMODINIT_FUNC PyInit__multicore(void)
     Py_INCREF(&mcx_TaskType);
     if (PyModule_AddObject(module, "Task", (PyObject *)&mcx_TaskType) < 0) {
         Py_DECREF(&mcx_TaskType);
+        goto fail;
+    }
+    Py_INCREF(&mcx_PoolHandleType);
+    if (PyModule_AddObject(module, "PoolHandle", (PyObject *)&mcx_PoolHandleType) < 0) {
+        Py_DECREF(&mcx_PoolHandleType);
         goto fail;
     }
     Py_INCREF(&mcx_SharedMemoryType);
