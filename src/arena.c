@@ -41,8 +41,40 @@
 #define F_PREV_INUSE 2ull
 #define F_MASK 63ull
 
-/* Blocks at least this large give their pages back to the kernel when freed. */
+/* Blocks at least this large give their pages back to the kernel when
+   freed, once more than the retain budget of such memory is free: up to
+   it, freed pages stay committed for the next large block, because
+   faulting fresh zeroed pages in costs several times the copy into them
+   (an 8 MiB array round trip was mostly page faults). The budget is an
+   eighth of the arena, at most MC_RETAIN_MAX; `retained` is a heuristic
+   count (coalescing blurs it), kept through the journal like the rest. */
 #define MC_RELEASE_THRESHOLD ((uint64_t)1 << 20)
+#define MC_RETAIN_MAX ((uint64_t)512 << 20)
+
+static bool retain(mc_header *h, uint64_t bytes)
+{
+    mc_arena *a = &h->arena;
+    uint64_t budget = (a->end - a->start) / 8;
+    if (budget > MC_RETAIN_MAX)
+        budget = MC_RETAIN_MAX;
+    if (a->retained > budget || bytes > budget - a->retained)
+        return false;
+    mc_txn_store(h, &a->retained, a->retained + bytes);
+    return true;
+}
+
+/* The block mc_arena_release_pages() just decided to keep committed, so
+   that mc_arena_free() merging it into the rest neither counts it twice
+   nor releases it after all. */
+static _Thread_local uint64_t t_retained_block;
+
+/* A large block was handed out: it may have reused retained pages. */
+static void retain_taken(mc_header *h, uint64_t bytes)
+{
+    mc_arena *a = &h->arena;
+    if (bytes >= MC_RELEASE_THRESHOLD && a->retained)
+        mc_txn_store(h, &a->retained, a->retained > bytes ? a->retained - bytes : 0);
+}
 
 /* Address range merged into the untouched rest by the open change of this
    thread, to give back to the kernel once the change has committed. */
@@ -162,6 +194,7 @@ void mc_arena_init(mc_header *h, uint64_t start, uint64_t end)
     a->top = first;
     a->end = end;
     a->in_use = 0;
+    a->retained = 0;
     for (unsigned i = 0; i < MC_BITMAP_WORDS; i++)
         a->bitmap[i] = 0;
     for (unsigned i = 0; i < MC_NBINS; i++)
@@ -185,6 +218,7 @@ static void take_block(mc_header *h, uint64_t p, uint64_t size, uint64_t want)
     }
     mc_txn_store(h, hdr_size(h, p), size | F_INUSE | prev_flag);
     mc_txn_store(h, &h->arena.in_use, h->arena.in_use + size);
+    retain_taken(h, size);
 }
 
 uint64_t mc_arena_alloc(mc_header *h, uint64_t len)
@@ -234,12 +268,15 @@ uint64_t mc_arena_alloc(mc_header *h, uint64_t len)
     mc_txn_store(h, hdr_size(h, p), want | F_INUSE | F_PREV_INUSE);
     mc_txn_store(h, &a->top, p + want);
     mc_txn_store(h, &a->in_use, a->in_use + want);
+    retain_taken(h, want);
     return p;
 }
 
 void mc_arena_free(mc_header *h, uint64_t p)
 {
     mc_arena *a = &h->arena;
+    bool was_retained = t_retained_block == p;
+    t_retained_block = 0;
     /* Everything this free will follow is checked before the first store:
        the block (a double free ends here), the free neighbours it merges. */
     if (unlikely(!top_ok(a) || !payload_ok(a, p))) {
@@ -281,7 +318,8 @@ void mc_arena_free(mc_header *h, uint64_t p)
            kernel only after the change commits (mc_arena_after_commit):
            done now, a rollback would restore headers into zeroed pages. */
         mc_txn_store(h, &a->top, start);
-        if (next - start >= MC_RELEASE_THRESHOLD) {
+        bool kept = was_retained || (size >= MC_RELEASE_THRESHOLD && retain(h, size));
+        if (next - start >= MC_RELEASE_THRESHOLD && !kept) {
             if (t_release.h != h || t_release.lo > start)
                 t_release.lo = start;
             if (t_release.h != h || t_release.hi < next)
@@ -338,8 +376,13 @@ void mc_arena_release_pages(mc_header *h, uint64_t p)
     /* A corrupt size must not punch a hole past the region's end (in
        whatever is mapped after it). */
     uint64_t size = owned_block_size(h, p);
+    t_retained_block = 0;
     if (size < MC_RELEASE_THRESHOLD)
         return;
+    if (retain(h, size)) {
+        t_retained_block = p;
+        return;
+    }
     long page = sysconf(_SC_PAGESIZE);
     /* Keep the free-list links at the start and the next block's header. */
     uint64_t lo = MC_ALIGN_UP(p + 16, (uint64_t)page);

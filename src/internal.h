@@ -70,6 +70,7 @@ typedef struct mc_arena {
     uint64_t top;    /* offset of the untouched rest (the "wilderness") */
     uint64_t end;    /* region size */
     uint64_t in_use; /* bytes in allocated blocks, headers included */
+    uint64_t retained; /* (about) bytes of free large blocks whose pages stay committed */
     uint64_t bitmap[MC_BITMAP_WORDS];
     uint64_t bins[MC_NBINS]; /* heads of free lists (payload offsets) */
 } mc_arena;

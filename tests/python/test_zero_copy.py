@@ -154,15 +154,19 @@ def test_round_trips_leave_no_shared_memory_behind(one_worker):
     size = int(os.environ.get("MULTICORE_ZERO_COPY_MIB", "8")) * MiB
     array = np.full(size // 8, 1.5)
     base = multicore.stats()["shm_in_use"]
-    with open("/proc/self/statm") as f:
-        rss_before = int(f.read().split()[1])
+
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
     for i in range(1000):
+        if i == 100:
+            # freed pages of large blocks stay committed up to a budget,
+            # for reuse: what matters is no growth from here on
+            rss_warm = rss()
         back = run1(echo, array)
         assert back[-1] == 1.5
         del back
     gc.collect()
     assert shm_settles_at(base) == base
-    with open("/proc/self/statm") as f:
-        rss_after = int(f.read().split()[1])
-    page = os.sysconf("SC_PAGE_SIZE")
-    assert (rss_after - rss_before) * page < 2 * size
+    assert rss() - rss_warm < size
