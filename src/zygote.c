@@ -135,6 +135,8 @@ static void schedule_retry(zygote *z, mc_worker_slot *slot)
     slot->respawn_at_ns = mc_now_ns() + delay;
 }
 
+static _Noreturn void finish(zygote *z);
+
 static void on_worker_exit(zygote *z, pid_t pid, int wstatus)
 {
     mc_header *h = z->h;
@@ -149,10 +151,18 @@ static void on_worker_exit(zygote *z, pid_t pid, int wstatus)
     if (!slot)
         return;
 
-    if (mc_lock(h) == MC_OK) {
-        mc_recover_worker(h, slot, pid, wstatus);
-        mc_unlock(h);
+    if (mc_lock(h) != MC_OK) {
+        /* The shared state failed its check after a crash (the lock is
+           unrecoverable): nothing can run any more. Rather than respawn
+           workers that would die on the lock at once, take the pool down;
+           waiting callers get MC_EPOOLDIED. */
+        atomic_store_explicit(&slot->pid, 0, memory_order_release);
+        if (!z->stopping)
+            finish(z);
+        return;
     }
+    mc_recover_worker(h, slot, pid, wstatus);
+    mc_unlock(h);
     atomic_store_explicit(&slot->pid, 0, memory_order_release);
     uint32_t state = atomic_load_explicit(&slot->state, memory_order_acquire);
     if (z->stopping || atomic_load_explicit(&h->stopping, memory_order_acquire))

@@ -140,7 +140,7 @@ stage_asan() {
 #    region size, which the test harness cannot change; the same engine
 #    paths run in test_basic). Every test of tests/c runs, test_idle,
 #    test_large and the chaos test of test_crash included: under valgrind
-#    they pass, the whole stage in about 3 minutes on 2 cores.
+#    they pass, the whole stage in about 2 minutes on 2 cores.
 #  - Suppressions: only genuine false positives, each with its reason, in
 #    the file written below.
 stage_valgrind() {

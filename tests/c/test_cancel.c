@@ -103,7 +103,10 @@ TEST(destroying_a_group_stops_its_running_tasks)
     double wait0 = mc_t_now();
     for (;;) {
         CHECK_EQ_INT(mc_pool_get_stats(pool, &ps, ws, 2), 2);
-        if ((ps.live_workers == 2 && ws[0].respawns + ws[1].respawns == 2) || mc_t_now() - wait0 > 1)
+        /* (a worker counts its result's bytes just after publishing it) */
+        if ((ps.live_workers == 2 && ws[0].respawns + ws[1].respawns == 2 &&
+             ps.bytes_out == 100 * sizeof(int)) ||
+            mc_t_now() - wait0 > 1)
             break;
         mc_t_sleep_ms(1);
     }
