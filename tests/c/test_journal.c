@@ -159,3 +159,72 @@ TEST(corrupt_journal_is_refused_not_followed)
     CHECK(!mc_journal_rollback(h));
     mc_region_destroy(memfd, h, size);
 }
+
+static int nap_task(const void *a, size_t n, mc_task_ctx *c)
+{
+    (void)a, (void)n, (void)c;
+    usleep(300000);
+    return 0;
+}
+
+/*
+ * A pool whose region is refused after a crash (a corrupt journal) cannot
+ * run anything: the zygote must take it down at once, not respawn workers
+ * that die on the lock, and a waiting caller must hear MC_EPOOLDIED.
+ */
+TEST(refused_region_takes_the_pool_down)
+{
+    mc_t_snapshot snap;
+    mc_t_snap(&snap);
+    mc_pool_options o;
+    mc_pool_options_init(&o);
+    o.workers = 1;
+    o.region_size = 64 << 20;
+    mc_pool *pool;
+    REQUIRE_OK(mc_pool_start(&pool, &o));
+    REQUIRE_OK(mc_pool_wait_ready(pool, 30));
+    mc_header *h = pool->hdr;
+    mc_t_pool_pids pp;
+    mc_t_get_pool_pids(pool, &pp);
+    mc_group *g;
+    REQUIRE_OK(mc_group_create(pool, &g));
+    CHECK_OK(mc_submit(g, nap_task, NULL, 0, 1)); /* the worker will want the lock after */
+    mc_t_sleep_ms(100);
+
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) { /* dies holding the lock, with a journal entry outside the region */
+        mc_lock(h);
+        h->journal.e[0].off = h->region_size + 4096;
+        h->journal.e[0].old = 1;
+        atomic_store(&h->journal.count, 1);
+        _exit(0);
+    }
+    waitpid(pid, NULL, 0);
+    mc_group *g2;
+    REQUIRE_OK(mc_group_create(pool, &g2));
+    int forever = 0;
+    /* the submit itself may fail (the lock is unrecoverable) or queue */
+    int rc = mc_submit(g2, nap_task, &forever, sizeof forever, 1);
+    CHECK(rc == MC_OK || rc == MC_ESYSTEM);
+    double t0 = mc_t_now();
+    if (rc == MC_OK)
+        CHECK_RC(mc_group_wait(g2, 10), MC_EPOOLDIED);
+    /* the zygote exits soon (a zombie until mc_pool_stop reaps it), with
+       no respawn storm before */
+    char state = 0;
+    pid_t ppid;
+    long long ticks;
+    while (mc_t_proc_stat(pp.zygote, &state, &ppid, &ticks) == 0 && state != 'Z' &&
+           mc_t_now() - t0 < 2)
+        mc_t_sleep_ms(5);
+    CHECK_EQ_INT(state, 'Z');
+    mc_worker_stats ws;
+    CHECK(mc_pool_get_stats(pool, NULL, &ws, 1) != 1 || ws.respawns < 3);
+    printf("  pool down %.0f ms after the refused recovery\n", (mc_t_now() - t0) * 1e3);
+    mc_group_destroy(g2);
+    mc_group_destroy(g);
+    mc_pool_stop(pool);
+    CHECK_POOL_PIDS_GONE(&pp);
+    CHECK_NOTHING_LEFT(&snap);
+}
