@@ -253,11 +253,22 @@ def _exited(pid):
     return state == "Z"
 
 
-def test_caller_killed_by_sigkill_takes_the_pool_along():
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
+def test_caller_killed_by_sigkill_takes_the_pool_along(busy):
+    # busy: both workers are inside tasks (one spinning, one sleeping) when
+    # the caller dies
     script = (
         "import sys, time\n"
-        "from multicore import initialize, _multicore\n"
+        "from multicore import initialize, Task, _multicore\n"
+        "def spin():\n"
+        "    while True:\n"
+        "        pass\n"
+        "def nap():\n"
+        "    time.sleep(3600)\n"
         "initialize(workers=2)\n"
+        f"if {busy}:\n"
+        "    t = Task(); t.run(spin); t.run(nap)\n"
+        "    time.sleep(0.3)\n"
         "pids = [_multicore._zygote_pid()] + _multicore._worker_pids()\n"
         "print(' '.join(map(str, pids)), flush=True)\n"
         "time.sleep(60)\n"
