@@ -148,10 +148,14 @@ def test_returned_array_outlives_shutdown():
         assert "memfd:" not in f.read()                 # and now unmapped
 
 
-def test_round_trips_leave_no_shared_memory_behind(one_worker):
+def test_round_trips_leave_no_shared_memory_behind():
     # 1,000 round trips of an 8 MiB array (the 64 MiB variant is the same
-    # code path; set MULTICORE_ZERO_COPY_MIB=64 to run it).
+    # code path; set MULTICORE_ZERO_COPY_MIB=64 to run it). The region is
+    # 32 arrays large, so the arena keeps at most an eighth of it (4
+    # arrays) of freed pages committed for reuse: resident memory may grow
+    # by that after warm-up, never by one array per round trip.
     size = int(os.environ.get("MULTICORE_ZERO_COPY_MIB", "8")) * MiB
+    multicore.initialize(workers=1, shared_memory=32 * size)
     array = np.full(size // 8, 1.5)
     base = multicore.stats()["shm_in_use"]
 
@@ -161,12 +165,13 @@ def test_round_trips_leave_no_shared_memory_behind(one_worker):
 
     for i in range(1000):
         if i == 100:
-            # freed pages of large blocks stay committed up to a budget,
-            # for reuse: what matters is no growth from here on
             rss_warm = rss()
         back = run1(echo, array)
         assert back[-1] == 1.5
         del back
     gc.collect()
     assert shm_settles_at(base) == base
-    assert rss() - rss_warm < size
+    grown = rss() - rss_warm
+    print(f"resident memory after warm-up grew by {grown / MiB:.0f} MiB")
+    assert grown < 6 * size
+    multicore.shutdown()
