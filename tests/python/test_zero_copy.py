@@ -64,6 +64,20 @@ def drop_kept():
     gc.collect()
 
 
+def kinds(*args, **kwargs):
+    return ([type(a).__name__ for a in args],
+            {k: type(v).__name__ for k, v in kwargs.items()},
+            [bytes(a[:2]) for a in args], sum(len(a) for a in args))
+
+
+def make_bytes(n):
+    return b"x" * n
+
+
+def make_view(n):
+    return memoryview(bytearray(b"v" * n))
+
+
 def shm_settles_at(value, timeout=5.0):
     deadline = time.monotonic() + timeout
     while multicore.stats()["shm_in_use"] != value and time.monotonic() < deadline:
@@ -103,6 +117,24 @@ def test_argument_is_a_view_in_the_worker_and_the_callers_array_is_untouched(one
     assert in_shm and writeable
     assert total == float(np.arange(MiB, dtype=np.float64).sum())
     assert array[0] == 0.0          # the worker wrote to its own view
+
+
+def test_bytes_bytearray_and_memoryview_travel_out_of_band(one_worker):
+    big = b"b" * (4 * MiB)
+    task = Task()
+    task.run(kinds, big, bytearray(b"a" * MiB), memoryview(big), y=b"k" * MiB)
+    names, kw, heads, total = task.get(timeout=60)[0]
+    assert names == ["bytes", "bytearray", "memoryview"]
+    assert kw == {"y": "bytes"}
+    assert heads == [b"bb", b"aa", b"bb"] and total == 9 * MiB
+    # returned: bytes and bytearray are rebuilt (they own their memory);
+    # a memoryview is a view of the shared memory itself
+    assert run1(make_bytes, 2 * MiB) == b"x" * (2 * MiB)
+    assert run1(echo, bytearray(big)) == bytearray(big)
+    view = run1(make_view, MiB)
+    assert isinstance(view, memoryview) and backed_by_shared_memory(view)
+    assert bytes(view[:2]) == b"vv" and len(view) == MiB
+    assert run1(make_bytes, 10) == b"x" * 10     # small: in the stream
 
 
 def test_small_buffers_stay_in_band(one_worker):

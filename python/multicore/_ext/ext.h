@@ -144,6 +144,7 @@ typedef struct {
     PyObject *protocol;    /* int 5 */
     PyObject *dill_dumps;  /* imported on first use_dill=True */
     PyObject *dill_loads;
+    PyObject *as_memoryview;  /* _multicore._as_memoryview, for _BytesLike */
 
     /* multicore.exceptions */
     PyObject *MulticoreError;
@@ -236,7 +237,8 @@ void mcx_buffer_release(mcx_buffer *buf);
 extern PyTypeObject mcx_SharedMemoryType;
 int mcx_frame_parse(const void *data, size_t len, mcx_frame *out);
 void mcx_frame_buffer(const mcx_frame *f, size_t i, size_t *off, size_t *len);
-int mcx_oob_encode(PyObject *obj, int use_dill, mcx_oob *out);
+extern PyTypeObject mcx_BytesLikeType;
+int mcx_oob_encode(PyObject *obj, int is_call, int use_dill, mcx_oob *out);
 int mcx_oob_write(const mcx_oob *src, void *dst);
 void mcx_oob_release(mcx_oob *o);
 PyObject *mcx_oob_loads(const void *frame, size_t len, int use_dill, mc_hold **hold);

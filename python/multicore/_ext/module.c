@@ -750,6 +750,12 @@ static PyObject *mod_stats(PyObject *module, PyObject *unused)
  * Module init
  * --------------------------------------------------------------------- */
 
+static PyObject *mod_as_memoryview(PyObject *module, PyObject *buffer)
+{
+    (void)module;
+    return PyMemoryView_FromObject(buffer);
+}
+
 static PyMethodDef module_methods[] = {
     {"initialize", (PyCFunction)(void (*)(void))mod_initialize,
      METH_VARARGS | METH_KEYWORDS, initialize_doc},
@@ -760,6 +766,8 @@ static PyMethodDef module_methods[] = {
      number_of_workers_doc},
     {"worker_id", mod_worker_id, METH_NOARGS, worker_id_doc},
     {"stats", mod_stats, METH_NOARGS, stats_doc},
+    {"_as_memoryview", mod_as_memoryview, METH_O,
+     "_as_memoryview(buffer)\n--\n\nmemoryview(buffer): rebuilds a memoryview sent out of band."},
     {"wait_first", (PyCFunction)(void (*)(void))mcx_wait_first,
      METH_VARARGS | METH_KEYWORDS,
      "wait_first(tasks, timeout=None)\n--\n\n"
@@ -800,7 +808,7 @@ PyMODINIT_FUNC PyInit__multicore(void);
 PyMODINIT_FUNC PyInit__multicore(void)
 {
     if (PyType_Ready(&mcx_TaskType) < 0 || PyType_Ready(&mcx_SharedMemoryType) < 0 ||
-        PyType_Ready(&mcx_PoolHandleType) < 0)
+        PyType_Ready(&mcx_PoolHandleType) < 0 || PyType_Ready(&mcx_BytesLikeType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
@@ -816,6 +824,9 @@ PyMODINIT_FUNC PyInit__multicore(void)
     if (mcx.protocol == NULL && (mcx.protocol = PyLong_FromLong(5)) == NULL)
         goto fail;
     if (mcx_load_exceptions() < 0)
+        goto fail;
+    Py_XSETREF(mcx.as_memoryview, PyObject_GetAttrString(module, "_as_memoryview"));
+    if (mcx.as_memoryview == NULL)
         goto fail;
     if (forget_if_forked() < 0)
         goto fail;

@@ -92,9 +92,131 @@ static PyObject *collect_buffer(PyObject *list, PyObject *picklebuffer)
 
 static PyMethodDef collect_buffer_def = {"_collect_buffer", collect_buffer, METH_O, NULL};
 
+/* ---------------------------------------------------------------------
+ * Large bytes, bytearray and memoryview
+ *
+ * Pickle writes bytes and bytearray into the stream even with protocol 5
+ * (and cannot pickle a memoryview), and its C implementation handles them
+ * before any override is consulted. So a large one given directly as an
+ * argument (or keyword argument) of run(), or returned by the task, is
+ * wrapped in a _BytesLike whose reduction carries a PickleBuffer: it goes
+ * out of band, written once; the other side rebuilds a bytes or bytearray
+ * from the view (one copy: those types own their memory) or receives a
+ * memoryview of the shared memory itself.
+ * --------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *obj;
+} BytesLikeObject;
+
+static void byteslike_dealloc(BytesLikeObject *self)
+{
+    Py_XDECREF(self->obj);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *byteslike_reduce_ex(BytesLikeObject *self, PyObject *protocol)
+{
+    (void)protocol;
+    PyObject *ctor;
+    if (PyBytes_CheckExact(self->obj))
+        ctor = (PyObject *)&PyBytes_Type;
+    else if (PyByteArray_CheckExact(self->obj))
+        ctor = (PyObject *)&PyByteArray_Type;
+    else
+        ctor = mcx.as_memoryview;
+    PyObject *buffer = PyPickleBuffer_FromObject(self->obj);
+    if (buffer == NULL)
+        return NULL;
+    PyObject *result = Py_BuildValue("(O(N))", ctor, buffer);
+    return result;
+}
+
+static PyMethodDef byteslike_methods[] = {
+    {"__reduce_ex__", (PyCFunction)byteslike_reduce_ex, METH_O, NULL},
+    {NULL, NULL, 0, NULL}
+};
+
+PyTypeObject mcx_BytesLikeType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "multicore._multicore._BytesLike",
+    .tp_basicsize = sizeof(BytesLikeObject),
+    .tp_dealloc = (destructor)byteslike_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_methods = byteslike_methods,
+};
+
+/* obj itself, or a _BytesLike around it when it is a large bytes,
+   bytearray or C-contiguous memoryview. New reference. */
+static PyObject *wrap_large(PyObject *obj)
+{
+    Py_ssize_t n = -1;
+    if (PyBytes_CheckExact(obj))
+        n = PyBytes_GET_SIZE(obj);
+    else if (PyByteArray_CheckExact(obj))
+        n = PyByteArray_GET_SIZE(obj);
+    else if (PyMemoryView_Check(obj) && PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(obj), 'C'))
+        n = PyMemoryView_GET_BUFFER(obj)->len;
+    if (n < MCX_OOB_MIN)
+        return Py_NewRef(obj);
+    BytesLikeObject *w = PyObject_New(BytesLikeObject, &mcx_BytesLikeType);
+    if (w == NULL)
+        return NULL;
+    w->obj = Py_NewRef(obj);
+    return (PyObject *)w;
+}
+
+/* A call's (args, kwargs) pair with large bytes-likes wrapped, or the
+   pair itself when there is none. New reference. */
+static PyObject *wrap_call(PyObject *pair)
+{
+    PyObject *args = PyTuple_GET_ITEM(pair, 0), *kwargs = PyTuple_GET_ITEM(pair, 1);
+    PyObject *new_args = PyTuple_New(PyTuple_GET_SIZE(args));
+    PyObject *new_kwargs = new_args ? PyDict_New() : NULL;
+    if (new_kwargs == NULL) {
+        Py_XDECREF(new_args);
+        return NULL;
+    }
+    int changed = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++) {
+        PyObject *item = wrap_large(PyTuple_GET_ITEM(args, i));
+        if (item == NULL)
+            goto fail;
+        changed |= item != PyTuple_GET_ITEM(args, i);
+        PyTuple_SET_ITEM(new_args, i, item);
+    }
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(kwargs, &pos, &key, &value)) {
+        PyObject *item = wrap_large(value);
+        if (item == NULL)
+            goto fail;
+        changed |= item != value;
+        int rc = PyDict_SetItem(new_kwargs, key, item);
+        Py_DECREF(item);
+        if (rc < 0)
+            goto fail;
+    }
+    if (!changed) {
+        Py_DECREF(new_args);
+        Py_DECREF(new_kwargs);
+        return Py_NewRef(pair);
+    }
+    PyObject *out = PyTuple_Pack(2, new_args, new_kwargs);
+    Py_DECREF(new_args);
+    Py_DECREF(new_kwargs);
+    return out;
+fail:
+    Py_DECREF(new_args);
+    Py_DECREF(new_kwargs);
+    return NULL;
+}
+
 /* Pickle obj for a frame: mcx_oob.frame_size tells how much shared memory
-   mcx_oob_write() needs. With dill there are no out-of-band buffers. */
-int mcx_oob_encode(PyObject *obj, int use_dill, mcx_oob *out)
+   mcx_oob_write() needs. is_call: obj is a run()'s (args, kwargs) pair.
+   With dill there are no out-of-band buffers. */
+int mcx_oob_encode(PyObject *obj, int is_call, int use_dill, mcx_oob *out)
 {
     memset(out, 0, sizeof *out);
     if (use_dill) {
@@ -110,8 +232,10 @@ int mcx_oob_encode(PyObject *obj, int use_dill, mcx_oob *out)
             Py_DECREF(list);
             return -1;
         }
-        PyObject *kwargs = Py_BuildValue("{s:O}", "buffer_callback", callback);
-        PyObject *args = kwargs ? PyTuple_Pack(2, obj, mcx.protocol) : NULL;
+        PyObject *wrapped = is_call ? wrap_call(obj) : wrap_large(obj);
+        PyObject *kwargs = wrapped ? Py_BuildValue("{s:O}", "buffer_callback", callback) : NULL;
+        PyObject *args = kwargs ? PyTuple_Pack(2, wrapped, mcx.protocol) : NULL;
+        Py_XDECREF(wrapped);
         out->pickle = args ? PyObject_Call(mcx.pickle_dumps, args, kwargs) : NULL;
         Py_XDECREF(args);
         Py_XDECREF(kwargs);

@@ -343,7 +343,7 @@ static PyObject *Task_run(TaskObject *self, PyObject *args, PyObject *kwargs)
     pair = PyTuple_Pack(2, call_args, call_kwargs);
     if (pair == NULL)
         goto done;
-    if (mcx_oob_encode(pair, use_dill, &frame) < 0)
+    if (mcx_oob_encode(pair, 1, use_dill, &frame) < 0)
         goto done;
     Py_CLEAR(pair);
     if (grow_runs(self) < 0)

@@ -142,7 +142,7 @@ static int run_task(const void *arg, size_t arg_len, mc_task_ctx *ctx)
 
     if (task.format == MCX_FMT_PICKLE) {
         /* large buffers of the result go out of band: copied once */
-        if (mcx_oob_encode(result, 0, &frame_out) < 0) {
+        if (mcx_oob_encode(result, 0, 0, &frame_out) < 0) {
             rc = exception_result(ctx);
             goto done;
         }
