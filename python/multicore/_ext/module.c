@@ -1,10 +1,13 @@
 /*
  * module.c — the module multicore._multicore and the pool's lifecycle.
  *
- * Owns: the module state (mcx) and module init, initialize() / shutdown()
- * (the one process-wide pool), the fork hooks that keep the interpreter
- * consistent across the engine's forks, ranges(), number_of_workers(), and
- * two introspection helpers for tests (_worker_pids, _zygote_pid).
+ * Owns: the module state (mcx) and module init; the lifecycle of a pool
+ * ref (mcx_ref_start / mcx_ref_stop, shared by initialize() / shutdown()
+ * for the process-wide pool mcx.main and by Pool objects in pool.c); the
+ * fork hooks that keep the interpreter consistent across the engine's
+ * forks; ranges(), number_of_workers(), worker_id(), worker_state(),
+ * stats(), and two introspection helpers for tests (_worker_pids,
+ * _zygote_pid).
  *
  * Lifecycle rules kept here:
  *   - initialize() and shutdown() are serialized by lifecycle_lock and may
