@@ -198,6 +198,7 @@ int mcx_parse_pool_args(PyObject *workers_obj, PyObject *init_obj, PyObject *exi
 int mcx_ref_start(mcx_poolref *ref, int workers, size_t region_size,
                   PyObject *init_obj, PyObject *exit_obj);
 int mcx_ref_stop(mcx_poolref *ref);
+int mcx_forget_if_forked(void);       /* lifecycle.c, at module init */
 PyObject *mcx_ref_worker_pids(mcx_poolref *ref);
 PyObject *mcx_ref_stats(mcx_poolref *ref);
 int mcx_number_of_workers(void);

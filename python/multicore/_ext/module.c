@@ -1,31 +1,15 @@
 /*
- * module.c — the module multicore._multicore and the pool's lifecycle.
+ * module.c — the module multicore._multicore.
  *
- * Owns: the module state (mcx) and module init; the lifecycle of a pool
- * ref (mcx_ref_start / mcx_ref_stop, shared by initialize() / shutdown()
- * for the process-wide pool mcx.main and by Pool objects in pool.c); the
- * fork hooks that keep the interpreter consistent across the engine's
- * forks; ranges(), number_of_workers(), worker_id(), worker_state(),
- * stats(), and two introspection helpers for tests (_worker_pids,
- * _zygote_pid).
- *
- * Lifecycle rules kept here:
- *   - initialize() and shutdown() are serialized by lifecycle_lock and may
- *     be called from any thread, any number of times.
- *   - Every thread that touches the pool's shared memory counts itself in
- *     mcx.inflight; shutdown() first hides the pool (pool = NULL, generation
- *     bumped, so no new work starts), waits for inflight to drain, and only
- *     then calls mc_pool_stop() with the GIL released.
- *   - A process forked from the caller (os.fork()) inherits mcx but not the
- *     pool: owner_pid tells them apart, and such a child never stops or
- *     frees the parent's pool; it may start its own.
+ * Owns: the module state (mcx) and module init; initialize() / shutdown()
+ * of the process-wide pool mcx.main (the work is lifecycle.c's);
+ * ranges(), number_of_workers(), worker_id(), worker_state(), stats(), and
+ * two introspection helpers for tests (_worker_pids, _zygote_pid).
  */
 #include "ext.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 mcx_state mcx;
@@ -67,142 +51,6 @@ void mcx_flush_std(void)
     PyErr_Restore(type, value, tb);
 }
 
-void mcx_defer_or_destroy_group(mcx_poolref *ref, mc_group *group, uint64_t generation,
-                                pid_t pid)
-{
-    if (group == NULL)
-        return;
-    if (pid != getpid())
-        return;   /* inherited through fork(): the parent's, not ours */
-    if (ref->stopping && generation == ref->stopping_generation) {
-        /* mc_pool_stop() runs right now in another thread: destroy the
-           group once it has returned. */
-        if (ref->n_deferred == ref->cap_deferred) {
-            size_t cap = ref->cap_deferred ? ref->cap_deferred * 2 : 16;
-            mc_group **grown = PyMem_RawRealloc(ref->deferred,
-                                                cap * sizeof *grown);
-            if (grown == NULL)
-                return;   /* leak one handle rather than race the stop */
-            ref->deferred = grown;
-            ref->cap_deferred = cap;
-        }
-        ref->deferred[ref->n_deferred++] = group;
-        return;
-    }
-    mc_group_destroy(group);
-}
-
-/* ---------------------------------------------------------------------
- * Fork hooks (called by the engine around each of its forks)
- * --------------------------------------------------------------------- */
-
-static void hook_before_fork(void *arg)
-{
-    (void)arg;
-    /* Buffered output would otherwise be written again by the child. */
-    mcx_flush_std();
-    PyOS_BeforeFork();
-}
-
-static void hook_after_fork_parent(void *arg)
-{
-    (void)arg;
-    PyOS_AfterFork_Parent();
-}
-
-static void ignore_sigint(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = SIG_IGN;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-}
-
-static void hook_after_fork_child(void *arg, mc_role role)
-{
-    (void)arg;
-    PyOS_AfterFork_Child();
-    if (role == MC_ROLE_ZYGOTE)
-        mcx_renew_streams_after_fork();
-    /* Ctrl-C reaches the whole process group: it is the caller's to
-       handle. The zygote and the workers ignore it at the C level, so no
-       worker prints a KeyboardInterrupt traceback. */
-    ignore_sigint();
-    if (role == MC_ROLE_WORKER) {
-        /* Park the GIL; the worker callbacks take it when they run Python.
-           The zygote keeps it: it runs the fork hooks for every worker. */
-        mcx.worker_tstate = PyEval_SaveThread();
-    }
-}
-
-/* ---------------------------------------------------------------------
- * Lifecycle lock
- * --------------------------------------------------------------------- */
-
-/* In a process forked from the caller, forget the parent's pool and a
-   lock some vanished thread may hold. */
-static int forget_if_forked(void)
-{
-    pid_t me = getpid();
-    if (mcx.lifecycle_lock == NULL || mcx.lock_pid != me) {
-        PyThread_type_lock lock = PyThread_allocate_lock();
-        if (lock == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        /* The old lock (if any) is left alone: freeing a lock that may be
-           held is undefined. */
-        mcx.lifecycle_lock = lock;
-        mcx.lock_pid = me;
-    }
-    if (mcx.main.pool != NULL && mcx.main.owner_pid != me) {
-        mcx.main.pool = NULL;
-        mcx.main.generation++;
-        mcx.main.workers = 0;
-        mcx.inflight = 0;
-        mcx_tls_inflight = 0;
-        mcx.main.stopping = 0;
-        mcx.main.n_deferred = 0;
-    }
-    return 0;
-}
-
-static int lifecycle_acquire(void)
-{
-    if (forget_if_forked() < 0)
-        return -1;
-    if (!PyThread_acquire_lock(mcx.lifecycle_lock, NOWAIT_LOCK)) {
-        Py_BEGIN_ALLOW_THREADS
-        PyThread_acquire_lock(mcx.lifecycle_lock, WAIT_LOCK);
-        Py_END_ALLOW_THREADS
-    }
-    return 0;
-}
-
-static void lifecycle_release(void)
-{
-    PyThread_release_lock(mcx.lifecycle_lock);
-}
-
-/* Stop a pool with the GIL released, keeping any pending exception.
-   *err receives errno as mc_pool_stop() left it. */
-static int stop_pool(mc_pool *pool, int *err)
-{
-    PyObject *type, *value, *tb;
-    int rc, saved = 0;
-    PyErr_Fetch(&type, &value, &tb);
-    Py_BEGIN_ALLOW_THREADS
-    errno = 0;
-    rc = mc_pool_stop(pool);
-    saved = errno;
-    Py_END_ALLOW_THREADS
-    PyErr_Restore(type, value, tb);
-    if (err != NULL)
-        *err = saved;
-    return rc;
-}
-
 /* ---------------------------------------------------------------------
  * initialize / shutdown
  * --------------------------------------------------------------------- */
@@ -222,168 +70,6 @@ PyDoc_STRVAR(initialize_doc,
 "beyond it run() and get() raise MemoryError.\n"
 "Functions and globals defined before this call are visible to the\n"
 "workers.");
-
-/* Check initialize()'s / Pool()'s arguments. 0, or -1 with an exception. */
-int mcx_parse_pool_args(PyObject *workers_obj, PyObject *init_obj, PyObject *exit_obj,
-                        PyObject *shm_obj, int *workers_out, size_t *region_out)
-{
-    int workers = 0;
-    size_t region_size = 0;
-    if (workers_obj != Py_None) {
-        if (PyBool_Check(workers_obj) || !PyLong_Check(workers_obj)) {
-            PyErr_Format(PyExc_TypeError,
-                         "workers must be a positive int or None, not %.100s",
-                         Py_TYPE(workers_obj)->tp_name);
-            return -1;
-        }
-        int overflow = 0;
-        long w = PyLong_AsLongAndOverflow(workers_obj, &overflow);
-        if (w == -1 && PyErr_Occurred())
-            return -1;
-        if (overflow != 0 || w < 1 || w > 65536) {
-            PyErr_Format(PyExc_ValueError,
-                         "workers must be between 1 and 65536, got %R",
-                         workers_obj);
-            return -1;
-        }
-        workers = (int)w;
-    }
-    if (init_obj != Py_None && !PyCallable_Check(init_obj)) {
-        PyErr_Format(PyExc_TypeError,
-                     "worker_init must be callable or None, not %.100s",
-                     Py_TYPE(init_obj)->tp_name);
-        return -1;
-    }
-    if (shm_obj != Py_None) {
-        if (PyBool_Check(shm_obj) || !PyLong_Check(shm_obj)) {
-            PyErr_Format(PyExc_TypeError,
-                         "shared_memory must be an int (bytes) or None, not %.100s",
-                         Py_TYPE(shm_obj)->tp_name);
-            return -1;
-        }
-        int overflow = 0;
-        long long n = PyLong_AsLongLongAndOverflow(shm_obj, &overflow);
-        if (n == -1 && PyErr_Occurred())
-            return -1;
-        if (overflow != 0 || n < (1 << 20)) {
-            PyErr_Format(PyExc_ValueError,
-                         "shared_memory must be at least 1 MiB (1048576), got %R",
-                         shm_obj);
-            return -1;
-        }
-        region_size = (size_t)n;
-    }
-    if (exit_obj != Py_None && !PyCallable_Check(exit_obj)) {
-        PyErr_Format(PyExc_TypeError,
-                     "worker_exit must be callable or None, not %.100s",
-                     Py_TYPE(exit_obj)->tp_name);
-        return -1;
-    }
-    if (mc_worker_index() >= 0) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "a multicore pool cannot be started in a worker");
-        return -1;
-    }
-    *workers_out = workers;
-    *region_out = region_size;
-    return 0;
-}
-
-/* Start ref's pool unless it runs. 0, or -1 with an exception. */
-int mcx_ref_start(mcx_poolref *ref, int workers, size_t region_size, PyObject *init_obj,
-                  PyObject *exit_obj)
-{
-    if (lifecycle_acquire() < 0)
-        return -1;
-    if (ref->pool != NULL) {           /* already running: harmless */
-        lifecycle_release();
-        return 0;
-    }
-
-    if (init_obj != Py_None) {
-        Py_INCREF(init_obj);
-        Py_XSETREF(ref->worker_init, init_obj);
-    } else {
-        Py_CLEAR(ref->worker_init);
-    }
-    if (exit_obj != Py_None) {
-        Py_INCREF(exit_obj);
-        Py_XSETREF(ref->worker_exit, exit_obj);
-    } else {
-        Py_CLEAR(ref->worker_exit);
-    }
-
-    mc_pool_options opts;
-    mc_pool_options_init(&opts);
-    opts.workers = workers;
-    opts.region_size = region_size;
-    opts.worker_init = mcx_worker_init;
-    opts.worker_exit = mcx_worker_exit;
-    opts.worker_init_arg = ref;
-    opts.worker_exit_arg = ref;
-    opts.before_fork = hook_before_fork;
-    opts.after_fork_parent = hook_after_fork_parent;
-    opts.after_fork_child = hook_after_fork_child;
-
-    /* The GIL stays held: the fork hooks run in this thread and need it. */
-    mc_pool *pool = NULL;
-    errno = 0;
-    int rc = mc_pool_start(&pool, &opts);
-    if (rc != MC_OK) {
-        int err = errno;
-        Py_CLEAR(ref->worker_init);
-        Py_CLEAR(ref->worker_exit);
-        lifecycle_release();
-        mcx_raise_mc(rc, err, "multicore.initialize");
-        return -1;
-    }
-
-    /* Wait for every worker's init with the GIL released, in slices so
-       that Ctrl-C is seen. */
-    for (;;) {
-        Py_BEGIN_ALLOW_THREADS
-        rc = mc_pool_wait_ready(pool, 0.05);
-        Py_END_ALLOW_THREADS
-        if (rc == MC_OK)
-            break;
-        if (rc == MC_ETIMEDOUT || rc == MC_EINTR) {
-            if (PyErr_CheckSignals() < 0)
-                goto fail_stop;
-            continue;
-        }
-        if (rc == MC_EWORKERINIT) {
-            const char *why = mc_pool_error(pool);
-            PyObject *text = PyUnicode_DecodeUTF8(why, (Py_ssize_t)strlen(why),
-                                                  "replace");
-            if (text != NULL) {
-                PyObject *msg = PyUnicode_FromFormat(
-                    "worker_init failed in a worker:\n%U", text);
-                if (msg != NULL) {
-                    PyErr_SetObject(mcx.WorkerInitError, msg);
-                    Py_DECREF(msg);
-                }
-                Py_DECREF(text);
-            }
-            goto fail_stop;
-        }
-        mcx_raise_mc(rc, 0, "multicore.initialize");
-        goto fail_stop;
-    }
-
-    ref->pool = pool;
-    ref->owner_pid = getpid();
-    ref->generation++;
-    ref->workers = mc_pool_workers(pool);
-    lifecycle_release();
-    return 0;
-
-fail_stop:
-    stop_pool(pool, NULL);
-    Py_CLEAR(ref->worker_init);
-    Py_CLEAR(ref->worker_exit);
-    lifecycle_release();
-    return -1;
-}
 
 static PyObject *mod_initialize(PyObject *module, PyObject *args, PyObject *kwargs)
 {
@@ -411,55 +97,6 @@ PyDoc_STRVAR(shutdown_doc,
 "Stop the pool: queued tasks are cancelled, every worker exits and is\n"
 "reaped. Harmless when the pool is not running; initialize() may be\n"
 "called again afterwards.");
-
-/* Stop ref's pool if it runs. 0, or -1 with an exception. */
-int mcx_ref_stop(mcx_poolref *ref)
-{
-    if (mcx_tls_inflight > 0) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "multicore.shutdown() cannot be called while this "
-                        "thread is reading task results or writing task "
-                        "arguments (from a signal handler or an unpickler)");
-        return -1;
-    }
-    if (lifecycle_acquire() < 0)
-        return -1;
-    if (ref->pool == NULL) {
-        lifecycle_release();
-        return 0;
-    }
-    mc_pool *pool = ref->pool;
-    /* Hide the pool: Task() now returns None, run()/get() raise
-       PoolNotRunningError, and waiters leave their wait slices. */
-    ref->pool = NULL;
-    ref->stopping_generation = ref->generation;
-    ref->generation++;
-    ref->stopping = 1;
-    while (mcx.inflight > 0) {
-        Py_BEGIN_ALLOW_THREADS
-        struct timespec ts = {0, 1000000};   /* 1 ms */
-        nanosleep(&ts, NULL);
-        Py_END_ALLOW_THREADS
-    }
-    int err = 0;
-    int rc = stop_pool(pool, &err);
-    ref->stopping = 0;
-    /* Groups freed while the stop ran: destroying them is safe now. */
-    for (size_t i = 0; i < ref->n_deferred; i++)
-        mc_group_destroy(ref->deferred[i]);
-    ref->n_deferred = 0;
-    ref->workers = 0;
-    Py_CLEAR(ref->worker_init);
-    Py_CLEAR(ref->worker_exit);
-    Py_CLEAR(mcx.last_fn);
-    Py_CLEAR(mcx.last_fn_bytes);
-    lifecycle_release();
-    if (rc != MC_OK) {
-        mcx_raise_mc(rc, err, "multicore.shutdown");
-        return -1;
-    }
-    return 0;
-}
 
 static PyObject *mod_shutdown(PyObject *module, PyObject *unused)
 {
@@ -831,7 +468,7 @@ PyMODINIT_FUNC PyInit__multicore(void)
     Py_XSETREF(mcx.as_memoryview, PyObject_GetAttrString(module, "_as_memoryview"));
     if (mcx.as_memoryview == NULL)
         goto fail;
-    if (forget_if_forked() < 0)
+    if (mcx_forget_if_forked() < 0)
         goto fail;
 
     Py_INCREF(&mcx_TaskType);
