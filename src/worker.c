@@ -28,8 +28,10 @@ struct mc_task_ctx {
     mc_task *task;
 };
 
-/* This process's identity when it is a worker. */
+/* This process's identity when it is a worker (its pid cached: getpid() is
+   a real system call, and publish() needs it for every task). */
 static int g_worker_index = -1;
+static pid_t g_worker_pid;
 static mc_header *g_hdr;
 static mc_worker_slot *g_slot;
 
@@ -134,7 +136,7 @@ static bool publish(mc_header *h, mc_task *t, mc_worker_slot *slot, int code)
         t->result_len = 0;
     t->status = code ? MC_ETASK : MC_OK;
     t->task_code = code;
-    t->worker_pid = (int32_t)getpid();
+    t->worker_pid = (int32_t)g_worker_pid;
     t->term_signal = 0;
     t->exit_status = 0;
     uint32_t old = atomic_load_explicit(&t->state, memory_order_relaxed);
@@ -211,7 +213,8 @@ _Noreturn void mc_worker_main(mc_header *h, int index, const mc_pool_options *op
     g_hdr = h;
     g_slot = slot_of(h, index);
     mc_worker_slot *slot = g_slot;
-    atomic_store_explicit(&slot->pid, (int32_t)getpid(), memory_order_release);
+    g_worker_pid = getpid();
+    atomic_store_explicit(&slot->pid, (int32_t)g_worker_pid, memory_order_release);
 
     if (opts->after_fork_child)
         opts->after_fork_child(opts->fork_hook_arg, MC_ROLE_WORKER);

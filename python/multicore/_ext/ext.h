@@ -171,6 +171,15 @@ typedef struct {
 
 extern mcx_state mcx;
 
+/* This process's pid, cached (glibc's getpid() is a system call, and the
+   binding checks it on every call to tell a fork() child from the pool's
+   owner); kept right by a pthread_atfork child handler (lifecycle.c). */
+extern pid_t mcx_pid;
+static inline pid_t mcx_getpid(void)
+{
+    return mcx_pid;
+}
+
 /* Shared-memory access outside the engine's own calls (filling a reserved
    argument, reading result bytes) happens between these two: shutdown()
    waits until no thread is inside. The per-thread count lets shutdown()

@@ -20,6 +20,8 @@
  */
 #include "ext.h"
 
+#include <pthread.h>
+
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
@@ -31,7 +33,7 @@ void mcx_defer_or_destroy_group(mcx_poolref *ref, mc_group *group, uint64_t gene
 {
     if (group == NULL)
         return;
-    if (pid != getpid())
+    if (pid != mcx_getpid())
         return;   /* inherited through fork(): the parent's, not ours */
     if (ref->stopping && generation == ref->stopping_generation) {
         /* mc_pool_stop() runs right now in another thread: destroy the
@@ -101,9 +103,24 @@ static void hook_after_fork_child(void *arg, mc_role role)
 
 /* In a process forked from the caller, forget the parent's pool and a
    lock some vanished thread may hold. */
+pid_t mcx_pid;
+
+static void refresh_pid(void)
+{
+    mcx_pid = getpid();
+}
+
 int mcx_forget_if_forked(void)
 {
-    pid_t me = getpid();
+    static int registered;
+    if (!registered) {
+        /* every fork (os.fork(), the engine's own) runs this in the child */
+        pthread_atfork(NULL, NULL, refresh_pid);
+        registered = 1;
+    }
+    if (mcx_pid != getpid())
+        refresh_pid();
+    pid_t me = mcx_getpid();
     if (mcx.lifecycle_lock == NULL || mcx.lock_pid != me) {
         PyThread_type_lock lock = PyThread_allocate_lock();
         if (lock == NULL) {
@@ -310,7 +327,7 @@ int mcx_ref_start(mcx_poolref *ref, int workers, size_t region_size, PyObject *i
     }
 
     ref->pool = pool;
-    ref->owner_pid = getpid();
+    ref->owner_pid = mcx_getpid();
     ref->generation++;
     ref->workers = mc_pool_workers(pool);
     lifecycle_release();

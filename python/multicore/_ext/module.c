@@ -21,7 +21,7 @@ _Thread_local long mcx_tls_inflight;
 
 int mcx_ref_alive(const mcx_poolref *ref)
 {
-    return ref->pool != NULL && ref->owner_pid == getpid();
+    return ref->pool != NULL && ref->owner_pid == mcx_getpid();
 }
 
 int mcx_pool_alive(void)

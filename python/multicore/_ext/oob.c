@@ -400,7 +400,7 @@ PyObject *mcx_oob_loads(const void *frame, size_t len, int use_dill, mc_hold **h
         shm->base = (char *)frame;
         shm->len = (Py_ssize_t)len;
         shm->exports = 0;
-        shm->pid = getpid();
+        shm->pid = mcx_getpid();
         whole = PyMemoryView_FromObject((PyObject *)shm);
         Py_DECREF(shm);   /* the memoryview keeps it */
         if (whole == NULL) {

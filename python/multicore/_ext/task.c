@@ -59,7 +59,7 @@ static double monotonic_now(void)
 static int task_pool_ok(TaskObject *self)
 {
     return self->generation == self->ref->generation && mcx_ref_alive(self->ref) &&
-           self->pid == getpid();
+           self->pid == mcx_getpid();
 }
 
 static void clear_runs(TaskObject *self)
@@ -144,7 +144,7 @@ PyObject *mcx_task_new(mcx_poolref *ref, PyObject *ref_owner, double max_load_av
     self->ref = ref;
     self->ref_owner = Py_XNewRef(ref_owner);
     self->generation = ref->generation;
-    self->pid = getpid();
+    self->pid = mcx_getpid();
     int rc = mc_group_create(ref->pool, &self->group);
     if (rc != MC_OK) {
         int err = errno;
