@@ -13,6 +13,7 @@
 #define _GNU_SOURCE
 #include "internal.h"
 
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -255,19 +256,27 @@ static int wait_task(mc_pool *pool, mc_task *t, int64_t deadline)
     uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
     if (is_final(s))
         return MC_OK;
-    int64_t spin_until = mc_now_ns() + MC_SPIN_NS;
+    int64_t start = mc_now_ns(), now = start;
     do {
         for (int i = 0; i < 64; i++) {
             if (is_final(atomic_load_explicit(&t->state, memory_order_acquire)))
                 return MC_OK;
             mc_cpu_relax();
         }
-    } while (mc_now_ns() < spin_until && mc_now_ns() < deadline);
+        now = mc_now_ns();
+        if (now - start > MC_SPIN_YIELD_NS)
+            sched_yield();
+    } while (now - start < MC_SPIN_NS && now < deadline);
 
     for (;;) {
         s = atomic_load_explicit(&t->state, memory_order_acquire);
         if (is_final(s))
             return MC_OK;
+        /* A poll (timeout 0, or past it): no WAITER bit, which would make
+           the worker issue a wake-up system call for nobody, and no check
+           of the zygote (a poll(2)) either. */
+        if (mc_now_ns() >= deadline)
+            return MC_ETIMEDOUT;
         if (!(s & MC_TS_WAITER)) {
             if (!atomic_compare_exchange_weak_explicit(&t->state, &s, s | MC_TS_WAITER,
                                                        memory_order_acq_rel, memory_order_acquire))

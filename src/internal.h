@@ -297,8 +297,12 @@ static inline void mc_cpu_relax(void)
     __asm__ __volatile__("yield" ::: "memory");
 #endif
 }
-/* How long a process spins on a word before it sleeps. */
+/* How long a process spins on a word before it sleeps. After the first
+   MC_SPIN_YIELD_NS of it, the spinner yields its CPU between rounds: when
+   the partner it waits for was just woken on the same CPU (on a 2-vCPU VM
+   the scheduler often puts them there), spinning would only delay it. */
 #define MC_SPIN_NS 20000
+#define MC_SPIN_YIELD_NS 2000
 
 /* ---- zygote.c / worker.c --------------------------------------------- */
 

@@ -20,6 +20,7 @@
 #include "internal.h"
 
 #include <limits.h>
+#include <sched.h>
 
 static inline uint64_t load64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 
@@ -91,14 +92,17 @@ void mc_wait_for_work(mc_header *h)
 {
     /* A short spin first: handing over a task to a spinning worker costs
        well under a microsecond, waking a sleeping one tens of them. */
-    int64_t until = mc_now_ns() + MC_SPIN_NS;
+    int64_t start = mc_now_ns(), now = start;
     do {
         for (int i = 0; i < 64; i++) {
             if (worker_should_look(h))
                 return;
             mc_cpu_relax();
         }
-    } while (mc_now_ns() < until);
+        now = mc_now_ns();
+        if (now - start > MC_SPIN_YIELD_NS)
+            sched_yield(); /* let a caller woken on this CPU run */
+    } while (now - start < MC_SPIN_NS);
 
     uint32_t seq = atomic_load_explicit(&h->work_seq, memory_order_acquire);
     atomic_fetch_add_explicit(&h->work_sleepers, 1, memory_order_seq_cst);
