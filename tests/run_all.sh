@@ -15,6 +15,8 @@
 #   install  cmake --install into a temp prefix; the README example built with
 #            pkg-config against the shared and against the static library
 #   python   pip install ".[test]" (-Werror), pytest, python -m multicore demo
+#   bench    the benchmark suite's quick mode against the peers (proves it
+#            runs; asserts no speed)
 #
 # Environment: MULTICORE_STAGES="gcc clang ..." runs a subset;
 # MULTICORE_BUILD_ROOT (default build-ci/) holds build trees and logs;
@@ -27,7 +29,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-STAGES=${MULTICORE_STAGES:-"gcc clang asan tsan valgrind fuzz install python"}
+STAGES=${MULTICORE_STAGES:-"gcc clang asan tsan valgrind fuzz install python bench"}
 BUILD_ROOT=${MULTICORE_BUILD_ROOT:-$ROOT/build-ci}
 PYTHON=${PYTHON:-python3}
 JOBS=$(nproc 2>/dev/null || echo 2)
@@ -311,6 +313,34 @@ stage_python() {
     return "$rc"
 }
 
+# bench: the benchmark suite in its quick mode, only to prove that every
+# scenario still runs for every library (speed is never asserted; the full
+# run and its figures are in docs/benchmarks.md). The peers are the
+# `bench` extra of pyproject.toml; one that cannot be installed is reported
+# as missing by the suite, not dropped. Runs after the python stage (it
+# uses the multicore that stage installed).
+stage_bench() {
+    local py=$PYTHON
+    if [[ -x $BUILD_ROOT/venv/bin/python ]]; then
+        py=$BUILD_ROOT/venv/bin/python
+    fi
+    if ! "$py" -c 'import multicore' 2>/dev/null; then
+        "$py" -m pip install --quiet --disable-pip-version-check --no-cache-dir \
+            --root-user-action=ignore .
+    fi
+    local peers
+    peers=$("$py" -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["bench"]))')
+    echo "peers: $peers"
+    # shellcheck disable=SC2086
+    "$py" -m pip install --quiet --disable-pip-version-check --no-cache-dir \
+        --root-user-action=ignore $peers ||
+        echo "some peers could not be installed: the suite reports them as missing"
+    mkdir -p "$BUILD_ROOT/bench"
+    check "bench/run.py --quick" "$py" bench/run.py --quick \
+        --json "$BUILD_ROOT/bench/quick.json" --png "$BUILD_ROOT/bench/quick.png" \
+        --md "$BUILD_ROOT/bench/quick.md"
+}
+
 # ---------------------------------------------------------------------------
 # Run every stage, then summarize
 # ---------------------------------------------------------------------------
@@ -343,7 +373,7 @@ count() {
 overall=0
 for stage in $STAGES; do
     if ! declare -F "stage_$stage" >/dev/null; then
-        echo "unknown stage: $stage (known: gcc clang asan tsan valgrind fuzz install python)" >&2
+        echo "unknown stage: $stage (known: gcc clang asan tsan valgrind fuzz install python bench)" >&2
         exit 2
     fi
     banner "stage: $stage"

@@ -1,0 +1,429 @@
+"""Turn the results dict into tables (text and Markdown), targets, a PNG.
+
+Every ratio is "how many times better multicore is than that library" on
+that figure (>1: multicore wins; time-like figures are inverted so that
+bigger is always better for multicore).
+"""
+
+import math
+import statistics
+
+LIB_ORDER = ["multicore", "mp_pool", "futures", "joblib", "mpire", "ray", "inprocess"]
+LABELS = {"multicore": "multicore", "mp_pool": "mp.Pool", "futures": "futures",
+          "joblib": "joblib/loky", "mpire": "mpire", "ray": "Ray",
+          "inprocess": "in-process (ref.)"}
+PEERS = ["mp_pool", "futures", "joblib", "mpire", "ray"]
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+def _fmt(x, unit=""):
+    if x is None:
+        return "-"
+    if isinstance(x, str):
+        return x
+    if x == 0:
+        return "0" + unit
+    ax = abs(x)
+    if ax >= 1000:
+        s = f"{x:,.0f}"
+    elif ax >= 100:
+        s = f"{x:.0f}"
+    elif ax >= 10:
+        s = f"{x:.1f}"
+    elif ax >= 1:
+        s = f"{x:.2f}"
+    else:
+        s = f"{x:.3g}"
+    return s + unit
+
+
+def _ratio(r):
+    if r is None or not math.isfinite(r):
+        return "-"
+    return f"{r:.1f}x" if r >= 10 else f"{r:.2f}x"
+
+
+def _div(a, b):
+    try:
+        if a is None or b is None or b == 0:
+            return None
+        return a / b
+    except TypeError:
+        return None
+
+
+def _res(data, scen, lib):
+    """The result dict of one library in one scenario, or None."""
+    r = data["scenarios"].get(scen, {}).get("results", {}).get(lib)
+    if not r or "error" in r:
+        return None
+    return r
+
+
+def _status(data, scen, lib):
+    """None when there is a result, else the text for the table row."""
+    peer = data["peers"].get(lib, {})
+    if lib != "inprocess" and not peer.get("available", False):
+        return "missing: " + (peer.get("error") or "not importable")
+    r = data["scenarios"].get(scen, {}).get("results", {}).get(lib)
+    if r is None:
+        return "not run"
+    if "error" in r:
+        return "error: " + r["error"][:120]
+    return None
+
+
+def _libs(data, scen):
+    present = data["scenarios"].get(scen, {}).get("libs", [])
+    return [l for l in LIB_ORDER if l in present]
+
+
+# ---------------------------------------------------------------------------
+# tables: (title, headers, rows)
+# ---------------------------------------------------------------------------
+
+def tables(data):
+    out = []
+    sc = data["scenarios"]
+    mc = lambda s: _res(data, s, "multicore")  # noqa: E731
+
+    def rows_for(scen, ncols, make):
+        """One row per library; the last column is the share of the machine
+        other processes used while that library was measured."""
+        rows = []
+        for lib in _libs(data, scen):
+            st = _status(data, scen, lib)
+            if st:
+                rows.append([LABELS[lib], st] + [""] * (ncols - 2) + [""])
+            else:
+                r = _res(data, scen, lib)
+                itf = r.get("interference_percent")
+                rows.append([LABELS[lib]] + make(lib, r) + ["-" if itf is None else f"{itf:.0f}"])
+        return rows
+
+    if "a" in sc:
+        m = mc("a")
+        out.append((f"(a) {sc['a']['title']} (warm pool, {m['n'] if m else '?'} samples)",
+                    ["library", "p50 us", "p99 us", "mean us", "mc x (p50)", "mc x (p99)", "others %"],
+                    rows_for("a", 6, lambda lib, r: [
+                        _fmt(r["p50_us"]), _fmt(r["p99_us"]), _fmt(r["mean_us"]),
+                        _ratio(_div(r["p50_us"], m and m["p50_us"])),
+                        _ratio(_div(r["p99_us"], m and m["p99_us"]))])))
+    if "b" in sc:
+        m = mc("b")
+        out.append((f"(b) {sc['b']['title']} ({m['tasks'] if m else '?'} tasks, best of reps)",
+                    ["library", "tasks/s", "seconds", "mc x", "others %"],
+                    rows_for("b", 4, lambda lib, r: [
+                        _fmt(r["tasks_per_s"]), _fmt(r["best_s"]),
+                        _ratio(_div(m and m["tasks_per_s"], r["tasks_per_s"]))])))
+    if "c" in sc:
+        m = mc("c")
+        out.append((f"(c) {sc['c']['title']} (best chunk size of those tried)",
+                    ["library", "tasks/s", "best chunk", "mc x", "method", "others %"],
+                    rows_for("c", 5, lambda lib, r: [
+                        _fmt(r["tasks_per_s"]), r["best_chunk"],
+                        _ratio(_div(m and m["tasks_per_s"], r["tasks_per_s"])), r["method"]])))
+    if "d" in sc:
+        m = mc("d")
+        title = f"(d) {sc['d']['title']}"
+        if m:
+            title += (f" ({m['tasks']} tasks of {m['task_ms']:.0f} ms; speedup vs sequential in-process,"
+                      f" median of alternating pairs)")
+        out.append((title, ["library", "speedup (median)", "best-of", "parallel s (median)",
+                            "sequential s (median)", "mc x", "others %"],
+                    rows_for("d", 6, lambda lib, r: [
+                        _fmt(r["speedup"]), _fmt(r.get("speedup_best_of")),
+                        _fmt(statistics.median(r["parallel_s"])),
+                        _fmt(statistics.median(r["sequential_s"])),
+                        _ratio(_div(m and m["speedup"], r["speedup"]))])))
+    if "e" in sc:
+        m = mc("e")
+        sizes = sorted({int(k) for lib in _libs(data, "e")
+                        for k in (_res(data, "e", lib) or {}) if k.isdigit()})
+        for way in ("send", "return"):
+            key = f"{way}_gb_s"
+
+            def cells(lib, r, key=key):
+                c = []
+                for s in sizes:
+                    v = (r.get(str(s)) or {}).get(key)
+                    mv = ((m or {}).get(str(s)) or {}).get(key)
+                    c.append(f"{_fmt(v)} ({_ratio(_div(mv, v))})" if v else "-")
+                return c
+            what = ("sent to a worker, which returns the sum" if way == "send"
+                    else "created and returned by a worker")
+            out.append((f"(e) numpy arrays {what}: GB/s (mc x)",
+                         ["library"] + [f"{s} MiB" for s in sizes] + ["others %"],
+                         rows_for("e", 1 + len(sizes), cells)))
+    if "f" in sc:
+        m = mc("f")
+        out.append(("(f) start-up to first result and shutdown, fresh process each time (median)",
+                    ["library", "import ms", "start->result ms", "shutdown ms", "mc x (start)", "mc x (stop)", "others %"],
+                    rows_for("f", 6, lambda lib, r: [
+                        _fmt(1e3 * r["import_s"]), _fmt(1e3 * r["start_to_first_result_s"]),
+                        _fmt(1e3 * r["shutdown_s"]),
+                        _ratio(_div(r["start_to_first_result_s"], m and m["start_to_first_result_s"])),
+                        _ratio(_div(r["shutdown_s"], m and m["shutdown_s"]))])))
+    if "g" in sc:
+        out.append((f"(g) {sc['g']['title']} (caller + every descendant; utime+stime in clock "
+                    f"ticks, and schedstat run time in ms)",
+                    ["library", "ticks", "CPU ms (ticks)", "CPU ms (schedstat)", "window s",
+                     "processes", "busiest (schedstat)", "others %"],
+                    rows_for("g", 7, lambda lib, r: [
+                        str(r["ticks"]), _fmt(r["cpu_ms"]), _fmt(r.get("schedstat_ms")),
+                        _fmt(r["seconds"]), str(r["processes"]),
+                        ", ".join(f"{b['comm']} {b['ms']:.2g}ms" for b in r["busiest"][:3]) or "-"])))
+    if "h" in sc and "rows" in sc["h"]:
+        h = sc["h"]
+        floors = {(r["name"], r["mode"]): r for r in h["rows"] if r["name"].endswith("floor")}
+        rows = []
+        for r in h["rows"]:
+            sp = floors.get(("spin_floor", r["mode"]))
+            fx = floors.get(("futex_floor", r["mode"]))
+            rows.append([r["name"], r["mode"], str(r["workers"]),
+                         _fmt(r["p50_ns"] / 1e3), _fmt(r["p99_ns"] / 1e3),
+                         _ratio(_div(r["p50_ns"], sp and sp["p50_ns"])),
+                         _ratio(_div(r["p50_ns"], fx and fx["p50_ns"]))])
+        out.append((f"(h) C API round trip of an empty task vs two-process floors "
+                    f"(after sleep: {h['sleep_us'] / 1000:g} ms pause before each)",
+                    ["what", "mode", "workers", "p50 us", "p99 us", "p50 / spin", "p50 / futex"],
+                    rows))
+    return out
+
+
+def render_text(tbls):
+    lines = []
+    for title, headers, rows in tbls:
+        # a status row ("missing: ...", "error: ...") spans the row: no width
+        span = [len(r) > 2 and all(c == "" for c in r[2:]) for r in rows]
+        sized = [r for r, sp in zip(rows, span) if not sp]
+        sized += [[r[0]] + [""] * (len(r) - 1) for r, sp in zip(rows, span) if sp]
+        widths = [max(len(str(x)) for x in col) for col in zip(headers, *sized)]
+        lines.append(title)
+        lines.append("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+        lines.append("  ".join("-" * w for w in widths))
+        for r, sp in zip(rows, span):
+            if sp:
+                lines.append(str(r[0]).ljust(widths[0]) + "  " + str(r[1]))
+            else:
+                lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_markdown(tbls):
+    lines = []
+    for title, headers, rows in tbls:
+        lines.append(f"**{title}**\n")
+        lines.append("| " + " | ".join(headers) + " |")
+        lines.append("|" + "|".join("---" for _ in headers) + "|")
+        for r in rows:
+            lines.append("| " + " | ".join(str(c).replace("|", "/") for c in r) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# targets of issue 4
+# ---------------------------------------------------------------------------
+
+def targets(data, cores):
+    T = []
+
+    def add(tid, text, value, threshold, reached, detail=""):
+        T.append({"id": tid, "target": text, "value": value, "threshold": threshold,
+                  "reached": reached, "detail": detail})
+
+    def get(scen, lib, *keys):
+        r = _res(data, scen, lib)
+        for k in keys:
+            if r is None:
+                return None
+            r = r.get(k)
+        return r
+
+    def best_peer(scen, key, pick):
+        vals = {p: get(scen, p, *key) for p in PEERS}
+        vals = {p: v for p, v in vals.items() if v is not None}
+        if not vals:
+            return None, None
+        p = pick(vals, key=vals.get)
+        return p, vals[p]
+
+    def check(tid, text, mc_v, ref_v, factor, better, detail_ref, unit=""):
+        if mc_v is None or ref_v is None:
+            add(tid, text, mc_v, None, None, "not measured")
+            return
+        thr = ref_v * factor
+        ok = mc_v <= thr if better == "lower" else mc_v >= thr
+        add(tid, text, mc_v, thr, ok,
+            f"multicore {_fmt(mc_v)}{unit} vs {detail_ref} {_fmt(ref_v)}{unit}")
+
+    check("a_p50", "(a) p50 <= 1/20 of mp.Pool's", get("a", "multicore", "p50_us"),
+          get("a", "mp_pool", "p50_us"), 1 / 20, "lower", "mp.Pool", " us")
+    p, v = best_peer("a", ("p99_us",), min)
+    check("a_p99", "(a) p99 <= 1/20 of the best peer's p99", get("a", "multicore", "p99_us"),
+          v, 1 / 20, "lower", f"best peer ({LABELS.get(p, p)})", " us")
+    check("b", "(b) >= 5x mp.Pool apply_async rate", get("b", "multicore", "tasks_per_s"),
+          get("b", "mp_pool", "tasks_per_s"), 5, "higher", "mp.Pool", " tasks/s")
+    check("c", "(c) >= 1.5x mp.Pool.map best chunked rate", get("c", "multicore", "tasks_per_s"),
+          get("c", "mp_pool", "tasks_per_s"), 1.5, "higher", "mp.Pool.map", " tasks/s")
+    want_d = 1.95 if cores == 2 else 0.975 * cores
+    sd = get("d", "multicore", "speedup")
+    add("d", f"(d) speedup >= {want_d:g} on {cores} cores", sd, want_d,
+        None if sd is None else sd >= want_d,
+        "not measured" if sd is None else f"multicore {_fmt(sd)}x")
+
+    e = _res(data, "e", "multicore") or {}
+    for size in sorted((k for k in e if k.isdigit()), key=int):
+        check(f"e_send_{size}", f"(e) {size} MiB: sending >= 5x joblib/loky",
+              get("e", "multicore", size, "send_gb_s"), get("e", "joblib", size, "send_gb_s"),
+              5, "higher", "joblib", " GB/s")
+        vals = {p: get("e", p, size, "return_gb_s") for p in PEERS}
+        vals = {p: v for p, v in vals.items() if v is not None}
+        bp = max(vals, key=vals.get) if vals else None
+        check(f"e_return_{size}", f"(e) {size} MiB: returning >= 10x the best peer",
+              get("e", "multicore", size, "return_gb_s"), vals.get(bp), 10, "higher",
+              f"best peer ({LABELS.get(bp, bp)})", " GB/s")
+        for way in ("send", "return"):
+            check(f"e_{way}_inproc_{size}", f"(e) {size} MiB: {way} >= half of in-process",
+                  get("e", "multicore", size, f"{way}_gb_s"),
+                  get("e", "inprocess", size, f"{way}_gb_s"), 0.5, "higher", "in-process", " GB/s")
+
+    check("f", "(f) start-up <= half of mp.Pool's",
+          get("f", "multicore", "start_to_first_result_s"),
+          get("f", "mp_pool", "start_to_first_result_s"), 0.5, "lower", "mp.Pool", " s")
+    g = _res(data, "g", "multicore")
+    if g is None:
+        add("g", "(g) idle pool uses zero CPU", None, 0, None, "not measured")
+    else:
+        add("g", "(g) idle pool uses zero CPU", g["cpu_ms"], 0, g["ticks"] == 0,
+            f"{g['ticks']} clock ticks ({g['cpu_ms']:.0f} ms) of utime+stime in {g['seconds']:.1f} s; "
+            f"schedstat {g.get('schedstat_ms', float('nan')):.3f} ms")
+
+    h = data["scenarios"].get("h", {})
+    rows = {(r["name"], r["mode"], r["workers"]): r for r in h.get("rows", [])}
+    mc_hot = rows.get(("multicore_reused_group", "hot", 1))
+    mc_sl = rows.get(("multicore_reused_group", "after_sleep", 1))
+    sp = rows.get(("spin_floor", "hot", 1))
+    fx = rows.get(("futex_floor", "after_sleep", 1))
+    check("h_hot", "(h) C round trip hot within 2x of the spinning floor (p50)",
+          mc_hot and mc_hot["p50_ns"] / 1e3, sp and sp["p50_ns"] / 1e3, 2, "lower",
+          "spin floor", " us")
+    check("h_sleep", "(h) C round trip after sleep within 1.2x of the futex floor (p50)",
+          mc_sl and mc_sl["p50_ns"] / 1e3, fx and fx["p50_ns"] / 1e3, 1.2, "lower",
+          "futex floor", " us")
+    return T
+
+
+def render_targets(T, markdown=False):
+    lines = []
+    if markdown:
+        lines += ["| target | reached | figures |", "|---|---|---|"]
+    for t in T:
+        mark = {True: "yes", False: "NO", None: "n/a"}[t["reached"]]
+        if markdown:
+            lines.append(f"| {t['target']} | {mark} | {t['detail']} |")
+        else:
+            lines.append(f"  [{mark:>3}] {t['target']}: {t['detail']}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# PNG
+# ---------------------------------------------------------------------------
+
+def draw_png(data, path):
+    """Returns None on success, else why there is no PNG."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        return f"matplotlib is not installed ({exc}); no PNG drawn"
+
+    colors = {"multicore": "#d62728", "mp_pool": "#1f77b4", "futures": "#17becf",
+              "joblib": "#2ca02c", "mpire": "#9467bd", "ray": "#ff7f0e", "inprocess": "#7f7f7f"}
+    panels = []
+
+    def series(scen, getter):
+        libs, vals = [], []
+        for lib in _libs(data, scen):
+            r = _res(data, scen, lib)
+            v = getter(r) if r else None
+            if v is not None:
+                libs.append(lib)
+                vals.append(v)
+        return libs, vals
+
+    sc = data["scenarios"]
+    if "a" in sc:
+        panels.append(("(a) round trip p50, us (lower is better)",
+                       *series("a", lambda r: r["p50_us"]), True))
+    if "b" in sc:
+        panels.append(("(b) one-by-one tasks/s", *series("b", lambda r: r["tasks_per_s"]), True))
+    if "c" in sc:
+        panels.append(("(c) batched tasks/s", *series("c", lambda r: r["tasks_per_s"]), True))
+    if "d" in sc:
+        panels.append(("(d) CPU-bound speedup", *series("d", lambda r: r["speedup"]), False))
+    if "e" in sc:
+        sizes = sorted({int(k) for lib in _libs(data, "e") for k in (_res(data, "e", lib) or {})
+                        if k.isdigit()})
+        big = str(sizes[-1]) if sizes else None
+        if big:
+            panels.append((f"(e) send {big} MiB array, GB/s",
+                           *series("e", lambda r: (r.get(big) or {}).get("send_gb_s")), True))
+            panels.append((f"(e) return {big} MiB array, GB/s",
+                           *series("e", lambda r: (r.get(big) or {}).get("return_gb_s")), True))
+    if "f" in sc:
+        panels.append(("(f) start-up to first result, ms",
+                       *series("f", lambda r: 1e3 * r["start_to_first_result_s"]), True))
+    if "g" in sc:
+        panels.append(("(g) idle pool CPU ms (schedstat) over the window",
+                       *series("g", lambda r: r.get("schedstat_ms", r["cpu_ms"])), False))
+    if "h" in sc and sc["h"].get("rows"):
+        names, vals = [], []
+        for r in sc["h"]["rows"]:
+            if r["workers"] != 1:
+                continue
+            names.append(r["name"].replace("multicore_", "mc ").replace("_floor", "") +
+                         (" hot" if r["mode"] == "hot" else " slept"))
+            vals.append(r["p50_ns"] / 1e3)
+        panels.append(("(h) C round trip p50, us", names, vals, True))
+
+    meta = data["meta"]
+    n = len(panels)
+    cols = 3
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows))
+    axes = list(getattr(axes, "flat", [axes]))
+    for ax, (title, libs, vals, log) in zip(axes, panels):
+        labels = [LABELS.get(l, l).replace(" (ref.)", "") for l in libs]
+        cs = [colors.get(l, "#d62728" if str(l).startswith("mc") else "#555555") for l in libs]
+        ax.bar(range(len(vals)), vals, color=cs)
+        ax.set_xticks(range(len(vals)))
+        ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        if log and vals and min(vals) > 0:
+            ax.set_yscale("log")
+        for i, v in enumerate(vals):
+            ax.annotate(_fmt(v), (i, v), ha="center", va="bottom", fontsize=7)
+        if title.startswith("(d)") and vals:
+            ax.axhline(meta.get("workers") or 2, color="#555555", lw=0.8, ls="--")
+    for ax in axes[n:]:
+        ax.axis("off")
+    missing = [f"{LABELS.get(l, l)} ({p.get('error')})" for l, p in data["peers"].items()
+               if p.get("available") is False]
+    if missing:
+        fig.text(0.01, 0.005, "Missing peers (could not be imported): " + "; ".join(missing),
+                 fontsize=8, color="#aa0000")
+    fig.suptitle(f"multicore vs peers - {meta.get('cpu', '?')}, {meta.get('cores', '?')} cores, "
+                 f"Python {meta.get('python', '?')}" + (" (QUICK: not for quoting)" if meta.get("quick") else ""),
+                 fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None

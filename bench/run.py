@@ -1,0 +1,338 @@
+#!/usr/bin/env python3
+"""The multicore benchmark suite (issue 4): every scenario, for multicore
+and, in the same run, its peers.
+
+    python bench/run.py            # full run (~10-15 minutes on 2 cores)
+    python bench/run.py --quick    # CI: every scenario runs once, tiny sizes (< 60 s)
+
+Options: --json PATH (default bench/results/latest.json), --png PATH
+(default bench/results/latest.png; matplotlib), --md PATH (the tables in
+Markdown, default bench/results/latest.md), --scenarios a,b,..,h,
+--libs multicore,mp_pool,futures,joblib,mpire,ray, --workers N.
+
+Scenarios: (a) round trip of one trivial task, (b) 20,000 tasks one by one,
+(c) the same with each library's best batching, (d) CPU-bound scaling,
+(e) numpy arrays to and from a worker, (f) start-up and shutdown, (g) CPU
+of an idle pool, (h) the C API against futex and spin floors. See
+docs/benchmarks.md.
+
+Each library runs in its own child process (bench/measure.py) per scenario
+(per library with --quick), its pool started once per scenario and shut
+down after it; start-ups run in fresh interpreters (bench/startup_probe.py);
+the C part is built with cc into bench/.build/ (bench/cbench.py). A library
+that cannot be imported is reported as missing, never dropped. This process
+is a child subreaper: whatever a library leaves behind is re-parented here,
+reported under "strays" in the JSON and killed.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import procs    # noqa: E402
+import report   # noqa: E402
+
+ALL_LIBS = ["multicore", "mp_pool", "futures", "joblib", "mpire", "ray"]
+PY_SCENARIOS = ["a", "b", "c", "d", "e", "g"]
+REFERENCE_SCENARIOS = {"a", "b", "c", "e"}   # where the in-process reference row makes sense
+TITLES = {
+    "a": "round trip of one trivial task",
+    "b": "trivial tasks submitted one by one",
+    "c": "trivial tasks, best batching",
+    "d": "CPU-bound scaling",
+    "e": "numpy arrays to/from a worker",
+    "f": "start-up to first result, shutdown",
+    "g": "CPU used by an idle pool",
+    "h": "C API round trip vs floors",
+}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def machine():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = None
+    try:
+        with open("/proc/meminfo") as f:
+            mem = int(f.readline().split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": mem and round(mem / 2**30, 1),
+            "kernel": platform.release(), "python": platform.python_version(),
+            "platform": platform.platform(), "clk_tck": procs.CLK_TCK}
+
+
+class Interference:
+    """CPU that processes other than ours used while a child ran: all CPUs'
+    busy time from /proc/stat minus our children's rusage, as a percentage
+    of the machine (100 = every core busy with somebody else's work)."""
+
+    def __enter__(self):
+        self.b0, self.t0 = procs.cpu_times()
+        self.c0 = procs.children_cpu_s()
+        self.w0 = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        b1, t1 = procs.cpu_times()
+        ours = (procs.children_cpu_s() - self.c0) * procs.CLK_TCK
+        wall = time.monotonic() - self.w0
+        self.percent = max(0.0, 100.0 * (b1 - self.b0 - ours) / max(1, t1 - self.t0))
+        self.wall = wall
+        return False
+
+
+def run_child(cmd, logpath, timeout):
+    """Run a child with its output in logpath; returns (ok, why, seconds, strays)."""
+    t0 = time.perf_counter()
+    with open(logpath, "w") as lf:
+        try:
+            r = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, timeout=timeout,
+                               cwd=ROOT)
+            ok = r.returncode == 0
+            why = None if ok else f"exit status {r.returncode}"
+        except subprocess.TimeoutExpired:
+            ok, why = False, f"timed out after {timeout} s"
+    strays = procs.reap_strays()
+    return ok, why, time.perf_counter() - t0, strays
+
+
+def tail(path, n=15):
+    try:
+        with open(path) as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, one repetition (CI)")
+    ap.add_argument("--json", default=os.path.join(HERE, "results", "latest.json"))
+    ap.add_argument("--png", default=os.path.join(HERE, "results", "latest.png"))
+    ap.add_argument("--no-png", action="store_true")
+    ap.add_argument("--md", default=os.path.join(HERE, "results", "latest.md"))
+    ap.add_argument("--scenarios", default="a,b,c,d,e,f,g,h")
+    ap.add_argument("--libs", default=",".join(ALL_LIBS))
+    ap.add_argument("--workers", type=int, default=os.cpu_count())
+    ap.add_argument("--quiet-wait", type=float, default=None,
+                    help="before each measurement wait up to this many seconds for the "
+                         "machine to be idle (default 30, 0 with --quick)")
+    args = ap.parse_args()
+    if args.quiet_wait is None:
+        args.quiet_wait = 0.0 if args.quick else 30.0
+
+    scen = [s for s in args.scenarios.split(",") if s]
+    libs = [l for l in args.libs.split(",") if l]
+    bad = [s for s in scen if s not in TITLES] + [l for l in libs if l not in ALL_LIBS]
+    if bad:
+        ap.error(f"unknown scenario or library: {', '.join(bad)}")
+    if "multicore" not in libs:
+        libs.insert(0, "multicore")
+    t_start = time.perf_counter()
+    for p in (args.json, args.md, args.png):
+        os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
+    logdir = os.path.join(os.path.dirname(os.path.abspath(args.json)), "logs")
+    os.makedirs(logdir, exist_ok=True)
+
+    subreaper = procs.make_subreaper()
+
+    data = {
+        "meta": dict(machine(), command=" ".join(["python"] + [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
+                     quick=args.quick, workers=args.workers,
+                     date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                     loadavg_start=procs.loadavg(), subreaper=subreaper),
+        "peers": {}, "scenarios": {}, "strays": [], "failures": [],
+    }
+
+    def note_child(what, ok, why, secs, strays, logpath):
+        if strays:
+            log(f"  !! {what}: {len(strays)} stray process(es) left behind, killed: "
+                + ", ".join(f"{p} {c}" for p, c, _ in strays))
+            data["strays"] += [{"after": what, "pid": p, "comm": c, "cmdline": cl}
+                               for p, c, cl in strays]
+        if not ok:
+            log(f"  !! {what} failed ({why}); log {logpath}:\n{tail(logpath)}")
+            data["failures"].append({"what": what, "why": why, "log": logpath})
+
+    # -- calibration for (d): ~50 ms per task (a few ms in --quick) --------
+    spin_n = 0
+    if "d" in scen:
+        import scenarios as S
+        spin_n = S.calibrate_spin(0.005 if args.quick else 0.05)
+        data["meta"]["spin_n"] = spin_n
+
+    # -- Python scenarios, each library in its own process ----------------
+    py = [s for s in PY_SCENARIOS if s in scen]
+    for s in py:
+        data["scenarios"][s] = {"title": TITLES[s], "libs": [], "results": {}}
+    jobs = []   # (lib, [scenarios])
+    run_libs = libs + ["inprocess"]
+    if args.quick:
+        for lib in run_libs:
+            ss = [s for s in py if lib != "inprocess" or s in REFERENCE_SCENARIOS]
+            if ss:
+                jobs.append((lib, ss))
+    else:
+        for s in py:
+            for lib in run_libs:
+                if lib != "inprocess" or s in REFERENCE_SCENARIOS:
+                    jobs.append((lib, [s]))
+    for lib, ss in jobs:
+        out = os.path.join(logdir, f"{lib}_{''.join(ss)}.json")
+        logpath = out[:-5] + ".log"
+        if os.path.exists(out):
+            os.unlink(out)
+        cmd = [sys.executable, os.path.join(HERE, "measure.py"), "--lib", lib,
+               "--scenarios", ",".join(ss), "--out", out, "--spin-n", str(spin_n),
+               "--workers", str(args.workers)] + (["--quick"] if args.quick else [])
+        busy = procs.wait_quiet(give_up=args.quiet_wait) if args.quiet_wait > 0 else None
+        log(f"[{time.perf_counter() - t_start:6.1f}s] {lib}: scenario {','.join(ss)}"
+            + (f" (machine {100 * busy:.0f}% busy before)" if busy is not None else ""))
+        with Interference() as itf:
+            ok, why, secs, strays = run_child(cmd, logpath, 240 if args.quick else 1800)
+        if itf.percent >= 10:
+            log(f"  note: other processes used {itf.percent:.0f}% of the machine meanwhile")
+        note_child(f"{lib} {','.join(ss)}", ok, why, secs, strays, logpath)
+        try:
+            with open(out) as f:
+                res = json.load(f)
+        except (OSError, ValueError):
+            res = {"available": True, "version": None, "error": None, "results": {}}
+        if lib != "inprocess" and lib not in data["peers"]:
+            data["peers"][lib] = {"available": res["available"], "version": res["version"],
+                                  "error": res["error"]}
+        for s in ss:
+            data["scenarios"][s]["libs"].append(lib)
+            r = res["results"].get(s)
+            if r is None and res["available"]:
+                r = {"error": why or "no result (see log)"}
+            if r is not None:
+                r["interference_percent"] = round(itf.percent, 1)
+                data["scenarios"][s]["results"][lib] = r
+                if "error" in r:
+                    log(f"  !! {lib} ({s}): {r['error']}")
+
+    # -- (f) start-up, fresh interpreters -----------------------------------
+    if "f" in scen:
+        reps = 1 if args.quick else 5
+        F = data["scenarios"]["f"] = {"title": TITLES["f"], "libs": [], "results": {},
+                                      "repetitions": reps}
+        for lib in libs:
+            log(f"[{time.perf_counter() - t_start:6.1f}s] {lib}: scenario f x{reps}")
+            F["libs"].append(lib)
+            samples = []
+            for i in range(reps):
+                logpath = os.path.join(logdir, f"{lib}_f{i}.log")
+                cmd = [sys.executable, os.path.join(HERE, "startup_probe.py"), "--lib", lib,
+                       "--workers", str(args.workers)]
+                t0 = time.perf_counter()
+                if args.quiet_wait > 0:      # short: 5 samples per library
+                    procs.wait_quiet(give_up=min(args.quiet_wait, 5.0))
+                itf = Interference().__enter__()
+                try:
+                    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                                       timeout=120)
+                    with open(logpath, "w") as lf:
+                        lf.write(r.stdout + r.stderr)
+                    ok, why = r.returncode == 0, f"exit status {r.returncode}"
+                    line = [l for l in r.stdout.splitlines() if l.startswith("{")]
+                    sample = json.loads(line[-1]) if ok and line else None
+                except subprocess.TimeoutExpired as exc:
+                    ok, why, sample = False, "timed out after 120 s", None
+                    with open(logpath, "w") as lf:
+                        for part in (exc.stdout, exc.stderr):
+                            if part:
+                                lf.write(part if isinstance(part, str) else part.decode(errors="replace"))
+                itf.__exit__(None, None, None)
+                strays = procs.reap_strays()
+                note_child(f"{lib} f#{i}", ok, why, time.perf_counter() - t0, strays, logpath)
+                if sample is not None:
+                    sample["interference_percent"] = round(itf.percent, 1)
+                if sample is None:
+                    F["results"][lib] = {"error": why}
+                    break
+                if not sample["available"]:
+                    data["peers"].setdefault(lib, {"available": False, "version": None,
+                                                   "error": sample["error"]})
+                    break
+                data["peers"].setdefault(lib, {"available": True, "version": sample["version"],
+                                               "error": None})
+                samples.append(sample)
+            if samples:
+                keys = ("import_s", "start_to_first_result_s", "shutdown_s")
+                F["results"][lib] = dict(
+                    {k: statistics.median(s[k] for s in samples) for k in keys},
+                    min_start_s=min(s["start_to_first_result_s"] for s in samples),
+                    interference_percent=max(s["interference_percent"] for s in samples),
+                    samples=samples)
+
+    # -- (h) C ------------------------------------------------------------
+    if "h" in scen:
+        import cbench
+        log(f"[{time.perf_counter() - t_start:6.1f}s] C: building and running (h)")
+        if args.quiet_wait > 0:
+            procs.wait_quiet(give_up=args.quiet_wait)
+        try:
+            with Interference() as itf:
+                h = cbench.run(args.quick, args.workers)
+            data["scenarios"]["h"] = dict(title=TITLES["h"], interference_percent=round(itf.percent, 1), **h)
+        except Exception as exc:
+            log(f"  !! (h) failed: {exc}")
+            data["scenarios"]["h"] = {"title": TITLES["h"], "error": str(exc)}
+            data["failures"].append({"what": "h", "why": str(exc)})
+        data["strays"] += [{"after": "h", "pid": p, "comm": c, "cmdline": cl}
+                           for p, c, cl in procs.reap_strays()]
+
+    # -- output -------------------------------------------------------------
+    for lib in libs:
+        data["peers"].setdefault(lib, {"available": None, "version": None, "error": "not run"})
+    data["meta"]["loadavg_end"] = procs.loadavg()
+    data["meta"]["elapsed_s"] = time.perf_counter() - t_start
+    tbls = report.tables(data)
+    data["targets"] = report.targets(data, os.cpu_count())
+
+    text = report.render_text(tbls)
+    print(text)
+    print("Targets of issue 4" + (" (QUICK RUN: figures are not meaningful)" if args.quick else ""))
+    print(report.render_targets(data["targets"]))
+    missing = [l for l, p in data["peers"].items() if p.get("available") is False]
+    if missing:
+        print("\nMissing peers: " + "; ".join(f"{l}: {data['peers'][l]['error']}" for l in missing))
+    print(f"\nStray processes after the run: {len(data['strays'])}; "
+          f"failures: {len(data['failures'])}; load average start {data['meta']['loadavg_start']}"
+          f", end {data['meta']['loadavg_end']}; {data['meta']['elapsed_s']:.0f} s")
+
+    if not args.no_png:
+        why = report.draw_png(data, args.png)
+        data["meta"]["png"] = None if why else args.png
+        print(why or f"PNG: {args.png}")
+    with open(args.json, "w") as f:
+        json.dump(data, f, indent=1)
+    with open(args.md, "w") as f:
+        f.write(report.render_markdown(tbls) + "\n" + report.render_targets(data["targets"], True) + "\n")
+    print(f"JSON: {args.json}\nMarkdown tables: {args.md}")
+    return 1 if data["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""The functions every library runs in its workers.
+
+They live in their own module, imported before any pool starts, because
+multicore forks its workers at initialize() and finds a task's function by
+module and qualified name; multiprocessing, mpire (fork), loky and Ray find
+them the same way (by reference), so every library runs exactly the same
+code.
+"""
+
+import numpy as np
+
+
+def inc(x):
+    """The trivial task: one addition."""
+    return x + 1
+
+
+def map_chunk(fn, chunk):
+    """Manual batching: apply fn to a chunk of items in one task."""
+    return [fn(x) for x in chunk]
+
+
+def spin(n):
+    """CPU-bound pure Python: n iterations of integer arithmetic."""
+    acc = 0
+    for i in range(n):
+        acc = (acc + i * i) % 1000003
+    return acc
+
+
+def array_sum(a):
+    """Scenario (e), sending: the worker reduces the array it received."""
+    return float(a.sum())
+
+
+def array_make(nbytes):
+    """Scenario (e), returning: the worker creates an array of nbytes."""
+    return np.ones(nbytes // 8, dtype=np.float64)
