@@ -30,3 +30,22 @@ def test_example_runs(source, tmp_path):
 
 def test_every_page_has_an_example():
     assert len(list(examples())) >= len(PAGES)
+
+
+def test_postgresql_example_runs(tmp_path):
+    """docs/postgresql.md's program, against the server .ci/run starts."""
+    import os
+    dsn = os.environ.get("MULTICORE_TEST_PG_DSN")
+    if not dsn:
+        if os.environ.get("CI"):
+            pytest.fail("MULTICORE_TEST_PG_DSN is not set (CI starts a server)")
+        pytest.skip("no PostgreSQL server: set MULTICORE_TEST_PG_DSN")
+    text = (DOCS / "postgresql.md").read_text()
+    source = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    script = tmp_path / "example.py"
+    script.write_text(source)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "DSN": dsn})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("10000 squares from"), proc.stdout
