@@ -13,8 +13,9 @@ tasks first in, first out, so the next to finish are among them.
 Differences from ProcessPoolExecutor, by design: a Future can be cancelled
 even while its task runs (the worker running it is stopped and replaced),
 and shutdown(cancel_futures=True) cancels every unfinished future. The
-executor uses the process-wide pool; if none runs, it starts one with
-max_workers workers and stops it at shutdown().
+executor uses the process-wide pool (if none runs, it starts one with
+max_workers workers and stops it at shutdown()), or the multicore.Pool
+given as pool= (which it never stops).
 
 This is glue over Task and wait_first (the C extension does the work).
 """
@@ -50,15 +51,23 @@ class _Future(_cf.Future):
 
 
 class Executor(_cf.Executor):
-    def __init__(self, max_workers: "int | None" = None) -> None:
+    def __init__(self, max_workers: "int | None" = None, *,
+                 pool: "object | None" = None) -> None:
         if max_workers is not None and (isinstance(max_workers, bool) or
                                         not isinstance(max_workers, int) or
                                         max_workers < 1):
             raise ValueError(f"max_workers must be a positive int or None, "
                              f"not {max_workers!r}")
-        self._owns_pool = _multicore._zygote_pid() is None
-        if self._owns_pool:
-            _multicore.initialize(workers=max_workers)
+        if pool is not None:
+            if max_workers is not None:
+                raise ValueError("give max_workers or pool, not both")
+            self._new_task = pool.Task          # a multicore.Pool's
+            self._owns_pool = False
+        else:
+            self._new_task = Task
+            self._owns_pool = _multicore._zygote_pid() is None
+            if self._owns_pool:
+                _multicore.initialize(workers=max_workers)
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._pending = deque()          # (future, task) in submission order
@@ -73,7 +82,7 @@ class Executor(_cf.Executor):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-        task = Task()
+        task = self._new_task()
         if task is None:
             raise PoolNotRunningError("the multicore pool is not running")
         task.run(fn, *args, **kwargs)

@@ -49,6 +49,11 @@ class Pool:
         return mapping._imap(fn, iterable, chunksize, False, False,
                              *_options(options), handle=self._handle)
 
+    def Executor(self):
+        """A concurrent.futures.Executor on this pool (see multicore.Executor)."""
+        from multicore.executor import Executor
+        return Executor(pool=self)
+
     def stats(self):
         """This pool's counters (see multicore.stats())."""
         return self._handle.stats()

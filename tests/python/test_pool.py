@@ -124,3 +124,17 @@ def test_arrays_from_a_pool_outlive_it():
 def test_pool_bad_arguments(bad, exc):
     with pytest.raises(exc, match="workers"):
         multicore.Pool(workers=bad)
+
+
+def test_executor_on_a_pool():
+    import concurrent.futures as cf
+    multicore.initialize(workers=1, worker_init=name_a)
+    with multicore.Pool(workers=1, worker_init=name_b) as pool:
+        with pool.Executor() as ex:
+            futures = [ex.submit(whoami) for _ in range(10)]
+            names = {f.result(timeout=30)[1] for f in cf.as_completed(futures)}
+            assert names == {"B"}                # the Pool's workers, not A's
+            assert list(ex.map(square, range(5), chunksize=2)) == [0, 1, 4, 9, 16]
+        assert pool.workers == 1                 # the executor did not stop it
+    with pytest.raises(ValueError, match="not both"):
+        multicore.Executor(2, pool=pool)
