@@ -269,6 +269,11 @@ extern PyTypeObject mcx_TaskType;
 /* A Task of ref's pool (None if it does not run or the machine is loaded
    beyond max_load_average * workers; NAN: no limit). */
 PyObject *mcx_task_new(mcx_poolref *ref, PyObject *ref_owner, double max_load_average);
+/* Argument parsers shared by Task, Pool and wait_first: 0, or -1 with a
+   ValueError/TypeError set. None gives NAN (no load limit) or -1.0 (no
+   time limit). */
+int mcx_parse_load_limit(PyObject *obj, double *out);
+int mcx_parse_timeout(PyObject *obj, double *out);
 PyObject *mcx_wait_first(PyObject *module, PyObject *args, PyObject *kwargs);
 
 #endif /* MULTICORE_EXT_H */

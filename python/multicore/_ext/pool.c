@@ -13,7 +13,6 @@
  */
 #include "ext.h"
 
-#include <math.h>
 
 typedef struct {
     PyObject_HEAD
@@ -67,16 +66,9 @@ static PyObject *PoolHandle_task(PoolHandleObject *self, PyObject *args, PyObjec
     PyObject *limit_obj = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:task", kwlist, &limit_obj))
         return NULL;
-    double limit = NAN;
-    if (limit_obj != Py_None) {
-        limit = PyFloat_AsDouble(limit_obj);
-        if (limit == -1.0 && PyErr_Occurred())
-            return NULL;
-        if (isnan(limit)) {
-            PyErr_SetString(PyExc_ValueError, "max_load_average must not be NaN");
-            return NULL;
-        }
-    }
+    double limit;
+    if (mcx_parse_load_limit(limit_obj, &limit) < 0)
+        return NULL;
     if (!mcx_ref_alive(&self->ref)) {
         PyErr_SetString(mcx.PoolNotRunningError, "this multicore.Pool is closed");
         return NULL;

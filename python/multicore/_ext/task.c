@@ -108,24 +108,49 @@ static int task_enter(TaskObject *self, const char *what)
  * Type slots
  * --------------------------------------------------------------------- */
 
+int mcx_parse_load_limit(PyObject *obj, double *out)
+{
+    *out = NAN;   /* None: no limit */
+    if (obj == Py_None)
+        return 0;
+    double limit = PyFloat_AsDouble(obj);
+    if (limit == -1.0 && PyErr_Occurred())
+        return -1;
+    if (isnan(limit)) {
+        PyErr_SetString(PyExc_ValueError, "max_load_average must not be NaN");
+        return -1;
+    }
+    *out = limit;
+    return 0;
+}
+
+int mcx_parse_timeout(PyObject *obj, double *out)
+{
+    *out = -1.0;  /* None: no limit */
+    if (obj == Py_None)
+        return 0;
+    double timeout = PyFloat_AsDouble(obj);
+    if (timeout == -1.0 && PyErr_Occurred())
+        return -1;
+    if (isnan(timeout) || timeout < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "timeout must be a non-negative number or None, got %R", obj);
+        return -1;
+    }
+    *out = timeout;
+    return 0;
+}
+
 static PyObject *Task_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"max_load_average", NULL};
     PyObject *limit_obj = Py_None;
-    double limit = 0.0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:Task", kwlist, &limit_obj))
-        return NULL;
-    if (limit_obj != Py_None) {
-        limit = PyFloat_AsDouble(limit_obj);
-        if (limit == -1.0 && PyErr_Occurred())
-            return NULL;
-        if (isnan(limit)) {
-            PyErr_SetString(PyExc_ValueError, "max_load_average must not be NaN");
-            return NULL;
-        }
-    }
+    double limit;
     (void)type;
-    return mcx_task_new(&mcx.main, NULL, limit_obj != Py_None ? limit : NAN);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:Task", kwlist, &limit_obj) ||
+        mcx_parse_load_limit(limit_obj, &limit) < 0)
+        return NULL;
+    return mcx_task_new(&mcx.main, NULL, limit);
 }
 
 PyObject *mcx_task_new(mcx_poolref *ref, PyObject *ref_owner, double max_load_average)
@@ -602,24 +627,13 @@ static PyObject *Task_get(TaskObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"timeout", NULL};
     PyObject *timeout_obj = NULL;
-    double timeout = 10.0;
+    double timeout = 10.0;   /* the 0.1.1 default */
     PyObject *list = NULL;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:get", kwlist, &timeout_obj))
         return NULL;
-    if (timeout_obj != NULL && timeout_obj != Py_None) {
-        timeout = PyFloat_AsDouble(timeout_obj);
-        if (timeout == -1.0 && PyErr_Occurred())
-            return NULL;
-        if (isnan(timeout) || timeout < 0) {
-            PyErr_Format(PyExc_ValueError,
-                         "timeout must be a non-negative number or None, got %R",
-                         timeout_obj);
-            return NULL;
-        }
-    } else if (timeout_obj == Py_None) {
-        timeout = -1.0;   /* no limit */
-    }
+    if (timeout_obj != NULL && mcx_parse_timeout(timeout_obj, &timeout) < 0)
+        return NULL;
     if (task_enter(self, "get") < 0)
         return NULL;
 
@@ -751,18 +765,9 @@ PyObject *mcx_wait_first(PyObject *module, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:wait_first", kwlist,
                                      &tasks_obj, &timeout_obj))
         return NULL;
-    double timeout = -1.0;
-    if (timeout_obj != Py_None) {
-        timeout = PyFloat_AsDouble(timeout_obj);
-        if (timeout == -1.0 && PyErr_Occurred())
-            return NULL;
-        if (isnan(timeout) || timeout < 0) {
-            PyErr_Format(PyExc_ValueError,
-                         "timeout must be a non-negative number or None, got %R",
-                         timeout_obj);
-            return NULL;
-        }
-    }
+    double timeout;
+    if (mcx_parse_timeout(timeout_obj, &timeout) < 0)
+        return NULL;
     PyObject *seq = PySequence_Fast(tasks_obj, "wait_first(): tasks must be a sequence");
     if (seq == NULL)
         return NULL;
