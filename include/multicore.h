@@ -352,6 +352,71 @@ MC_EXPORT int mc_task_hold(mc_task_ctx *ctx, mc_hold **hold);
 MC_EXPORT void mc_hold_release(mc_hold *hold);
 
 /* ------------------------------------------------------------------------
+ * Shared buffers: memory that is passed by reference, never copied
+ *
+ * A shared buffer is a block of the pool's shared memory that exists on its
+ * own, owned by holds. Fill it in place, then link it to a task: the task
+ * receives the same bytes (a write by either side is seen by the other),
+ * and nothing is copied whatever the size. Links keep a buffer alive, so
+ * the creator may release its hold at once:
+ *
+ *   mc_buffer_alloc(pool, n, &b);  fill mc_hold_data(b, NULL);
+ *   mc_submit_reserve(g, sizeof link, &arg);
+ *   mc_submit_share(g, b, &link);  write link into arg;  mc_submit_commit(g, fn, t);
+ *   mc_hold_release(b);                                  (the task keeps it)
+ *   in fn:  mc_task_link_hold(ctx, link, &mine)  or  mc_task_link_data(ctx, link, &len)
+ *
+ * and back: a task allocates a buffer (pool NULL), links it to its result
+ * with mc_result_share(), and the caller takes it with mc_group_link_hold().
+ * A buffer is freed when its last hold and the last task linking it are
+ * gone; a dead worker's holds are released for it.
+ * ------------------------------------------------------------------------ */
+
+/* Shared buffers one task may link (arguments and result together). */
+#define MC_SHARE_MAX 6
+
+/*
+ * Allocate a shared buffer of len bytes (contents undefined) and hold it.
+ * In the calling process pass its pool; in a task function or a worker's
+ * init callback pass NULL: the buffer is then the worker's (one of its
+ * MC_WORKER_HOLDS holds). MC_OK, MC_ENOMEM, MC_EINVAL (NULL outside a
+ * worker), MC_ESTATE / MC_EPOOLDIED when the pool is not running.
+ */
+MC_EXPORT int mc_buffer_alloc(mc_pool *pool, size_t len, mc_hold **buffer);
+
+/* The bytes of a shared buffer (and its length in *len if len is not
+   NULL), or NULL if the hold is not a shared buffer's. */
+MC_EXPORT void *mc_hold_data(const mc_hold *hold, size_t *len);
+
+/*
+ * Between mc_submit_reserve() and mc_submit_commit(): link a shared buffer
+ * of the group's pool to the task being submitted; *link receives the
+ * index the task function passes to mc_task_link_*(). Linking the same
+ * buffer twice gives the same index. MC_EINVAL if buffer is not a shared
+ * buffer of this pool taken by this process, MC_ESTATE without a
+ * reservation, MC_ENOMEM beyond MC_SHARE_MAX buffers.
+ */
+MC_EXPORT int mc_submit_share(mc_group *group, const mc_hold *buffer, unsigned *link);
+
+/* In a task function: link a shared buffer (one it allocated or holds) to
+   its result, so that the caller can take it. Same returns. */
+MC_EXPORT int mc_result_share(mc_task_ctx *ctx, const mc_hold *buffer, unsigned *link);
+
+/* In a task function: the bytes of link `link` of the task, valid until the
+   function returns (NULL for an unknown link). */
+MC_EXPORT const void *mc_task_link_data(mc_task_ctx *ctx, unsigned link, size_t *len);
+
+/* In a task function: hold link `link` of the task, to keep using it after
+   the function returns. MC_EINVAL for an unknown link, MC_ENOMEM at the
+   MC_WORKER_HOLDS limit. */
+MC_EXPORT int mc_task_link_hold(mc_task_ctx *ctx, unsigned link, mc_hold **buffer);
+
+/* In the caller: hold link `link` of task `index` of the group, which must
+   have finished successfully (MC_ETIMEDOUT if it has not finished,
+   MC_EINVAL if it failed or there is no such link). */
+MC_EXPORT int mc_group_link_hold(mc_group *group, size_t index, unsigned link, mc_hold **buffer);
+
+/* ------------------------------------------------------------------------
  * Utilities
  * ------------------------------------------------------------------------ */
 

@@ -94,12 +94,35 @@ void mc_submit_abort(mc_group *g)
         return;
     mc_header *h = g->pool->hdr;
     if (mc_lock(h) == MC_OK) {
-        mc_arena_release_pages(h, g->reserved);
-        mc_arena_free(h, g->reserved);
+        mc_task_unref(h, g->reserved);   /* its only reference; drops its links */
         mc_unlock(h);
     }
     g->reserved = 0;
     mc_pool_leave(g->pool);
+}
+
+int mc_submit_share(mc_group *g, const mc_hold *buffer, unsigned *link)
+{
+    if (!g || !link)
+        return MC_EINVAL;
+    int r = mc_pool_enter(g->pool);
+    if (r != MC_OK)
+        return r;
+    mc_header *h = g->pool->hdr;
+    if (!g->reserved)
+        r = MC_ESTATE;
+    else if (!mc_hold_is_shareable(buffer, h))
+        r = MC_EINVAL;
+    else if ((r = mc_lock(h)) == MC_OK) {
+        int k = mc_link_add(h, g->reserved, buffer->task_off);
+        mc_unlock(h);
+        if (k < 0)
+            r = MC_ENOMEM;
+        else
+            *link = (unsigned)k;
+    }
+    mc_pool_leave(g->pool);
+    return r;
 }
 
 void mc_group_destroy(mc_group *g)
@@ -365,6 +388,22 @@ out:
     return r;
 }
 
+/* The record of task `index` if it finished successfully: MC_OK, or
+   MC_EINVAL (no such task, or it failed) / MC_ETIMEDOUT (not finished). */
+static int done_task(mc_group *g, size_t index, uint64_t *off)
+{
+    if (index >= g->n)
+        return MC_EINVAL;
+    mc_task *t = task_at(g->pool->hdr, g->tasks[index]);
+    uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK;
+    if (s == MC_TS_PENDING)
+        return MC_ETIMEDOUT;
+    if (s != MC_TS_DONE || t->status != MC_OK)
+        return MC_EINVAL;
+    *off = g->tasks[index];
+    return MC_OK;
+}
+
 int mc_group_hold(mc_group *g, size_t index, mc_hold **hold)
 {
     if (!g || !hold)
@@ -373,18 +412,28 @@ int mc_group_hold(mc_group *g, size_t index, mc_hold **hold)
     int r = mc_pool_enter(g->pool);
     if (r != MC_OK)
         return r;
-    mc_header *h = g->pool->hdr;
-    if (index >= g->n) {
-        r = MC_EINVAL;
-    } else {
-        mc_task *t = task_at(h, g->tasks[index]);
-        uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK;
-        if (s == MC_TS_PENDING)
-            r = MC_ETIMEDOUT;
-        else if (s != MC_TS_DONE || t->status != MC_OK)
-            r = MC_EINVAL;
+    uint64_t off;
+    if ((r = done_task(g, index, &off)) == MC_OK)
+        r = mc_group_hold_task(g->pool, off, hold);
+    mc_pool_leave(g->pool);
+    return r;
+}
+
+int mc_group_link_hold(mc_group *g, size_t index, unsigned link, mc_hold **hold)
+{
+    if (!g || !hold)
+        return MC_EINVAL;
+    *hold = NULL;
+    int r = mc_pool_enter(g->pool);
+    if (r != MC_OK)
+        return r;
+    uint64_t off, buf;
+    if ((r = done_task(g, index, &off)) == MC_OK) {
+        /* the group's reference on the task keeps its links alive */
+        if ((buf = mc_link_get(g->pool->hdr, off, link)) != 0)
+            r = mc_group_hold_task(g->pool, buf, hold);
         else
-            r = mc_group_hold_task(g->pool, g->tasks[index], hold);
+            r = MC_EINVAL;
     }
     mc_pool_leave(g->pool);
     return r;

@@ -1,7 +1,14 @@
 /*
- * hold.c — holds: a task record kept alive past its group, so that a
- * zygote-free reader can keep using its bytes in place (the Python binding
+ * hold.c — holds and shared buffers: records kept alive past their group,
+ * so that a reader can keep using their bytes in place (the Python binding
  * hands out numpy arrays that are views of shared memory this way).
+ *
+ * A shared buffer is a record of its own (state MC_TS_BUFFER, never
+ * queued, its bytes where a task's arguments would be) owned only by holds
+ * and by the task records that link it. Linking is what lets a buffer
+ * travel by reference: the link is a reference the receiver's side cannot
+ * lose (it lives as long as the task record), and the receiver turns it
+ * into a hold of its own before the record goes.
  *
  * A hold is one more reference on the task record (journaled, like the
  * group's and the queue's), so the record and its result are freed by
@@ -14,6 +21,7 @@
 #include "internal.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 static void task_ref(mc_header *h, uint64_t off)
@@ -67,6 +75,129 @@ int mc_worker_hold_task(mc_header *h, mc_worker_slot *slot, uint64_t off, mc_hol
     *hold = (mc_hold){.pool = NULL, .h = h, .task_off = off, .pid = getpid()};
     *out = hold;
     return MC_OK;
+}
+
+/* ---- shared buffers ---------------------------------------------------- */
+
+/* Under the lock: a new buffer record with one reference, or 0. The block
+   is not yet visible to anyone, so its header is written with plain
+   stores (a rollback frees the block itself). */
+static uint64_t buffer_new(mc_header *h, size_t len)
+{
+    uint64_t off = mc_arena_alloc(h, sizeof(mc_task) + len);
+    if (!off)
+        return 0;
+    mc_task *t = (mc_task *)mc_ptr(h, off);
+    memset(t, 0, sizeof *t);
+    atomic_init(&t->state, MC_TS_BUFFER);
+    t->status = MC_OK;
+    t->refs = 1;
+    t->arg_len = len;
+    return off;
+}
+
+int mc_buffer_alloc(mc_pool *pool, size_t len, mc_hold **out)
+{
+    if (!out)
+        return MC_EINVAL;
+    *out = NULL;
+    if (len > SIZE_MAX / 2)
+        return MC_ENOMEM;
+    mc_header *h = pool ? pool->hdr : mc_worker_own_header();
+    mc_worker_slot *slot = pool ? NULL : mc_worker_own_slot();
+    if (!h)
+        return MC_EINVAL;
+    mc_hold *hold = malloc(sizeof *hold);
+    if (!hold)
+        return MC_ENOMEM;
+    int r = pool ? mc_pool_enter(pool) : MC_OK;
+    if (r != MC_OK) {
+        free(hold);
+        return r;
+    }
+    uint64_t off = 0;
+    if ((r = mc_lock(h)) == MC_OK) {
+        int free_at = -1;
+        for (int i = 0; slot && i < MC_WORKER_HOLDS && free_at < 0; i++)
+            if (!slot->holds[i])
+                free_at = i;
+        if (!slot || free_at >= 0)
+            off = buffer_new(h, len);
+        if (off && slot)
+            mc_txn_store(h, &slot->holds[free_at], off);
+        mc_unlock(h);
+        if (!off)
+            r = MC_ENOMEM;
+    }
+    if (r != MC_OK) {
+        if (pool)
+            mc_pool_leave(pool);
+        free(hold);
+        return r;
+    }
+    if (pool)
+        mc_pool_ref(pool);
+    *hold = (mc_hold){.pool = pool, .h = h, .task_off = off, .pid = getpid()};
+    if (pool)
+        mc_pool_leave(pool);
+    if (len >= MC_POPULATE_THRESHOLD &&
+        mc_region_populate((char *)mc_ptr(h, off) + sizeof(mc_task), len) != MC_OK) {
+        mc_hold_release(hold);   /* no memory behind it: an error now, not SIGBUS later */
+        return MC_ENOMEM;
+    }
+    *out = hold;
+    return MC_OK;
+}
+
+void *mc_hold_data(const mc_hold *hold, size_t *len)
+{
+    if (!hold || !hold->task_off)
+        return NULL;
+    mc_task *t = (mc_task *)mc_ptr(hold->h, hold->task_off);
+    if ((atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK) != MC_TS_BUFFER)
+        return NULL;
+    if (len)
+        *len = (size_t)t->arg_len;
+    return (char *)t + sizeof *t;
+}
+
+bool mc_hold_is_shareable(const mc_hold *hold, const mc_header *h)
+{
+    return hold && hold->h == h && hold->pid == getpid() && mc_hold_data(hold, NULL) != NULL;
+}
+
+int mc_link_add(mc_header *h, uint64_t task_off, uint64_t buf_off)
+{
+    mc_task *t = (mc_task *)mc_ptr(h, task_off);
+    uint64_t n = t->nlinks;
+    if (n > MC_SHARE_MAX)
+        return -1;
+    for (uint64_t i = 0; i < n; i++)
+        if (t->links[i] == buf_off)
+            return (int)i;
+    if (n == MC_SHARE_MAX)
+        return -1;
+    task_ref(h, buf_off);
+    mc_txn_store(h, &t->links[n], buf_off);
+    mc_txn_store(h, &t->nlinks, n + 1);
+    return (int)n;
+}
+
+uint64_t mc_link_get(mc_header *h, uint64_t task_off, unsigned link)
+{
+    const mc_task *t = (const mc_task *)mc_ptr(h, task_off);
+    uint64_t n = __atomic_load_n(&t->nlinks, __ATOMIC_ACQUIRE);
+    if (link >= n || n > MC_SHARE_MAX)
+        return 0;
+    uint64_t off = t->links[link];
+    /* the record crosses processes: check it is a buffer inside the arena */
+    if (mc_arena_block_size(h, off) < sizeof(mc_task))
+        return 0;
+    const mc_task *b = (const mc_task *)mc_ptr(h, off);
+    if ((atomic_load_explicit(&b->state, memory_order_acquire) & MC_TS_MASK) != MC_TS_BUFFER ||
+        b->arg_len > mc_arena_block_size(h, off) - sizeof(mc_task))
+        return 0;
+    return off;
 }
 
 void mc_release_worker_holds(mc_header *h, mc_worker_slot *slot)

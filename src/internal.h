@@ -83,6 +83,7 @@ enum {
     MC_TS_DONE = 2,      /* the worker published a result */
     MC_TS_FAILED = 3,    /* the worker died running it */
     MC_TS_CANCELLED = 4, /* the caller gave up on it */
+    MC_TS_BUFFER = 5,    /* not a task: a shared buffer (mc_buffer_alloc) */
 };
 #define MC_TS_WAITER 0x80000000u
 #define MC_TS_MASK 0x7fffffffu
@@ -102,7 +103,12 @@ typedef struct mc_task {
     int32_t worker_pid;
     int32_t term_signal;
     int32_t exit_status;
-    uint8_t pad_[56];  /* keeps the argument bytes after it 64-byte aligned */
+    /* (journal) Shared buffers this record keeps alive: linked by the
+       submitter for its arguments and by the worker for its result, each
+       unreferenced when the record is freed. Only buffer records are
+       linked, and they link nothing, so a release never recurses further. */
+    uint64_t nlinks;
+    uint64_t links[MC_SHARE_MAX];
 } mc_task;
 _Static_assert(sizeof(mc_task) == 128, "mc_task is two cache lines");
 
@@ -321,7 +327,8 @@ _Noreturn void mc_worker_main(mc_header *h, int index, const mc_pool_options *op
 /* Store a worker's init error message in its slot (takes the lock). */
 void mc_slot_set_error(mc_header *h, mc_worker_slot *slot, const char *message);
 
-/* A hold on a task record (mc_group_hold / mc_task_hold). */
+/* A hold on a record: a task's (mc_group_hold / mc_task_hold) or a
+   shared buffer's (mc_buffer_alloc, mc_group_link_hold, mc_task_link_hold). */
 struct mc_hold {
     mc_pool *pool;       /* caller side: keeps the mapping; NULL in a worker */
     mc_header *h;
@@ -345,6 +352,15 @@ int mc_worker_hold_task(mc_header *h, mc_worker_slot *slot, uint64_t task_off, m
 void mc_release_worker_holds(mc_header *h, mc_worker_slot *slot);
 /* The slot of the calling worker process, or NULL outside a worker. */
 mc_worker_slot *mc_worker_own_slot(void);
+mc_header *mc_worker_own_header(void);
+/* Under the lock: make task record task_off keep buffer record buf_off
+   alive (once per buffer); its link index, or -1 when all are taken. */
+int mc_link_add(mc_header *h, uint64_t task_off, uint64_t buf_off);
+/* The buffer record behind link `link` of task record task_off, or 0. */
+uint64_t mc_link_get(mc_header *h, uint64_t task_off, unsigned link);
+/* Can this hold be linked to a task of the region h (a buffer record,
+   taken by this process in this region)? */
+bool mc_hold_is_shareable(const mc_hold *hold, const mc_header *h);
 
 /* ---- pool.c ---------------------------------------------------------- */
 

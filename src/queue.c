@@ -135,10 +135,21 @@ void mc_task_unref(mc_header *h, uint64_t task_off)
     if (refs != 0)
         return;
     uint32_t state = atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK;
+    /* The links are read before the block is freed: freeing writes into it. */
+    uint64_t links[MC_SHARE_MAX], n = t->nlinks <= MC_SHARE_MAX ? t->nlinks : 0;
+    for (uint64_t i = 0; i < n; i++)
+        links[i] = t->links[i];
     if (state == MC_TS_DONE && t->result_off) {
         mc_arena_release_pages(h, t->result_off);
         mc_arena_free(h, t->result_off);
     }
     mc_arena_release_pages(h, task_off);
     mc_arena_free(h, task_off);
+    for (uint64_t i = 0; i < n; i++) {
+        /* mc_link_add() only links buffers, which link nothing themselves */
+        if (mc_arena_block_size(h, links[i]) >= sizeof(mc_task) &&
+            (atomic_load_explicit(&((mc_task *)mc_ptr(h, links[i]))->state, memory_order_relaxed) &
+             MC_TS_MASK) == MC_TS_BUFFER)
+            mc_task_unref(h, links[i]);
+    }
 }

@@ -45,12 +45,57 @@ mc_worker_slot *mc_worker_own_slot(void)
     return g_slot;
 }
 
+mc_header *mc_worker_own_header(void)
+{
+    return g_hdr;
+}
+
 int mc_task_hold(mc_task_ctx *ctx, mc_hold **hold)
 {
     if (!ctx || !ctx->h || !hold)
         return MC_EINVAL;
     *hold = NULL;
     return mc_worker_hold_task(ctx->h, ctx->slot, mc_off(ctx->h, ctx->task), hold);
+}
+
+int mc_result_share(mc_task_ctx *ctx, const mc_hold *buffer, unsigned *link)
+{
+    if (!ctx || !ctx->h || !link || !mc_hold_is_shareable(buffer, ctx->h))
+        return MC_EINVAL;
+    int r = mc_lock(ctx->h);
+    if (r != MC_OK)
+        return r;
+    int k = mc_link_add(ctx->h, mc_off(ctx->h, ctx->task), buffer->task_off);
+    mc_unlock(ctx->h);
+    if (k < 0)
+        return MC_ENOMEM;
+    *link = (unsigned)k;
+    return MC_OK;
+}
+
+const void *mc_task_link_data(mc_task_ctx *ctx, unsigned link, size_t *len)
+{
+    if (!ctx || !ctx->h)
+        return NULL;
+    /* The task in hand keeps its links: no lock needed to read one. */
+    uint64_t off = mc_link_get(ctx->h, mc_off(ctx->h, ctx->task), link);
+    if (!off)
+        return NULL;
+    const mc_task *b = (const mc_task *)mc_ptr(ctx->h, off);
+    if (len)
+        *len = (size_t)b->arg_len;
+    return (const char *)b + sizeof *b;
+}
+
+int mc_task_link_hold(mc_task_ctx *ctx, unsigned link, mc_hold **hold)
+{
+    if (!ctx || !ctx->h || !hold)
+        return MC_EINVAL;
+    *hold = NULL;
+    uint64_t off = mc_link_get(ctx->h, mc_off(ctx->h, ctx->task), link);
+    if (!off)
+        return MC_EINVAL;
+    return mc_worker_hold_task(ctx->h, ctx->slot, off, hold);
 }
 
 static mc_worker_slot *slot_of(mc_header *h, int index)
