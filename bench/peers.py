@@ -85,6 +85,16 @@ class Peer:
     def worker_pids(self):
         return []
 
+    # (e): how the caller makes the array it sends, and the function the
+    # worker runs to make the array it returns.
+    def array_to_send(self, nbytes, shared=True):
+        import numpy as np
+        return np.ones(nbytes // 8)
+
+    def array_maker(self, shared=True):
+        from workloads import array_make
+        return array_make
+
 
 class InProcess(Peer):
     """The reference: the same calls made directly in the caller."""
@@ -180,6 +190,25 @@ class Multicore(Peer):
         if not self._map_kw:
             return ["auto"] + runs
         return default_chunks(n, workers) + ["auto"] + runs
+
+    # (e): arrays made in shared memory travel by reference (multicore.shared);
+    # scenarios.arrays() also measures plain numpy arrays (one copy each way).
+    def has_shared_arrays(self):
+        try:
+            import multicore.shared  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def array_to_send(self, nbytes, shared=True):
+        if shared and self.has_shared_arrays():
+            import multicore.shared
+            return multicore.shared.ones(nbytes // 8)
+        return super().array_to_send(nbytes)
+
+    def array_maker(self, shared=True):
+        from workloads import array_make_shared
+        return array_make_shared if shared and self.has_shared_arrays() else super().array_maker()
 
     def worker_pids(self):
         from multicore import _multicore

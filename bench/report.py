@@ -155,9 +155,19 @@ def tables(data):
                 return c
             what = ("sent to a worker, which returns the sum" if way == "send"
                     else "created and returned by a worker")
-            out.append((f"(e) numpy arrays {what}: GB/s (mc x)",
-                         ["library"] + [f"{s} MiB" for s in sizes] + ["others %"],
-                         rows_for("e", 1 + len(sizes), cells)))
+            rows = rows_for("e", 1 + len(sizes), cells)
+            copy_key = f"{way}_copy_gb_s"
+            if m and any(copy_key in (m.get(str(s)) or {}) for s in sizes):
+                # multicore with plain numpy arrays (one copy each way)
+                copied = []
+                for s in sizes:
+                    v = (m.get(str(s)) or {}).get(copy_key)
+                    mv = (m.get(str(s)) or {}).get(key)
+                    copied.append(f"{_fmt(v)} ({_ratio(_div(mv, v))})" if v else "-")
+                rows.insert(1, ["multicore, plain numpy (copied)"] + copied + [""])
+            out.append((f"(e) numpy arrays {what}: GB/s (mc x); multicore's arrays "
+                        f"in shared memory (multicore.shared)",
+                        ["library"] + [f"{s} MiB" for s in sizes] + ["others %"], rows))
     if "f" in sc:
         m = mc("f")
         out.append(("(f) start-up to first result and shutdown, fresh process each time (median)",

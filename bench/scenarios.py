@@ -187,6 +187,9 @@ def scaling(peer, workers, cfg):
 # ---------------------------------------------------------------------------
 
 def arrays(peer, workers, cfg):
+    """Each library's best way: multicore sends and returns arrays made in
+    its shared memory (multicore.shared, passed by reference); it is also
+    measured with plain numpy arrays (keys *_copy_*: one copy each way)."""
     out = {}
     peer.start(workers)
     try:
@@ -194,30 +197,36 @@ def arrays(peer, workers, cfg):
         peer.call(array_sum, small)                             # warm-up, both ways
         peer.call(array_make, MiB)
         del small
+        variants = [("", True)]
+        if getattr(peer, "has_shared_arrays", lambda: False)():
+            variants.append(("_copy", False))
         for mib in cfg.array_mib:
             nbytes = mib * MiB
             reps = 1 if cfg.quick else (5 if mib <= 8 else 3)
-            a = np.ones(nbytes // 8)
-            send = []
-            for _ in range(reps):
-                dt, r = _timed(lambda a=a: peer.call(array_sum, a))
-                _check(r, float(nbytes // 8), "array_sum")
-                send.append(dt)
-            del a
-            gc.collect()
-            ret = []
-            for _ in range(reps):
-                dt, r = _timed(lambda: peer.call(array_make, nbytes))
-                if r.nbytes != nbytes or r[-1] != 1.0:
-                    raise AssertionError("array_make: wrong array")
-                del r
+            res = out[str(mib)] = {}
+            for suffix, shared in variants:
+                a = peer.array_to_send(nbytes, shared)
+                send = []
+                for _ in range(reps):
+                    dt, r = _timed(lambda a=a: peer.call(array_sum, a))
+                    _check(r, float(nbytes // 8), "array_sum")
+                    send.append(dt)
+                del a
                 gc.collect()
-                ret.append(dt)
-            out[str(mib)] = {
-                "send_s": send, "return_s": ret,
-                "send_gb_s": nbytes / min(send) / 1e9,
-                "return_gb_s": nbytes / min(ret) / 1e9,
-            }
+                maker = peer.array_maker(shared)
+                ret = []
+                for _ in range(reps):
+                    dt, r = _timed(lambda: peer.call(maker, nbytes))
+                    if r.nbytes != nbytes or r[-1] != 1.0:
+                        raise AssertionError("array_make: wrong array")
+                    del r
+                    gc.collect()
+                    ret.append(dt)
+                res.update({
+                    f"send{suffix}_s": send, f"return{suffix}_s": ret,
+                    f"send{suffix}_gb_s": nbytes / min(send) / 1e9,
+                    f"return{suffix}_gb_s": nbytes / min(ret) / 1e9,
+                })
     finally:
         peer.stop()
     return out

@@ -36,3 +36,10 @@ def array_sum(a):
 def array_make(nbytes):
     """Scenario (e), returning: the worker creates an array of nbytes."""
     return np.ones(nbytes // 8, dtype=np.float64)
+
+
+def array_make_shared(nbytes):
+    """Scenario (e), returning, multicore's way: the same array made in the
+    pool's shared memory (multicore.shared), so it comes back by reference."""
+    import multicore.shared
+    return multicore.shared.ones(nbytes // 8, dtype=np.float64)

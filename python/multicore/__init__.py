@@ -19,6 +19,7 @@ from multicore import exceptions  # noqa: F401  (multicore.exceptions)
 from multicore.mapping import imap, imap_unordered, map, starmap
 from multicore.executor import Executor
 from multicore.pool import Pool
+from multicore import shared  # noqa: F401  (multicore.shared: arrays in shared memory)
 
 __all__ = ["initialize", "shutdown", "Task", "stats", "worker_id", "worker_state",
            "map", "imap", "imap_unordered", "starmap", "Executor", "Pool",

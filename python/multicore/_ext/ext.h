@@ -91,12 +91,36 @@ typedef struct {
     const unsigned char *table;   /* nbuf x {u64 offset, u64 length} */
 } mcx_frame;
 
-/* An object pickled for a frame, not yet written. */
+/* A buffer-table entry with this bit set in its offset is not in the
+   frame: it is a range of a shared buffer linked to the task, bits 48-55
+   naming the link and bits 0-47 the offset in the buffer. */
+#define MCX_FRAME_LINK ((uint64_t)1 << 63)
+#define MCX_FRAME_LINK_SHIFT 48
+#define MCX_FRAME_OFF_MASK (((uint64_t)1 << MCX_FRAME_LINK_SHIFT) - 1)
+
+/* An object pickled for a frame, not yet written. Buffers that lie in a
+   shared buffer of the destination pool travel as links, not bytes. */
 typedef struct {
     PyObject *pickle;    /* bytes */
     PyObject *buffers;   /* list of PickleBuffer, or NULL */
     size_t frame_size;
+    int nshared;                        /* distinct shared buffers */
+    PyObject *shared[MC_SHARE_MAX];     /* their SharedMemory objects */
+    signed char *buf_shared;            /* per buffer: index in shared[], or -1 */
+    size_t *buf_offset;                 /* per buffer: its offset in that one */
 } mcx_oob;
+
+/* Where a frame goes, for linking shared buffers: the destination pool's
+   tag (its mc_pool in the caller, MCX_WORKER_TAG in a worker) and the
+   engine call that links a buffer to the task or result being written. */
+typedef int (*mcx_share_fn)(void *arg, const mc_hold *buffer, unsigned *link);
+#define MCX_WORKER_TAG ((const void *)&mcx)
+
+/* Where a frame comes from, for resolving links: MC_OK with a hold of the
+   linked buffer, or MC_OK with *hold NULL and the bytes to copy (the
+   worker at its hold limit), or an MC_E* code. */
+typedef int (*mcx_link_fn)(void *arg, unsigned link, mc_hold **hold,
+                           const void **data, size_t *len);
 
 /* Bytes borrowed from a Python object that owns them. */
 typedef struct {
@@ -246,12 +270,23 @@ void mcx_buffer_release(mcx_buffer *buf);
 /* ---- oob.c ---- */
 extern PyTypeObject mcx_SharedMemoryType;
 int mcx_frame_parse(const void *data, size_t len, mcx_frame *out);
-void mcx_frame_buffer(const mcx_frame *f, size_t i, size_t *off, size_t *len);
+void mcx_frame_buffer(const mcx_frame *f, size_t i, uint64_t *off, size_t *len);
+/* Does the frame carry buffers of its own (not only links)? */
+int mcx_frame_has_inline(const mcx_frame *f);
 extern PyTypeObject mcx_BytesLikeType;
-int mcx_oob_encode(PyObject *obj, int is_call, int use_dill, mcx_oob *out);
-int mcx_oob_write(const mcx_oob *src, void *dst);
+int mcx_oob_encode(PyObject *obj, int is_call, int use_dill, const void *tag, mcx_oob *out);
+int mcx_oob_write(const mcx_oob *src, void *dst, mcx_share_fn share, void *share_arg);
 void mcx_oob_release(mcx_oob *o);
-PyObject *mcx_oob_loads(const void *frame, size_t len, int use_dill, mc_hold **hold);
+PyObject *mcx_oob_loads(const void *frame, size_t len, int use_dill, mc_hold **hold,
+                        mcx_link_fn resolve, void *resolve_arg, const void *tag);
+/* A SharedMemory object over a shared buffer's hold (owned from then on);
+   tag as for mcx_oob_encode. */
+PyObject *mcx_shared_buffer_new(mc_hold *hold, const void *tag);
+
+/* ---- shared.c ---- */
+/* A SharedMemory shared buffer of ref's pool, or of the process-wide pool
+   (this worker's own inside a task) when ref is NULL. */
+PyObject *mcx_shared_buffer_alloc(mcx_poolref *ref, PyObject *nbytes);
 
 /* ---- worker.c ---- */
 int mcx_task_entry(const void *arg, size_t arg_len, mc_task_ctx *ctx);

@@ -396,6 +396,12 @@ static PyObject *mod_as_memoryview(PyObject *module, PyObject *buffer)
     return PyMemoryView_FromObject(buffer);
 }
 
+static PyObject *mod_shared_buffer(PyObject *module, PyObject *nbytes)
+{
+    (void)module;
+    return mcx_shared_buffer_alloc(NULL, nbytes);
+}
+
 static PyMethodDef module_methods[] = {
     {"initialize", (PyCFunction)(void (*)(void))mod_initialize,
      METH_VARARGS | METH_KEYWORDS, initialize_doc},
@@ -416,6 +422,9 @@ static PyMethodDef module_methods[] = {
      "workers wake it when a task finishes."},
     {"worker_state", mod_worker_state, METH_NOARGS, worker_state_doc},
     {"_worker_pids", mod_worker_pids, METH_NOARGS, worker_pids_doc},
+    {"_shared_buffer", mod_shared_buffer, METH_O,
+     "_shared_buffer(nbytes)\n--\n\nA SharedMemory buffer of the process-wide pool, or of this "
+     "worker's pool inside a task (see multicore.shared)."},
     {"_zygote_pid", mod_zygote_pid, METH_NOARGS, zygote_pid_doc},
     {NULL, NULL, 0, NULL}
 };

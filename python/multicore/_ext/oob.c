@@ -11,11 +11,19 @@
  * views come from, which owns an engine hold (mc_hold) on the task record
  * and releases it when the last view is gone.
  *
+ * Shared buffers (multicore.shared) are SharedMemory objects too. A buffer
+ * that lies inside one of them, bound for a task of the same pool, is not
+ * copied at all: its table entry names a link (MCX_FRAME_LINK) that the
+ * engine attaches to the task record, and the receiver gets a view of the
+ * very same memory. Such buffers always go out of band, whatever their
+ * size, so that a write on one side is seen on the other.
+ *
  * Frame layout (native-endian; the frame starts 64-byte aligned):
  *
  *   0   u64  pickle_len
  *   8   u64  nbuf
- *   16  nbuf x {u64 offset, u64 length}   offsets from the frame start
+ *   16  nbuf x {u64 offset, u64 length}   offsets from the frame start,
+ *                                         or MCX_FRAME_LINK | link | offset
  *   ..  pickle stream (pickle_len bytes)
  *   ..  each buffer at a 64-byte aligned offset
  *
@@ -51,6 +59,8 @@ int mcx_frame_parse(const void *data, size_t len, mcx_frame *out)
         uint64_t off, n;
         memcpy(&off, p + 16 + i * 16, 8);
         memcpy(&n, p + 24 + i * 16, 8);
+        if (off & MCX_FRAME_LINK)
+            continue;   /* checked against the linked buffer when resolved */
         if (off < table_end + pickle_len || off > len || n > len - off)
             return -1;
     }
@@ -61,13 +71,77 @@ int mcx_frame_parse(const void *data, size_t len, mcx_frame *out)
     return 0;
 }
 
-void mcx_frame_buffer(const mcx_frame *f, size_t i, size_t *off, size_t *len)
+void mcx_frame_buffer(const mcx_frame *f, size_t i, uint64_t *off, size_t *len)
 {
     uint64_t o, n;
     memcpy(&o, f->table + i * 16, 8);
     memcpy(&n, f->table + i * 16 + 8, 8);
-    *off = (size_t)o;
+    *off = o;
     *len = (size_t)n;
+}
+
+int mcx_frame_has_inline(const mcx_frame *f)
+{
+    for (size_t i = 0; i < f->nbuf; i++) {
+        uint64_t off;
+        size_t n;
+        mcx_frame_buffer(f, i, &off, &n);
+        if (!(off & MCX_FRAME_LINK))
+            return 1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * The exporter: shared memory kept alive by an engine hold
+ * --------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    mc_hold *hold;       /* released with the last reference */
+    char *base;
+    Py_ssize_t len;
+    Py_ssize_t exports;
+    pid_t pid;
+    /* A shared buffer's (linkable to tasks of the pool `tag` names), or
+       NULL for the memory of a frame (never linked: copied when sent on). */
+    const void *tag;
+} SharedMemoryObject;
+
+/* The SharedMemory object a buffer's memory belongs to, if it is a shared
+   buffer this process may link: found through the chain of owners (an
+   array's base, a memoryview's exporter). Borrowed reference, or NULL. */
+static SharedMemoryObject *shared_owner(const Py_buffer *view)
+{
+    PyObject *obj = view->obj, *owned = NULL;
+    SharedMemoryObject *found = NULL;
+    for (int depth = 0; obj != NULL && obj != Py_None && depth < 16; depth++) {
+        if (Py_IS_TYPE(obj, &mcx_SharedMemoryType)) {
+            found = (SharedMemoryObject *)obj;
+            break;
+        }
+        PyObject *next;
+        if (PyMemoryView_Check(obj)) {
+            next = Py_XNewRef(PyMemoryView_GET_BUFFER(obj)->obj);
+        } else if (PyBytes_CheckExact(obj) || PyByteArray_CheckExact(obj) || PyPickleBuffer_Check(obj)) {
+            break;
+        } else {
+            next = PyObject_GetAttrString(obj, "base");   /* numpy arrays */
+            if (next == NULL) {
+                PyErr_Clear();
+                break;
+            }
+        }
+        Py_XSETREF(owned, next);
+        obj = next;
+    }
+    /* The chain is kept alive by the view itself, so found stays valid. */
+    Py_XDECREF(owned);
+    if (found == NULL || found->tag == NULL || found->pid != mcx_getpid() ||
+        (const char *)view->buf < found->base || view->len > found->len ||
+        (const char *)view->buf - found->base > found->len - view->len)
+        return NULL;
+    return found;
 }
 
 /* ---------------------------------------------------------------------
@@ -75,15 +149,14 @@ void mcx_frame_buffer(const mcx_frame *f, size_t i, size_t *off, size_t *len)
  * --------------------------------------------------------------------- */
 
 /* buffer_callback: small buffers stay in the stream (True), large ones go
-   out of band (False) and are collected in the list bound as self. */
+   out of band (False) and are collected in the list bound as self; so does
+   any buffer inside a shared buffer, whatever its size. */
 static PyObject *collect_buffer(PyObject *list, PyObject *picklebuffer)
 {
-    Py_buffer view;
-    if (PyObject_GetBuffer(picklebuffer, &view, PyBUF_FULL_RO) < 0)
+    const Py_buffer *view = PyPickleBuffer_GetBuffer(picklebuffer);
+    if (view == NULL)
         return NULL;
-    Py_ssize_t n = view.len;
-    PyBuffer_Release(&view);
-    if (n < MCX_OOB_MIN)
+    if (view->len < MCX_OOB_MIN && !(PyBuffer_IsContiguous(view, 'C') && shared_owner(view)))
         Py_RETURN_TRUE;
     if (PyList_Append(list, picklebuffer) < 0)
         return NULL;
@@ -148,7 +221,8 @@ PyTypeObject mcx_BytesLikeType = {
 };
 
 /* obj itself, or a _BytesLike around it when it is a large bytes,
-   bytearray or C-contiguous memoryview. New reference. */
+   bytearray or C-contiguous memoryview, or a memoryview of a shared
+   buffer. New reference. */
 static PyObject *wrap_large(PyObject *obj)
 {
     Py_ssize_t n = -1;
@@ -157,7 +231,8 @@ static PyObject *wrap_large(PyObject *obj)
     else if (PyByteArray_CheckExact(obj))
         n = PyByteArray_GET_SIZE(obj);
     else if (PyMemoryView_Check(obj) && PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(obj), 'C'))
-        n = PyMemoryView_GET_BUFFER(obj)->len;
+        n = shared_owner(PyMemoryView_GET_BUFFER(obj)) ? MCX_OOB_MIN   /* always linked */
+                                                       : PyMemoryView_GET_BUFFER(obj)->len;
     if (n < MCX_OOB_MIN)
         return Py_NewRef(obj);
     BytesLikeObject *w = PyObject_New(BytesLikeObject, &mcx_BytesLikeType);
@@ -213,10 +288,57 @@ fail:
     return NULL;
 }
 
+/* Decide, for each collected buffer, whether it travels as a link (it lies
+   in a shared buffer of the destination pool) or as bytes; size the frame. */
+static int plan_buffers(mcx_oob *out, const void *tag)
+{
+    size_t nbuf = out->buffers ? (size_t)PyList_GET_SIZE(out->buffers) : 0;
+    size_t size = 16 + nbuf * 16 + (size_t)PyBytes_GET_SIZE(out->pickle);
+    if (nbuf > 0) {
+        out->buf_shared = PyMem_Malloc(nbuf);
+        out->buf_offset = PyMem_Malloc(nbuf * sizeof *out->buf_offset);
+        if (out->buf_shared == NULL || out->buf_offset == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < nbuf; i++) {
+        const Py_buffer *view = PyPickleBuffer_GetBuffer(PyList_GET_ITEM(out->buffers, i));
+        if (view == NULL)
+            return -1;
+        SharedMemoryObject *owner = NULL;
+        if (tag != NULL && PyBuffer_IsContiguous(view, 'C'))
+            owner = shared_owner(view);
+        out->buf_shared[i] = -1;
+        if (owner != NULL && owner->tag == tag) {
+            int k = 0;
+            while (k < out->nshared && out->shared[k] != (PyObject *)owner)
+                k++;
+            if (k == out->nshared) {
+                if (k == MC_SHARE_MAX) {
+                    PyErr_Format(PyExc_ValueError,
+                                 "a task can pass at most %d shared buffers (multicore.shared) "
+                                 "each way; this one uses more",
+                                 MC_SHARE_MAX);
+                    return -1;
+                }
+                out->shared[out->nshared++] = Py_NewRef(owner);
+            }
+            out->buf_shared[i] = (signed char)k;
+            out->buf_offset[i] = (size_t)((const char *)view->buf - owner->base);
+            continue;
+        }
+        size = ALIGN_UP(size) + (size_t)view->len;
+    }
+    out->frame_size = size;
+    return 0;
+}
+
 /* Pickle obj for a frame: mcx_oob.frame_size tells how much shared memory
    mcx_oob_write() needs. is_call: obj is a run()'s (args, kwargs) pair.
-   With dill there are no out-of-band buffers. */
-int mcx_oob_encode(PyObject *obj, int is_call, int use_dill, mcx_oob *out)
+   tag names the destination pool (NULL: link nothing). With dill there
+   are no out-of-band buffers. */
+int mcx_oob_encode(PyObject *obj, int is_call, int use_dill, const void *tag, mcx_oob *out)
 {
     memset(out, 0, sizeof *out);
     if (use_dill) {
@@ -252,24 +374,33 @@ int mcx_oob_encode(PyObject *obj, int is_call, int use_dill, mcx_oob *out)
         else
             Py_DECREF(list);
     }
-    size_t nbuf = out->buffers ? (size_t)PyList_GET_SIZE(out->buffers) : 0;
-    size_t size = 16 + nbuf * 16 + (size_t)PyBytes_GET_SIZE(out->pickle);
-    for (size_t i = 0; i < nbuf; i++) {
-        Py_buffer view;
-        if (PyObject_GetBuffer(PyList_GET_ITEM(out->buffers, i), &view, PyBUF_FULL_RO) < 0) {
-            mcx_oob_release(out);
-            return -1;
-        }
-        size = ALIGN_UP(size) + (size_t)view.len;
-        PyBuffer_Release(&view);
+    if (plan_buffers(out, tag) < 0) {
+        mcx_oob_release(out);
+        return -1;
     }
-    out->frame_size = size;
     return 0;
 }
 
-/* Write the frame at dst (64-byte aligned, frame_size bytes). */
-int mcx_oob_write(const mcx_oob *src, void *dst)
+/* Write the frame at dst (64-byte aligned, frame_size bytes), linking the
+   shared buffers to the task or result through share(). */
+int mcx_oob_write(const mcx_oob *src, void *dst, mcx_share_fn share, void *share_arg)
 {
+    unsigned links[MC_SHARE_MAX];
+    for (int k = 0; k < src->nshared; k++) {
+        const SharedMemoryObject *owner = (const SharedMemoryObject *)src->shared[k];
+        int rc = share ? share(share_arg, owner->hold, &links[k]) : MC_EINVAL;
+        if (rc == MC_ENOMEM) {
+            PyErr_Format(PyExc_ValueError,
+                         "a task can link at most %d shared buffers (multicore.shared), "
+                         "arguments and result together",
+                         MC_SHARE_MAX);
+            return -1;
+        }
+        if (rc != MC_OK) {
+            mcx_raise_mc(rc, 0, "sharing a buffer");
+            return -1;
+        }
+    }
     unsigned char *p = dst;
     uint64_t pickle_len = (uint64_t)PyBytes_GET_SIZE(src->pickle);
     uint64_t nbuf = src->buffers ? (uint64_t)PyList_GET_SIZE(src->buffers) : 0;
@@ -279,29 +410,33 @@ int mcx_oob_write(const mcx_oob *src, void *dst)
     memcpy(p + at, PyBytes_AS_STRING(src->pickle), (size_t)pickle_len);
     at += (size_t)pickle_len;
     for (uint64_t i = 0; i < nbuf; i++) {
-        Py_buffer view;
-        if (PyObject_GetBuffer(PyList_GET_ITEM(src->buffers, i), &view, PyBUF_FULL_RO) < 0)
+        const Py_buffer *view = PyPickleBuffer_GetBuffer(PyList_GET_ITEM(src->buffers, i));
+        if (view == NULL)
             return -1;
+        uint64_t n = (uint64_t)view->len, off;
+        if (src->buf_shared[i] >= 0) {
+            off = MCX_FRAME_LINK | ((uint64_t)links[src->buf_shared[i]] << MCX_FRAME_LINK_SHIFT) |
+                  (uint64_t)src->buf_offset[i];
+            memcpy(p + 16 + i * 16, &off, 8);
+            memcpy(p + 24 + i * 16, &n, 8);
+            continue;
+        }
         at = ALIGN_UP(at);
-        uint64_t off = at, n = (uint64_t)view.len;
+        off = at;
         memcpy(p + 16 + i * 16, &off, 8);
         memcpy(p + 24 + i * 16, &n, 8);
-        int rc = 0;
-        if (PyBuffer_IsContiguous(&view, 'C')) {
-            if ((size_t)view.len >= MCX_BIG_COPY) {
-                /* the exporter is held by the view: safe without the GIL */
+        if (PyBuffer_IsContiguous(view, 'C')) {
+            if ((size_t)view->len >= MCX_BIG_COPY) {
+                /* the PickleBuffer holds the exporter: safe without the GIL */
                 Py_BEGIN_ALLOW_THREADS
-                memcpy(p + at, view.buf, (size_t)view.len);
+                memcpy(p + at, view->buf, (size_t)view->len);
                 Py_END_ALLOW_THREADS
             } else {
-                memcpy(p + at, view.buf, (size_t)view.len);
+                memcpy(p + at, view->buf, (size_t)view->len);
             }
-        } else {
-            rc = PyBuffer_ToContiguous(p + at, &view, view.len, 'C');
-        }
-        PyBuffer_Release(&view);
-        if (rc < 0)
+        } else if (PyBuffer_ToContiguous(p + at, view, view->len, 'C') < 0) {
             return -1;
+        }
         at += (size_t)n;
     }
     return 0;
@@ -311,21 +446,19 @@ void mcx_oob_release(mcx_oob *o)
 {
     Py_CLEAR(o->pickle);
     Py_CLEAR(o->buffers);
+    for (int k = 0; k < o->nshared; k++)
+        Py_CLEAR(o->shared[k]);
+    o->nshared = 0;
+    PyMem_Free(o->buf_shared);
+    PyMem_Free(o->buf_offset);
+    o->buf_shared = NULL;
+    o->buf_offset = NULL;
     o->frame_size = 0;
 }
 
 /* ---------------------------------------------------------------------
- * The exporter: shared memory kept alive by an engine hold
+ * The exporter's type
  * --------------------------------------------------------------------- */
-
-typedef struct {
-    PyObject_HEAD
-    mc_hold *hold;       /* released with the last reference */
-    char *base;
-    Py_ssize_t len;
-    Py_ssize_t exports;
-    pid_t pid;
-} SharedMemoryObject;
 
 static int shm_getbuffer(SharedMemoryObject *self, Py_buffer *view, int flags)
 {
@@ -350,6 +483,42 @@ static void shm_dealloc(SharedMemoryObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* Sent as a memoryview of itself: a link when it is a shared buffer of the
+   destination pool, else its bytes, out of band. */
+static PyObject *shm_reduce_ex(SharedMemoryObject *self, PyObject *protocol)
+{
+    (void)protocol;
+    PyObject *buffer = PyPickleBuffer_FromObject((PyObject *)self);
+    if (buffer == NULL)
+        return NULL;
+    return Py_BuildValue("(O(N))", mcx.as_memoryview, buffer);
+}
+
+static PyObject *shm_get_nbytes(SharedMemoryObject *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromSsize_t(self->len);
+}
+
+static PyObject *shm_get_shared(SharedMemoryObject *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(self->tag != NULL);
+}
+
+static PyMethodDef shm_methods[] = {
+    {"__reduce_ex__", (PyCFunction)shm_reduce_ex, METH_O, NULL},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyGetSetDef shm_getset[] = {
+    {"nbytes", (getter)shm_get_nbytes, NULL, "size in bytes", NULL},
+    {"shared", (getter)shm_get_shared, NULL,
+     "True for a shared buffer (passed to tasks by reference), False for "
+     "memory received from a task's frame (copied when sent on)", NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
 static PyBufferProcs shm_as_buffer = {
     .bf_getbuffer = (getbufferproc)shm_getbuffer,
     .bf_releasebuffer = (releasebufferproc)shm_releasebuffer,
@@ -362,20 +531,107 @@ PyTypeObject mcx_SharedMemoryType = {
     .tp_dealloc = (destructor)shm_dealloc,
     .tp_as_buffer = &shm_as_buffer,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Shared memory received from another process of the pool; "
-              "the arrays and views that use it keep it alive.",
+    .tp_methods = shm_methods,
+    .tp_getset = shm_getset,
+    .tp_doc = "Memory in the pool's shared region, kept alive by the arrays and "
+              "views that use it: a shared buffer (multicore.shared), or memory "
+              "received from another process of the pool.",
 };
+
+static SharedMemoryObject *shm_new(mc_hold *hold, char *base, size_t len, const void *tag)
+{
+    SharedMemoryObject *shm = PyObject_New(SharedMemoryObject, &mcx_SharedMemoryType);
+    if (shm == NULL) {
+        mc_hold_release(hold);
+        return NULL;
+    }
+    shm->hold = hold;
+    shm->base = base;
+    shm->len = (Py_ssize_t)len;
+    shm->exports = 0;
+    shm->pid = mcx_getpid();
+    shm->tag = tag;
+    return shm;
+}
+
+PyObject *mcx_shared_buffer_new(mc_hold *hold, const void *tag)
+{
+    size_t len = 0;
+    char *data = mc_hold_data(hold, &len);
+    if (data == NULL) {
+        mc_hold_release(hold);
+        PyErr_SetString(PyExc_SystemError, "not a shared buffer's hold");
+        return NULL;
+    }
+    return (PyObject *)shm_new(hold, data, len, tag);
+}
 
 /* ---------------------------------------------------------------------
  * Decoding
  * --------------------------------------------------------------------- */
 
+/* A memoryview of [off, off + n) of obj (no copy). */
+static PyObject *slice_of(PyObject *whole, size_t off, size_t n)
+{
+    PyObject *start = PyLong_FromSize_t(off);
+    PyObject *stop = start ? PyLong_FromSize_t(off + n) : NULL;
+    PyObject *slice = stop ? PySlice_New(start, stop, NULL) : NULL;
+    PyObject *item = slice ? PyObject_GetItem(whole, slice) : NULL;
+    Py_XDECREF(slice);
+    Py_XDECREF(stop);
+    Py_XDECREF(start);
+    return item;
+}
+
+/* The buffer a link entry names: a view of the linked shared buffer (one
+   memoryview per link, made on first use, in views[]), or a copy when the
+   receiver cannot hold it. */
+static PyObject *linked_buffer(uint64_t entry, size_t n, mcx_link_fn resolve, void *arg,
+                               const void *tag, PyObject **views)
+{
+    unsigned link = (unsigned)((entry & ~MCX_FRAME_LINK) >> MCX_FRAME_LINK_SHIFT);
+    size_t off = (size_t)(entry & MCX_FRAME_OFF_MASK);
+    if (link >= MC_SHARE_MAX || resolve == NULL) {
+        PyErr_SetString(PyExc_ValueError, "malformed out-of-band frame (bad link)");
+        return NULL;
+    }
+    if (views[link] == NULL) {
+        mc_hold *hold = NULL;
+        const void *data = NULL;
+        size_t len = 0;
+        int rc = resolve(arg, link, &hold, &data, &len);
+        if (rc != MC_OK)
+            return mcx_raise_mc(rc, 0, "receiving a shared buffer");
+        if (hold != NULL) {
+            PyObject *shm = mcx_shared_buffer_new(hold, tag);
+            views[link] = shm ? PyMemoryView_FromObject(shm) : NULL;
+            Py_XDECREF(shm);   /* the memoryview keeps it */
+        } else {
+            /* a copy, at the worker's hold limit: still correct to read */
+            PyObject *copy = PyByteArray_FromStringAndSize(data, (Py_ssize_t)len);
+            views[link] = copy ? PyMemoryView_FromObject(copy) : NULL;
+            Py_XDECREF(copy);   /* the memoryview keeps it */
+        }
+        if (views[link] == NULL)
+            return NULL;
+    }
+    size_t have = (size_t)PyMemoryView_GET_BUFFER(views[link])->len;
+    if (off > have || n > have - off) {
+        PyErr_SetString(PyExc_ValueError, "malformed out-of-band frame (link range)");
+        return NULL;
+    }
+    return slice_of(views[link], off, n);
+}
+
 /*
  * Load the object a frame carries. With out-of-band buffers, *hold must be
  * a hold on the memory the frame lives in (it is then owned by the
  * exporter, and *hold set to NULL); without one the buffers are copied.
+ * Linked buffers come from resolve(); the SharedMemory objects made for
+ * them get tag (the pool they can be linked to again).
  */
-PyObject *mcx_oob_loads(const void *frame, size_t len, int use_dill, mc_hold **hold)
+PyObject *mcx_oob_loads(const void *frame, size_t len, int use_dill, mc_hold **hold,
+                        mcx_link_fn resolve, void *resolve_arg, const void *tag)
 {
     mcx_frame f;
     if (mcx_frame_parse(frame, len, &f) < 0) {
@@ -388,51 +644,32 @@ PyObject *mcx_oob_loads(const void *frame, size_t len, int use_dill, mc_hold **h
     PyObject *buffers = PyList_New((Py_ssize_t)f.nbuf);
     if (buffers == NULL)
         return NULL;
-    PyObject *whole = NULL;
+    PyObject *whole = NULL, *views[MC_SHARE_MAX] = {NULL};
+    PyObject *result = NULL;
     if (hold != NULL && *hold != NULL) {
-        SharedMemoryObject *shm = PyObject_New(SharedMemoryObject, &mcx_SharedMemoryType);
-        if (shm == NULL) {
-            Py_DECREF(buffers);
-            return NULL;
-        }
-        shm->hold = *hold;
+        SharedMemoryObject *shm = shm_new(*hold, (char *)frame, len, NULL);
         *hold = NULL;
-        shm->base = (char *)frame;
-        shm->len = (Py_ssize_t)len;
-        shm->exports = 0;
-        shm->pid = mcx_getpid();
-        whole = PyMemoryView_FromObject((PyObject *)shm);
-        Py_DECREF(shm);   /* the memoryview keeps it */
-        if (whole == NULL) {
-            Py_DECREF(buffers);
-            return NULL;
-        }
+        whole = shm ? PyMemoryView_FromObject((PyObject *)shm) : NULL;
+        Py_XDECREF(shm);   /* the memoryview keeps it */
+        if (whole == NULL)
+            goto out;
     }
     for (size_t i = 0; i < f.nbuf; i++) {
-        size_t off, n;
+        uint64_t off;
+        size_t n;
         mcx_frame_buffer(&f, i, &off, &n);
         PyObject *item;
-        if (whole != NULL) {
-            /* a slice of the shared memory: no copy */
-            PyObject *start = PyLong_FromSize_t(off);
-            PyObject *stop = start ? PyLong_FromSize_t(off + n) : NULL;
-            PyObject *slice = stop ? PySlice_New(start, stop, NULL) : NULL;
-            item = slice ? PyObject_GetItem(whole, slice) : NULL;
-            Py_XDECREF(slice);
-            Py_XDECREF(stop);
-            Py_XDECREF(start);
-        } else {
+        if (off & MCX_FRAME_LINK)
+            item = linked_buffer(off, n, resolve, resolve_arg, tag, views);
+        else if (whole != NULL)
+            item = slice_of(whole, (size_t)off, n);   /* no copy */
+        else
             item = PyByteArray_FromStringAndSize((const char *)frame + off, (Py_ssize_t)n);
-        }
-        if (item == NULL) {
-            Py_DECREF(buffers);
-            Py_XDECREF(whole);
-            return NULL;
-        }
+        if (item == NULL)
+            goto out;
         PyList_SET_ITEM(buffers, (Py_ssize_t)i, item);
     }
     PyObject *view = PyMemoryView_FromMemory((char *)f.pickle, (Py_ssize_t)f.pickle_len, PyBUF_READ);
-    PyObject *result = NULL;
     if (view != NULL) {
         PyObject *args = PyTuple_Pack(1, view);
         PyObject *kwargs = args ? Py_BuildValue("{s:O}", "buffers", buffers) : NULL;
@@ -446,7 +683,10 @@ PyObject *mcx_oob_loads(const void *frame, size_t len, int use_dill, mc_hold **h
             PyErr_Clear();
         Py_DECREF(view);
     }
+out:
     Py_DECREF(buffers);
     Py_XDECREF(whole);
+    for (int k = 0; k < MC_SHARE_MAX; k++)
+        Py_XDECREF(views[k]);
     return result;
 }

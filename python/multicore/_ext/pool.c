@@ -96,6 +96,11 @@ static PyObject *PoolHandle_worker_pids(PoolHandleObject *self, PyObject *unused
     return mcx_ref_worker_pids(&self->ref);
 }
 
+static PyObject *PoolHandle_shared_buffer(PoolHandleObject *self, PyObject *nbytes)
+{
+    return mcx_shared_buffer_alloc(&self->ref, nbytes);
+}
+
 static PyObject *PoolHandle_get_workers(PoolHandleObject *self, void *closure)
 {
     (void)closure;
@@ -115,6 +120,8 @@ static PyMethodDef PoolHandle_methods[] = {
      "close()\n--\n\nStop this pool and reap its processes (harmless twice)."},
     {"stats", (PyCFunction)PoolHandle_stats, METH_NOARGS,
      "stats()\n--\n\nThis pool's counters, as multicore.stats() gives them."},
+    {"_shared_buffer", (PyCFunction)PoolHandle_shared_buffer, METH_O,
+     "_shared_buffer(nbytes)\n--\n\nA SharedMemory buffer of this pool (see multicore.shared)."},
     {"_worker_pids", (PyCFunction)PoolHandle_worker_pids, METH_NOARGS,
      "_worker_pids()\n--\n\nThis pool's live workers (for tests)."},
     {NULL, NULL, 0, NULL}

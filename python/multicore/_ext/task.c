@@ -301,6 +301,12 @@ static int grow_runs(TaskObject *self)
     return 0;
 }
 
+/* mcx_share_fn for run(): link a shared buffer to the task reserved. */
+static int share_with_task(void *group, const mc_hold *buffer, unsigned *link)
+{
+    return mc_submit_share((mc_group *)group, buffer, link);
+}
+
 PyDoc_STRVAR(Task_run_doc,
 "run(fn, *args, serialization_format='pickle', use_dill=False, **kwargs)\n"
 "--\n\n"
@@ -368,7 +374,7 @@ static PyObject *Task_run(TaskObject *self, PyObject *args, PyObject *kwargs)
     pair = PyTuple_Pack(2, call_args, call_kwargs);
     if (pair == NULL)
         goto done;
-    if (mcx_oob_encode(pair, 1, use_dill, &frame) < 0)
+    if (mcx_oob_encode(pair, 1, use_dill, self->ref->pool, &frame) < 0)
         goto done;
     Py_CLEAR(pair);
     if (grow_runs(self) < 0)
@@ -405,7 +411,7 @@ static PyObject *Task_run(TaskObject *self, PyObject *args, PyObject *kwargs)
     mcx_wire_write_header(buf, format, use_dill, fn_len, args_off);
     memcpy((char *)buf + MCX_WIRE_HEADER_SIZE, PyBytes_AS_STRING(fn_bytes), fn_len);
     /* each large buffer is copied once, straight into shared memory */
-    if (mcx_oob_write(&frame, (char *)buf + args_off) < 0) {
+    if (mcx_oob_write(&frame, (char *)buf + args_off, share_with_task, self->group) < 0) {
         mcx_inflight_leave();
         mc_submit_abort(self->group);
         goto done;
@@ -600,6 +606,19 @@ PyDoc_STRVAR(Task_get_doc,
 "the worker's traceback as __cause__), or TimeoutExceededError past\n"
 "timeout seconds (None: no limit). Afterwards the task is complete.");
 
+/* mcx_link_fn for get(): hold a shared buffer linked to a result. */
+struct result_links {
+    mc_group *group;
+    size_t index;
+};
+
+static int hold_result_link(void *arg, unsigned link, mc_hold **hold, const void **data, size_t *len)
+{
+    const struct result_links *rl = arg;
+    (void)data, (void)len;
+    return mc_group_link_hold(rl->group, rl->index, link, hold);
+}
+
 /* A part's result. A pickled one whose large buffers came out of band is
    loaded with them as views of the shared memory, kept alive by a hold. */
 static PyObject *decode_result(TaskObject *self, size_t i, const mc_result *r)
@@ -613,12 +632,14 @@ static PyObject *decode_result(TaskObject *self, size_t i, const mc_result *r)
         return NULL;
     }
     mc_hold *hold = NULL;
-    if (f.nbuf > 0) {
+    if (mcx_frame_has_inline(&f)) {
         int rc = mc_group_hold(self->group, i, &hold);
         if (rc != MC_OK)
             return mcx_raise_mc(rc, 0, "Task.get");
     }
-    PyObject *item = mcx_oob_loads(r->data, r->len, 0, &hold);
+    struct result_links rl = {self->group, i};
+    PyObject *item = mcx_oob_loads(r->data, r->len, 0, &hold, hold_result_link, &rl,
+                                   self->ref->pool);
     mc_hold_release(hold);   /* NULL once the exporter took it */
     return item;
 }

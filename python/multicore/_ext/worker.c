@@ -86,6 +86,24 @@ static PyObject *load_callable(const mcx_wire_task *task)
     return fn;
 }
 
+/* mcx_link_fn for the arguments: a hold of the linked buffer, or, at the
+   worker's hold limit, its bytes to copy. */
+static int hold_arg_link(void *ctx, unsigned link, mc_hold **hold, const void **data, size_t *len)
+{
+    int rc = mc_task_link_hold(ctx, link, hold);
+    if (rc != MC_ENOMEM)
+        return rc;
+    *hold = NULL;
+    *data = mc_task_link_data(ctx, link, len);
+    return *data ? MC_OK : MC_EINVAL;
+}
+
+/* mcx_share_fn for the result. */
+static int share_with_result(void *ctx, const mc_hold *buffer, unsigned *link)
+{
+    return mc_result_share(ctx, buffer, link);
+}
+
 static int run_task(const void *arg, size_t arg_len, mc_task_ctx *ctx)
 {
     mcx_wire_task task;
@@ -112,10 +130,11 @@ static int run_task(const void *arg, size_t arg_len, mc_task_ctx *ctx)
     /* Large arguments are views of the shared memory; a hold keeps it in
        place for as long as the task (or whatever it kept) uses them. */
     mcx_frame frame;
-    if (mcx_frame_parse(task.args, task.args_len, &frame) == 0 && frame.nbuf > 0 &&
+    if (mcx_frame_parse(task.args, task.args_len, &frame) == 0 && mcx_frame_has_inline(&frame) &&
         mc_task_hold(ctx, &hold) != MC_OK)
         hold = NULL;   /* at the per-worker limit: the buffers are copied */
-    call = mcx_oob_loads(task.args, task.args_len, task.use_dill, &hold);
+    call = mcx_oob_loads(task.args, task.args_len, task.use_dill, &hold, hold_arg_link, ctx,
+                         MCX_WORKER_TAG);
     mc_hold_release(hold);
     hold = NULL;
     if (call == NULL) {
@@ -142,7 +161,7 @@ static int run_task(const void *arg, size_t arg_len, mc_task_ctx *ctx)
 
     if (task.format == MCX_FMT_PICKLE) {
         /* large buffers of the result go out of band: copied once */
-        if (mcx_oob_encode(result, 0, 0, &frame_out) < 0) {
+        if (mcx_oob_encode(result, 0, 0, MCX_WORKER_TAG, &frame_out) < 0) {
             rc = exception_result(ctx);
             goto done;
         }
@@ -154,7 +173,7 @@ static int run_task(const void *arg, size_t arg_len, mc_task_ctx *ctx)
             rc = text_result(ctx, MCX_RC_NOMEM, msg);
             goto done;
         }
-        if (mcx_oob_write(&frame_out, dst) < 0) {
+        if (mcx_oob_write(&frame_out, dst, share_with_result, ctx) < 0) {
             rc = exception_result(ctx);
             goto done;
         }
