@@ -76,6 +76,10 @@ typedef struct {
     size_t args_len;
 } mcx_wire_task;
 
+/* Payloads up to this size are submitted with mc_submit(), which copies
+   them under the lock it takes anyway (the engine's one-lock limit). */
+#define MCX_SMALL_SUBMIT 4096
+
 /* Copies above this size run with the GIL released. */
 #define MCX_BIG_COPY ((size_t)1 << 20)
 
