@@ -15,6 +15,7 @@ A library that cannot be imported is still listed: probe() returns
 
 import importlib
 import inspect
+import itertools
 import math
 import os
 
@@ -167,7 +168,7 @@ class Multicore(Peer):
         t = self.mc.Task()
         for chunk in chunks_of(items, chunksize):
             t.run(map_chunk, fn, chunk)
-        return [y for part in t.get(timeout=None) for y in part]
+        return list(itertools.chain.from_iterable(t.get(timeout=None)))
 
     def map(self, fn, items, chunksize):
         if isinstance(chunksize, str) and chunksize.startswith("runs:"):

@@ -41,7 +41,12 @@ def _run_chunk(fn, items, star):
 
 
 class _Chunker:
-    """Cuts the input into chunks, sized from measured time per item."""
+    """Cuts the input into chunks, sized from measured time per item.
+
+    Until a first chunk's time is known, sizes grow 1, 2, 4, ... (a slow
+    function never waits behind a large first chunk); then each chunk aims
+    at TARGET_CHUNK_SECONDS of work. With a known length, a chunk never
+    exceeds len / (4 x workers), so every worker gets several (balance)."""
 
     def __init__(self, iterable, chunksize, workers):
         if chunksize is not None:
@@ -57,12 +62,17 @@ class _Chunker:
         self.fixed = chunksize
         self.workers = workers
         self.size = chunksize or 1
+        self.cap = 100_000
+        if self.total is not None:
+            self.cap = max(1, min(self.cap, -(-self.total // (4 * workers))))
         self.per_item = None
         self.taken = 0
 
     def next_chunk(self):
         chunk = list(itertools.islice(self.items, self.size))
         self.taken += len(chunk)
+        if not self.fixed and self.per_item is None:
+            self.size = min(2 * self.size, self.cap)     # slow start
         return chunk
 
     def measured(self, n_items, seconds):
@@ -71,12 +81,8 @@ class _Chunker:
         per_item = seconds / n_items
         self.per_item = per_item if self.per_item is None else \
             0.7 * self.per_item + 0.3 * per_item
-        size = max(1, int(TARGET_CHUNK_SECONDS / max(self.per_item, 1e-9)))
-        if self.total is not None:
-            # keep several chunks per worker for the rest, for balance
-            left = self.total - self.taken
-            size = min(size, max(1, left // (4 * self.workers)))
-        self.size = min(size, 100_000)
+        size = int(TARGET_CHUNK_SECONDS / max(self.per_item, 1e-9))
+        self.size = max(1, min(size, self.cap))
 
 
 def _pool_workers(handle):
@@ -103,6 +109,29 @@ def _submit(handle, fn, chunk, star, use_dill):
 
 def _imap(fn, iterable, chunksize, star, ordered, progress, timeout, use_dill,
           handle=None):
+    """The results one by one (imap, imap_unordered): a generator, whose
+    close() (or collection) cancels the chunks still in flight."""
+    chunks = _result_chunks(fn, iterable, chunksize, star, ordered, progress, timeout,
+                            use_dill, handle)
+    try:
+        for results in chunks:
+            yield from results
+    finally:
+        chunks.close()
+
+
+def _map_list(fn, iterable, chunksize, star, progress, timeout, use_dill, handle=None):
+    """All the results, in order, as one list (map, starmap)."""
+    out = []
+    for results in _result_chunks(fn, iterable, chunksize, star, True, progress,
+                                  timeout, use_dill, handle):
+        out.extend(results)
+    return out
+
+
+def _result_chunks(fn, iterable, chunksize, star, ordered, progress, timeout,
+                   use_dill, handle):
+    """The chunks' result lists, as they come (in order if ordered)."""
     workers = _pool_workers(handle)
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
@@ -144,7 +173,7 @@ def _imap(fn, iterable, chunksize, star, ordered, progress, timeout, use_dill,
             chunker.measured(n, seconds)
             fill()                    # keep the workers busy while we yield
             bar.update(n)
-            yield from results
+            yield results
     finally:
         # On an exception, a timeout, or a consumer that stopped early: the
         # chunks still in flight are cancelled (dropping a Task cancels its
@@ -172,13 +201,11 @@ def map(fn: Callable[[T], R], iterable: Iterable[T],
         chunksize: Optional[int] = None, *, progress: Progress = False,
         timeout: Optional[float] = None, use_dill: bool = False) -> List[R]:
     """[fn(item) for item in iterable], computed on the pool."""
-    return list(_imap(fn, iterable, chunksize, False, True, progress, timeout,
-                      use_dill))
+    return _map_list(fn, iterable, chunksize, False, progress, timeout, use_dill)
 
 
 def starmap(fn: Callable[..., R], iterable: Iterable[Iterable[Any]],
             chunksize: Optional[int] = None, *, progress: Progress = False,
             timeout: Optional[float] = None, use_dill: bool = False) -> List[R]:
     """[fn(*args) for args in iterable], computed on the pool."""
-    return list(_imap(fn, iterable, chunksize, True, True, progress, timeout,
-                      use_dill))
+    return _map_list(fn, iterable, chunksize, True, progress, timeout, use_dill)

@@ -34,12 +34,12 @@ class Pool:
         return self._handle.task(max_load_average)
 
     def map(self, fn, iterable, chunksize=None, **options):
-        return list(mapping._imap(fn, iterable, chunksize, False, True,
-                                  *_options(options), handle=self._handle))
+        return mapping._map_list(fn, iterable, chunksize, False,
+                                 *_options(options), handle=self._handle)
 
     def starmap(self, fn, iterable, chunksize=None, **options):
-        return list(mapping._imap(fn, iterable, chunksize, True, True,
-                                  *_options(options), handle=self._handle))
+        return mapping._map_list(fn, iterable, chunksize, True,
+                                 *_options(options), handle=self._handle)
 
     def imap(self, fn, iterable, chunksize=None, **options):
         return mapping._imap(fn, iterable, chunksize, False, True,

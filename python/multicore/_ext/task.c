@@ -575,12 +575,14 @@ static size_t count_finished(TaskObject *self)
 }
 
 /* Wait for every part. MC_OK, or MCX_RAISED with an exception set. */
-static int wait_all(TaskObject *self, double timeout)
+/* Wait until part `index` has finished (with signals looked at every
+   slice); deadline < 0: no limit. MC_OK, or MCX_RAISED with the exception
+   set (timeout: TimeoutExceededError naming the timeout given to get()). */
+static int wait_part(TaskObject *self, size_t index, double deadline, double timeout)
 {
-    int rc = mc_group_wait(self->group, 0.0);
+    int rc = mc_group_wait_one(self->group, index, 0.0);
     if (rc == MC_OK)
         return MC_OK;
-    double deadline = timeout < 0 ? -1.0 : monotonic_now() + timeout;
     for (;;) {
         if (rc != MC_ETIMEDOUT && rc != MC_EINTR) {
             mcx_raise_mc(rc, 0, "Task.get");
@@ -611,7 +613,7 @@ static int wait_all(TaskObject *self, double timeout)
                 slice = left;
         }
         Py_BEGIN_ALLOW_THREADS
-        rc = mc_group_wait(self->group, slice);
+        rc = mc_group_wait_one(self->group, index, slice);
         Py_END_ALLOW_THREADS
         if (rc == MC_OK)
             return MC_OK;
@@ -684,46 +686,59 @@ static PyObject *Task_get(TaskObject *self, PyObject *args, PyObject *kwargs)
         goto out;
     }
 
-    int rc = wait_all(self, timeout);
-    if (rc != MC_OK) {
-        /* A stopped pool leaves the task as it is (run/get keep saying
-           PoolNotRunningError); anything else completes it, cancelling
-           the parts not started. */
-        if (!PyErr_ExceptionMatches(mcx.PoolNotRunningError))
-            task_finish(self);
-        goto out;
-    }
-
-    mcx_inflight_enter();   /* results are read from shared memory */
-    mc_result r;
-    size_t n = self->n_runs;
-    for (size_t i = 0; i < n; i++) {
-        rc = mc_group_result(self->group, i, &r);
-        if (rc != MC_OK) {
-            mcx_raise_mc(rc, 0, "Task.get");
-            goto out_inflight;
-        }
-        if (r.status != MC_OK) {
-            raise_failure(self, i, &r);
-            goto out_inflight;
-        }
-    }
+    /* Parts are waited for in order and each result is decoded as soon as
+       it is there, while later parts still run (unpickling overlaps the
+       work). A failure is raised once every part has finished, as the
+       first failure in submission order; the other parts still complete. */
+    size_t n = self->n_runs, failed = n;
+    double deadline = timeout < 0 ? -1.0 : monotonic_now() + timeout;
     list = PyList_New((Py_ssize_t)n);
     if (list == NULL)
-        goto out_inflight;
+        goto out;
     for (size_t i = 0; i < n; i++) {
-        rc = mc_group_result(self->group, i, &r);
+        int rc = wait_part(self, i, deadline, timeout);
         if (rc != MC_OK) {
-            mcx_raise_mc(rc, 0, "Task.get");
             Py_CLEAR(list);
-            goto out_inflight;
+            /* A stopped pool leaves the task as it is (run/get keep saying
+               PoolNotRunningError); anything else completes it, cancelling
+               the parts not started. */
+            if (!PyErr_ExceptionMatches(mcx.PoolNotRunningError))
+                task_finish(self);
+            goto out;
         }
+        mc_result r;
+        if ((rc = mc_group_result(self->group, i, &r)) != MC_OK) {
+            Py_CLEAR(list);
+            mcx_raise_mc(rc, 0, "Task.get");
+            task_finish(self);
+            goto out;
+        }
+        if (r.status != MC_OK) {
+            if (failed == n)
+                failed = i;
+            continue;
+        }
+        if (failed < n)
+            continue;   /* its result would be dropped anyway */
+        mcx_inflight_enter();   /* the result is read from shared memory */
         PyObject *item = decode_result(self, i, &r);
+        mcx_inflight_leave();
         if (item == NULL) {
             Py_CLEAR(list);
-            goto out_inflight;
+            task_finish(self);
+            goto out;
         }
         PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    mcx_inflight_enter();
+    if (failed < n) {
+        Py_CLEAR(list);
+        mc_result r;
+        int rc = mc_group_result(self->group, failed, &r);
+        if (rc != MC_OK)
+            mcx_raise_mc(rc, 0, "Task.get");
+        else
+            raise_failure(self, failed, &r);
     }
 
 out_inflight:
