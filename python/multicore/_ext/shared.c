@@ -42,7 +42,8 @@ PyObject *mcx_shared_buffer_alloc(mcx_poolref *ref, PyObject *nbytes_obj)
             PyErr_SetString(mcx.PoolNotRunningError, "this multicore.Pool is closed");
             return NULL;
         }
-        pool = tag = ref->pool;
+        pool = ref->pool;
+        tag = pool;
     } else if (mc_worker_index() < 0) {
         if (!mcx_pool_alive()) {
             PyErr_SetString(mcx.PoolNotRunningError,

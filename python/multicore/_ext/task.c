@@ -730,19 +730,17 @@ static PyObject *Task_get(TaskObject *self, PyObject *args, PyObject *kwargs)
         }
         PyList_SET_ITEM(list, (Py_ssize_t)i, item);
     }
-    mcx_inflight_enter();
     if (failed < n) {
         Py_CLEAR(list);
         mc_result r;
         int rc = mc_group_result(self->group, failed, &r);
+        mcx_inflight_enter();   /* the failure's message is in shared memory */
         if (rc != MC_OK)
             mcx_raise_mc(rc, 0, "Task.get");
         else
             raise_failure(self, failed, &r);
+        mcx_inflight_leave();
     }
-
-out_inflight:
-    mcx_inflight_leave();
     task_finish(self);
 out:
     self->busy = 0;
