@@ -250,7 +250,7 @@ int mc_submit_commit(mc_group *g, mc_task_fn fn, double timeout)
     }
     g->tasks[g->n++] = off;
     g->reserved = 0;
-    mc_wake_workers(h, 1);
+    mc_wake_for_task(h);
     atomic_fetch_add_explicit(&h->bytes_in, task_at(h, off)->arg_len, memory_order_relaxed);
 out:
     mc_pool_leave(g->pool);
@@ -314,7 +314,7 @@ static int submit_small(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_
             mc_submit_abort(g);
     } else {
         g->tasks[g->n++] = off;
-        mc_wake_workers(h, 1);
+        mc_wake_for_task(h);
         atomic_fetch_add_explicit(&h->bytes_in, arg_len, memory_order_relaxed);
     }
 out:

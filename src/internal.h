@@ -169,6 +169,9 @@ typedef struct mc_header {
     /* futex words, each on its own line to keep the hot ones apart */
     _Alignas(MC_CACHELINE) _Atomic uint32_t work_seq;   /* bumped to wake idle workers */
     _Atomic uint32_t work_sleepers;
+    /* While a worker spins for work: when its spin ends (CLOCK_MONOTONIC
+       ns), else 0. Only one idle worker spins at a time (queue.c). */
+    _Atomic int64_t work_spin_until;
     _Alignas(MC_CACHELINE) _Atomic uint32_t space_seq;  /* bumped when the ring frees room */
     _Atomic uint32_t space_sleepers;
     _Alignas(MC_CACHELINE) _Atomic uint32_t done_seq;   /* bumped when a task finishes, if watched */
@@ -275,6 +278,8 @@ uint64_t mc_ring_pop(mc_header *h);
 bool mc_ring_has_work(mc_header *h);  /* lock-free peek */
 bool mc_ring_has_room(mc_header *h);  /* lock-free peek */
 void mc_wake_workers(mc_header *h, uint32_t n);
+/* After queueing one task: wake a sleeping worker unless one spins. */
+void mc_wake_for_task(mc_header *h);
 /* After a task's state became final: wake callers watching completions. */
 void mc_wake_done(mc_header *h);
 void mc_wake_space(mc_header *h);

@@ -156,6 +156,12 @@ int mc_pool_wait_word(mc_pool *p, _Atomic uint32_t *word, uint32_t expected, int
     if (zygote_exited(p))
         return MC_EPOOLDIED;
     mc_header *h = p->hdr;
+    /* Insurance for the one-spinner rule (queue.c): a submit skips waking
+       a sleeper while a worker spins; should that spinner stop running
+       (stopped, or killed and not yet replaced), queued work still gets a
+       worker within one slice. No system call unless a worker sleeps. */
+    if (mc_ring_has_work(h))
+        mc_wake_workers(h, 1);
     if (atomic_load_explicit(&h->workers_failing, memory_order_acquire) >= h->nworkers) {
         collect_init_error(p);
         return MC_EWORKERINIT; /* no worker can start: nothing would ever run */

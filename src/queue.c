@@ -65,6 +65,20 @@ void mc_wake_workers(mc_header *h, uint32_t n)
     mc_futex_wake(&h->work_seq, n > INT_MAX ? INT_MAX : (int)n);
 }
 
+void mc_wake_for_task(mc_header *h)
+{
+    /* A worker spinning for work takes the task without a system call.
+       The spinner ends its spin by clearing work_spin_until, then looks at
+       the ring once more after registering as a sleeper (see
+       mc_wait_for_work): if we still see its mark it will see our task. A
+       mark past its time is ignored (a spinner preempted or killed). */
+    atomic_thread_fence(memory_order_seq_cst);
+    int64_t until = atomic_load_explicit(&h->work_spin_until, memory_order_relaxed);
+    if (until != 0 && mc_now_ns() < until)
+        return;
+    mc_wake_workers(h, 1);
+}
+
 void mc_wake_done(mc_header *h)
 {
     atomic_thread_fence(memory_order_seq_cst);
@@ -88,21 +102,41 @@ static bool worker_should_look(mc_header *h)
     return mc_ring_has_work(h) || atomic_load_explicit(&h->stopping, memory_order_acquire);
 }
 
+/* Spin for work for a while, if no other idle worker already does: true
+   if work (or a stop) showed up. One spinner is enough to take the next
+   task at once; more would only compete with the caller for the CPUs (it
+   spins too, waiting for the result). The spinner that takes a task wakes
+   a sleeping worker if more work is queued (mc_worker_main). */
+static bool spin_for_work(mc_header *h)
+{
+    int64_t start = mc_now_ns(), now = start, until = start + MC_SPIN_NS;
+    int64_t held = atomic_load_explicit(&h->work_spin_until, memory_order_relaxed);
+    if ((held != 0 && held > start) ||
+        !atomic_compare_exchange_strong_explicit(&h->work_spin_until, &held, until, memory_order_seq_cst,
+                                                 memory_order_relaxed))
+        return false;
+    bool found = false;
+    do {
+        for (int i = 0; i < 64 && !found; i++) {
+            found = worker_should_look(h);
+            mc_cpu_relax();
+        }
+        now = mc_now_ns();
+        if (!found && now - start > MC_SPIN_YIELD_NS)
+            sched_yield(); /* let a caller woken on this CPU run */
+    } while (!found && now < until);
+    int64_t mine = until;
+    atomic_compare_exchange_strong_explicit(&h->work_spin_until, &mine, 0, memory_order_seq_cst,
+                                            memory_order_relaxed);
+    return found;
+}
+
 void mc_wait_for_work(mc_header *h)
 {
     /* A short spin first: handing over a task to a spinning worker costs
        well under a microsecond, waking a sleeping one tens of them. */
-    int64_t start = mc_now_ns(), now = start;
-    do {
-        for (int i = 0; i < 64; i++) {
-            if (worker_should_look(h))
-                return;
-            mc_cpu_relax();
-        }
-        now = mc_now_ns();
-        if (now - start > MC_SPIN_YIELD_NS)
-            sched_yield(); /* let a caller woken on this CPU run */
-    } while (now - start < MC_SPIN_NS);
+    if (spin_for_work(h))
+        return;
 
     uint32_t seq = atomic_load_explicit(&h->work_seq, memory_order_acquire);
     atomic_fetch_add_explicit(&h->work_sleepers, 1, memory_order_seq_cst);

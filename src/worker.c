@@ -278,8 +278,13 @@ _Noreturn void mc_worker_main(mc_header *h, int index, const mc_pool_options *op
             _exit(4);
         uint64_t off = finish_and_take(h, slot, published, &took);
         mc_unlock(h);
-        if (took)
+        if (took) {
             mc_wake_space(h);
+            /* Idle workers do not all spin (queue.c): a burst of tasks
+               queued while one spun is spread by waking the next. */
+            if (off && mc_ring_has_work(h))
+                mc_wake_for_task(h);
+        }
         if (!off) {
             if (atomic_load_explicit(&slot->doomed, memory_order_acquire))
                 _exit(5); /* the zygote's SIGKILL is on its way */
