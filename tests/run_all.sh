@@ -15,6 +15,9 @@
 #   install  cmake --install into a temp prefix; the README example built with
 #            pkg-config against the shared and against the static library
 #   python   pip install ".[test]" (-Werror), pytest, python -m multicore demo
+#   pyasan   the extension built with ASan + UBSan in a venv over the python
+#            stage's packages; the Python tests run with the sanitizer
+#            runtimes preloaded into the (uninstrumented) interpreter
 #   bench    the benchmark suite's quick mode against the peers (proves it
 #            runs; asserts no speed)
 #
@@ -29,7 +32,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-STAGES=${MULTICORE_STAGES:-"gcc clang asan tsan valgrind fuzz install python bench"}
+STAGES=${MULTICORE_STAGES:-"gcc clang asan tsan valgrind fuzz install python pyasan bench"}
 BUILD_ROOT=${MULTICORE_BUILD_ROOT:-$ROOT/build-ci}
 PYTHON=${PYTHON:-python3}
 JOBS=$(nproc 2>/dev/null || echo 2)
@@ -313,6 +316,35 @@ stage_python() {
     return "$rc"
 }
 
+# pyasan: the C extension (and the engine inside it) under AddressSanitizer
+# and UndefinedBehaviorSanitizer, driven by the Python tests. CPython itself
+# is not instrumented, so the runtimes are preloaded, PYTHONMALLOC=malloc
+# lets ASan see object allocations, leak checking is off (the interpreter
+# frees little at exit), and handle_segv=0 lets the tests whose worker
+# crashes on purpose see a real SIGSEGV. test_typing (mypy on stubs) runs
+# no C code and is left to the python stage. Runs after the python stage
+# (its venv sees the packages that stage installed).
+stage_pyasan() {
+    local venv=$BUILD_ROOT/venv-asan base=$PYTHON
+    if [[ -x $BUILD_ROOT/venv/bin/python ]]; then
+        base=$BUILD_ROOT/venv/bin/python
+    fi
+    rm -rf "$venv"
+    "$base" -m venv --system-site-packages "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir \
+        --root-user-action=ignore --no-deps --force-reinstall . \
+        -C cmake.define.MULTICORE_SANITIZE=address,undefined \
+        -C cmake.define.MULTICORE_WERROR=ON -C cmake.build-type=Debug
+    local preload
+    preload="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
+    (cd "$BUILD_ROOT" &&
+        LD_PRELOAD=$preload PYTHONMALLOC=malloc \
+        ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1:handle_segv=0 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        "$venv/bin/python" -m pytest "$ROOT/tests/python" -q -p no:cacheprovider \
+            --ignore "$ROOT/tests/python/test_typing.py")
+}
+
 # bench: the benchmark suite in its quick mode, only to prove that every
 # scenario still runs for every library (speed is never asserted; the full
 # run and its figures are in docs/benchmarks.md). The peers are the
@@ -373,7 +405,7 @@ count() {
 overall=0
 for stage in $STAGES; do
     if ! declare -F "stage_$stage" >/dev/null; then
-        echo "unknown stage: $stage (known: gcc clang asan tsan valgrind fuzz install python bench)" >&2
+        echo "unknown stage: $stage (known: gcc clang asan tsan valgrind fuzz install python pyasan bench)" >&2
         exit 2
     fi
     banner "stage: $stage"
