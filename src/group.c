@@ -346,17 +346,22 @@ static int wait_task(mc_pool *pool, mc_task *t, int64_t deadline)
     uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
     if (is_final(s))
         return MC_OK;
-    int64_t start = mc_now_ns(), now = start;
+    static _Thread_local mc_spin spin; /* per calling thread */
+    int64_t start = mc_now_ns(), now = start, budget = mc_spin_budget(&spin);
     do {
         for (int i = 0; i < 64; i++) {
-            if (is_final(atomic_load_explicit(&t->state, memory_order_acquire)))
+            if (is_final(atomic_load_explicit(&t->state, memory_order_acquire))) {
+                mc_spin_done(&spin, true, mc_now_ns() - start);
                 return MC_OK;
+            }
             mc_cpu_relax();
         }
         now = mc_now_ns();
         if (now - start > MC_SPIN_YIELD_NS)
             sched_yield();
-    } while (now - start < MC_SPIN_NS && now < deadline);
+    } while (now - start < budget && now < deadline);
+    if (now - start >= budget)   /* a poll that ran out of time teaches nothing */
+        mc_spin_done(&spin, false, now - start);
 
     for (;;) {
         s = atomic_load_explicit(&t->state, memory_order_acquire);

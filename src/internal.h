@@ -308,12 +308,27 @@ static inline void mc_cpu_relax(void)
     __asm__ __volatile__("yield" ::: "memory");
 #endif
 }
-/* How long a process spins on a word before it sleeps. After the first
+/* How long a process spins on a word before it sleeps: adaptive, between
+   MC_SPIN_MIN_NS and MC_SPIN_NS (mc_spin_*). After the first
    MC_SPIN_YIELD_NS of it, the spinner yields its CPU between rounds: when
    the partner it waits for was just woken on the same CPU (on a 2-vCPU VM
    the scheduler often puts them there), spinning would only delay it. */
 #define MC_SPIN_NS 20000
+#define MC_SPIN_MIN_NS 2000
 #define MC_SPIN_YIELD_NS 2000
+
+/* One waiter's spin budget. A spin that saw its partner after t ns keeps
+   the budget at 2t or more; one that gave up halves it (down to
+   MC_SPIN_MIN_NS): a process whose partner comes back within microseconds
+   keeps spinning, one whose partner takes milliseconds stops burning
+   20 us of CPU per wait. Every 16th wait spins the whole MC_SPIN_NS, so a
+   change back to fast hand-offs is noticed. Zero-initialised is valid. */
+typedef struct mc_spin {
+    int64_t budget_ns;
+    uint32_t waits;
+} mc_spin;
+int64_t mc_spin_budget(mc_spin *s);
+void mc_spin_done(mc_spin *s, bool found, int64_t spun_ns);
 
 /* ---- zygote.c / worker.c --------------------------------------------- */
 

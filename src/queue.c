@@ -109,7 +109,8 @@ static bool worker_should_look(mc_header *h)
    a sleeping worker if more work is queued (mc_worker_main). */
 static bool spin_for_work(mc_header *h)
 {
-    int64_t start = mc_now_ns(), now = start, until = start + MC_SPIN_NS;
+    static mc_spin spin; /* a worker has one thread that waits for work */
+    int64_t start = mc_now_ns(), now = start, until = start + mc_spin_budget(&spin);
     int64_t held = atomic_load_explicit(&h->work_spin_until, memory_order_relaxed);
     if ((held != 0 && held > start) ||
         !atomic_compare_exchange_strong_explicit(&h->work_spin_until, &held, until, memory_order_seq_cst,
@@ -128,6 +129,7 @@ static bool spin_for_work(mc_header *h)
     int64_t mine = until;
     atomic_compare_exchange_strong_explicit(&h->work_spin_until, &mine, 0, memory_order_seq_cst,
                                             memory_order_relaxed);
+    mc_spin_done(&spin, found, now - start);
     return found;
 }
 

@@ -25,6 +25,19 @@ int64_t mc_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t mc_spin_budget(mc_spin *s)
+{
+    if (s->budget_ns < MC_SPIN_MIN_NS || s->budget_ns > MC_SPIN_NS)
+        s->budget_ns = MC_SPIN_NS;
+    return (s->waits++ & 15) == 0 ? MC_SPIN_NS : s->budget_ns;
+}
+
+void mc_spin_done(mc_spin *s, bool found, int64_t spun_ns)
+{
+    int64_t b = found ? (2 * spun_ns > s->budget_ns ? 2 * spun_ns : s->budget_ns) : s->budget_ns / 2;
+    s->budget_ns = b < MC_SPIN_MIN_NS ? MC_SPIN_MIN_NS : b > MC_SPIN_NS ? MC_SPIN_NS : b;
+}
+
 int64_t mc_deadline(double timeout_s)
 {
     if (timeout_s < 0 || isnan(timeout_s))
