@@ -314,15 +314,16 @@ static inline void mc_cpu_relax(void)
    the partner it waits for was just woken on the same CPU (on a 2-vCPU VM
    the scheduler often puts them there), spinning would only delay it. */
 #define MC_SPIN_NS 20000
-#define MC_SPIN_MIN_NS 2000
+#define MC_SPIN_MIN_NS 5000
 #define MC_SPIN_YIELD_NS 2000
 
 /* One waiter's spin budget. A spin that saw its partner after t ns keeps
-   the budget at 2t or more; one that gave up halves it (down to
-   MC_SPIN_MIN_NS): a process whose partner comes back within microseconds
-   keeps spinning, one whose partner takes milliseconds stops burning
-   20 us of CPU per wait. Every 16th wait spins the whole MC_SPIN_NS, so a
-   change back to fast hand-offs is noticed. Zero-initialised is valid. */
+   the budget at 4t or more; one that gave up shrinks it by a quarter (down
+   to MC_SPIN_MIN_NS, above the 3-5 us a Python caller takes between two
+   tasks): a process whose partner comes back within microseconds keeps
+   spinning, one whose partner takes milliseconds stops burning 20 us of
+   CPU per wait. Every 16th wait spins the whole MC_SPIN_NS, so a change
+   back to fast hand-offs is noticed. Zero-initialised is valid. */
 typedef struct mc_spin {
     int64_t budget_ns;
     uint32_t waits;

@@ -34,7 +34,8 @@ int64_t mc_spin_budget(mc_spin *s)
 
 void mc_spin_done(mc_spin *s, bool found, int64_t spun_ns)
 {
-    int64_t b = found ? (2 * spun_ns > s->budget_ns ? 2 * spun_ns : s->budget_ns) : s->budget_ns / 2;
+    int64_t b = found ? (4 * spun_ns > s->budget_ns ? 4 * spun_ns : s->budget_ns)
+                      : s->budget_ns - s->budget_ns / 4;
     s->budget_ns = b < MC_SPIN_MIN_NS ? MC_SPIN_MIN_NS : b > MC_SPIN_NS ? MC_SPIN_NS : b;
 }
 
