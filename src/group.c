@@ -160,6 +160,20 @@ void mc_group_destroy(mc_group *g)
     mc_pool_unref(pool);
 }
 
+/* Room in the group's list for the task about to be submitted. */
+static int room_for_one_more(mc_group *g)
+{
+    if (g->n < g->cap)
+        return MC_OK;
+    size_t cap = g->cap ? g->cap * 2 : 16;
+    uint64_t *tasks = realloc(g->tasks, cap * sizeof *tasks);
+    if (!tasks)
+        return MC_ENOMEM;
+    g->tasks = tasks;
+    g->cap = cap;
+    return MC_OK;
+}
+
 int mc_submit_reserve(mc_group *g, size_t arg_len, void **buf)
 {
     if (!g || !buf)
@@ -174,16 +188,8 @@ int mc_submit_reserve(mc_group *g, size_t arg_len, void **buf)
         r = MC_ESTATE;
         goto out;
     }
-    if (g->n == g->cap) { /* grow now so that commit cannot fail on memory */
-        size_t cap = g->cap ? g->cap * 2 : 16;
-        uint64_t *t = realloc(g->tasks, cap * sizeof *t);
-        if (!t) {
-            r = MC_ENOMEM;
-            goto out;
-        }
-        g->tasks = t;
-        g->cap = cap;
-    }
+    if ((r = room_for_one_more(g)) != MC_OK) /* now, so that commit cannot fail on memory */
+        goto out;
 
     mc_header *h = g->pool->hdr;
     if ((r = mc_lock(h)) != MC_OK)
@@ -272,16 +278,8 @@ static int submit_small(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_
         r = MC_ESTATE;
         goto out;
     }
-    if (g->n == g->cap) {
-        size_t cap = g->cap ? g->cap * 2 : 16;
-        uint64_t *tasks = realloc(g->tasks, cap * sizeof *tasks);
-        if (!tasks) {
-            r = MC_ENOMEM;
-            goto out;
-        }
-        g->tasks = tasks;
-        g->cap = cap;
-    }
+    if ((r = room_for_one_more(g)) != MC_OK)
+        goto out;
     if ((r = mc_lock(h)) != MC_OK)
         goto out;
     uint64_t off = mc_arena_alloc(h, sizeof(mc_task) + arg_len);

@@ -444,6 +444,25 @@ static inline void mc_t_get_pool_pids(const mc_pool *pool, mc_t_pool_pids *pp)
             CHECK(mc_t_pid_gone((pp)->workers[mc_t_i_]));                   \
     } while (0)
 
+/* Shared-memory bytes in use by live blocks (UINT64_MAX if unknown). */
+static inline uint64_t mc_t_shm_in_use(mc_pool *pool)
+{
+    mc_pool_stats ps;
+    if (mc_pool_get_stats(pool, &ps, NULL, 0) < 0)
+        return UINT64_MAX;
+    return ps.shm_in_use;
+}
+
+/* Workers drop their reference on a finished task just after publishing
+   its result: wait up to 2 s for the count to settle at `want`. */
+static inline int mc_t_shm_settles_at(mc_pool *pool, uint64_t want)
+{
+    double t0 = mc_t_now();
+    while (mc_t_shm_in_use(pool) != want && mc_t_now() - t0 < 2)
+        mc_t_sleep_ms(1);
+    return mc_t_shm_in_use(pool) == want;
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv)

@@ -26,24 +26,6 @@ static int make_big(const void *arg, size_t len, mc_task_ctx *ctx)
     return 0;
 }
 
-static uint64_t shm_in_use(mc_pool *pool)
-{
-    mc_pool_stats ps;
-    if (mc_pool_get_stats(pool, &ps, NULL, 0) < 0)
-        return UINT64_MAX;
-    return ps.shm_in_use;
-}
-
-/* The worker drops its reference to the task it finished a moment after
-   publishing the result: wait for the count to settle at `want`. */
-static bool shm_settles_at(mc_pool *pool, uint64_t want)
-{
-    double t0 = mc_t_now();
-    while (shm_in_use(pool) != want && mc_t_now() - t0 < 2)
-        mc_t_sleep_ms(1);
-    return shm_in_use(pool) == want;
-}
-
 static bool big_ok(const unsigned char *p, unsigned char seed)
 {
     for (size_t i = 0; i < BIG; i++)
@@ -59,7 +41,7 @@ TEST(caller_hold_outlives_group_and_pool)
     mc_pool *pool;
     REQUIRE_OK(mc_t_start(&pool, 2));
     REQUIRE_OK(mc_pool_wait_ready(pool, 30));
-    uint64_t base = shm_in_use(pool);
+    uint64_t base = mc_t_shm_in_use(pool);
 
     mc_group *g;
     REQUIRE_OK(mc_group_create(pool, &g));
@@ -79,10 +61,10 @@ TEST(caller_hold_outlives_group_and_pool)
 
     /* The group is gone; the held results are not; the unheld one is. */
     CHECK(big_ok(r0.data, 1) && big_ok(r2.data, 3));
-    uint64_t held = shm_in_use(pool);
+    uint64_t held = mc_t_shm_in_use(pool);
     CHECK(held >= base + 2 * (uint64_t)BIG && held < base + 3 * (uint64_t)BIG);
     mc_hold_release(h0);
-    CHECK(shm_in_use(pool) < held - BIG + 4096);
+    CHECK(mc_t_shm_in_use(pool) < held - BIG + 4096);
 
     /* Past mc_pool_stop() the held bytes are still readable. */
     mc_t_pool_pids pp;
@@ -176,7 +158,7 @@ TEST(worker_hold_outlives_its_task)
     mc_pool *pool;
     REQUIRE_OK(mc_t_start(&pool, 1)); /* one worker: both tasks run there */
     REQUIRE_OK(mc_pool_wait_ready(pool, 30));
-    uint64_t base = shm_in_use(pool);
+    uint64_t base = mc_t_shm_in_use(pool);
 
     unsigned char *arg = malloc(BIG);
     REQUIRE(arg != NULL);
@@ -186,22 +168,22 @@ TEST(worker_hold_outlives_its_task)
     CHECK_OK(run_one(pool, hold_arg, arg, BIG, &r));
     CHECK_EQ_INT(r.status, MC_OK);
     /* The group is destroyed, the worker still holds the argument. */
-    CHECK(shm_in_use(pool) >= base + BIG);
+    CHECK(mc_t_shm_in_use(pool) >= base + BIG);
     CHECK_OK(run_one(pool, check_and_release, NULL, 0, &r));
     CHECK_EQ_INT(r.status, MC_OK);
     CHECK_EQ_INT(r.task_code, 0);
-    CHECK(shm_settles_at(pool, base));
+    CHECK(mc_t_shm_settles_at(pool, base));
 
     /* The limit per worker is an error. */
     CHECK_OK(run_one(pool, hold_too_many, NULL, 0, &r));
     CHECK_EQ_INT(r.status, MC_OK);
-    CHECK(shm_settles_at(pool, base));
+    CHECK(mc_t_shm_settles_at(pool, base));
 
     /* A worker that dies holding tasks: the zygote releases its holds. */
     CHECK_OK(run_one(pool, hold_many_then_die, arg, BIG, &r));
     CHECK_EQ_INT(r.status, MC_EWORKERDIED);
     CHECK_EQ_INT(r.exit_status, 9);
-    CHECK(shm_settles_at(pool, base));
+    CHECK(mc_t_shm_settles_at(pool, base));
 
     free(arg);
     CHECK_OK(mc_pool_stop(pool));

@@ -18,23 +18,6 @@
 
 #define BIG (3u << 20)
 
-static uint64_t shm_in_use(mc_pool *pool)
-{
-    mc_pool_stats ps;
-    if (mc_pool_get_stats(pool, &ps, NULL, 0) < 0)
-        return UINT64_MAX;
-    return ps.shm_in_use;
-}
-
-/* Workers drop their reference on a finished task just after publishing. */
-static bool shm_settles_at(mc_pool *pool, uint64_t want)
-{
-    double t0 = mc_t_now();
-    while (shm_in_use(pool) != want && mc_t_now() - t0 < 2)
-        mc_t_sleep_ms(1);
-    return shm_in_use(pool) == want;
-}
-
 static void fill(unsigned char *p, size_t n, unsigned seed)
 {
     for (size_t i = 0; i < n; i++)
@@ -187,7 +170,7 @@ TEST(caller_buffer_is_the_tasks_memory)
     mc_pool *pool;
     REQUIRE_OK(mc_t_start(&pool, 2));
     REQUIRE_OK(mc_pool_wait_ready(pool, 30));
-    uint64_t base = shm_in_use(pool);
+    uint64_t base = mc_t_shm_in_use(pool);
 
     mc_hold *b;
     REQUIRE_OK(mc_buffer_alloc(pool, BIG, &b));
@@ -211,7 +194,7 @@ TEST(caller_buffer_is_the_tasks_memory)
     CHECK_OK(wait_result(g, 1, &r));
     CHECK_EQ_INT(r.task_code, 0);
     mc_group_destroy(g);
-    CHECK(shm_settles_at(pool, base));
+    CHECK(mc_t_shm_settles_at(pool, base));
     CHECK_OK(mc_pool_stop(pool));
     CHECK_NOTHING_LEFT(&before);
 }
@@ -223,7 +206,7 @@ TEST(task_buffer_comes_back_by_link)
     mc_pool *pool;
     REQUIRE_OK(mc_t_start(&pool, 2));
     REQUIRE_OK(mc_pool_wait_ready(pool, 30));
-    uint64_t base = shm_in_use(pool);
+    uint64_t base = mc_t_shm_in_use(pool);
 
     mc_group *g;
     REQUIRE_OK(mc_group_create(pool, &g));
@@ -245,7 +228,7 @@ TEST(task_buffer_comes_back_by_link)
     size_t n = 0;
     const unsigned char *p = mc_hold_data(got, &n);
     CHECK(p && n == BIG && filled(p, n, 5));
-    CHECK(shm_in_use(pool) >= base + BIG);
+    CHECK(mc_t_shm_in_use(pool) >= base + BIG);
 
     /* A buffer that came back can be sent on, to another task. */
     unsigned char *w = mc_hold_data(got, NULL);
@@ -274,7 +257,7 @@ TEST(returning_a_given_buffer_links_it_once)
     mc_pool *pool;
     REQUIRE_OK(mc_t_start(&pool, 1));
     REQUIRE_OK(mc_pool_wait_ready(pool, 30));
-    uint64_t base = shm_in_use(pool);
+    uint64_t base = mc_t_shm_in_use(pool);
     mc_hold *b;
     REQUIRE_OK(mc_buffer_alloc(pool, BIG, &b));
     fill(mc_hold_data(b, NULL), BIG, 3);
@@ -290,7 +273,7 @@ TEST(returning_a_given_buffer_links_it_once)
     CHECK(got && filled(mc_hold_data(got, NULL), BIG, 3));
     mc_group_destroy(g);
     mc_hold_release(got);
-    CHECK(shm_settles_at(pool, base));
+    CHECK(mc_t_shm_settles_at(pool, base));
     CHECK_OK(mc_pool_stop(pool));
     CHECK_NOTHING_LEFT(&before);
 }
@@ -302,7 +285,7 @@ TEST(worker_keeps_a_link_and_dies_with_one)
     mc_pool *pool;
     REQUIRE_OK(mc_t_start(&pool, 1)); /* one worker: every task runs there */
     REQUIRE_OK(mc_pool_wait_ready(pool, 30));
-    uint64_t base = shm_in_use(pool);
+    uint64_t base = mc_t_shm_in_use(pool);
     mc_hold *b;
     REQUIRE_OK(mc_buffer_alloc(pool, BIG, &b));
     fill(mc_hold_data(b, NULL), BIG, 1);
@@ -315,13 +298,13 @@ TEST(worker_keeps_a_link_and_dies_with_one)
     CHECK_OK(wait_result(g, 0, &r));
     CHECK_EQ_INT(r.task_code, 0);
     mc_group_destroy(g);
-    CHECK(shm_in_use(pool) >= base + BIG); /* the worker holds it */
+    CHECK(mc_t_shm_in_use(pool) >= base + BIG); /* the worker holds it */
     REQUIRE_OK(mc_group_create(pool, &g));
     CHECK_OK(mc_submit(g, check_kept_and_release, NULL, 0, 5));
     CHECK_OK(wait_result(g, 0, &r));
     CHECK_EQ_INT(r.task_code, 0);
     mc_group_destroy(g);
-    CHECK(shm_settles_at(pool, base));
+    CHECK(mc_t_shm_settles_at(pool, base));
 
     /* Dying with a link held and a buffer of its own: the zygote frees both. */
     REQUIRE_OK(mc_buffer_alloc(pool, BIG, &b));
@@ -331,7 +314,7 @@ TEST(worker_keeps_a_link_and_dies_with_one)
     CHECK_OK(wait_result(g, 0, &r));
     CHECK_EQ_INT(r.status, MC_EWORKERDIED);
     mc_group_destroy(g);
-    CHECK(shm_settles_at(pool, base));
+    CHECK(mc_t_shm_settles_at(pool, base));
     CHECK_OK(mc_pool_stop(pool));
     CHECK_NOTHING_LEFT(&before);
 }
@@ -344,7 +327,7 @@ TEST(misuse_is_an_error)
     REQUIRE_OK(mc_t_start(&pool, 1));
     REQUIRE_OK(mc_t_start(&other, 1));
     REQUIRE_OK(mc_pool_wait_ready(pool, 30));
-    uint64_t base = shm_in_use(pool);
+    uint64_t base = mc_t_shm_in_use(pool);
 
     mc_hold *none = NULL;
     CHECK_RC(mc_buffer_alloc(NULL, 16, &none), MC_EINVAL); /* not a worker */
@@ -388,7 +371,7 @@ TEST(misuse_is_an_error)
     for (int i = 0; i <= MC_SHARE_MAX; i++)
         mc_hold_release(bufs[i]);
     mc_hold_release(foreign);
-    CHECK(shm_settles_at(pool, base));
+    CHECK(mc_t_shm_settles_at(pool, base));
     CHECK_OK(mc_pool_stop(other));
     CHECK_OK(mc_pool_stop(pool));
     CHECK_NOTHING_LEFT(&before);
