@@ -9,8 +9,9 @@
  *   REQUIRE(cond), REQUIRE_OK(expr)   like CHECK, but return from the test
  *
  * main() runs every registered test (or only those named on the command
- * line), prints "N passed, N failed" as its last line and exits non-zero
- * if anything failed. The failure counter is atomic, so CHECK may be used
+ * line), each in a process of its own with a timeout (see "main" below),
+ * prints "N passed, N failed" as its last line and exits non-zero if
+ * anything failed. The failure counter is atomic, so CHECK may be used
  * from several caller threads. Never use CHECK inside a task function or a
  * worker callback: those run in forked worker processes.
  *
@@ -31,6 +32,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -109,10 +113,12 @@ static int mc_t_count;
 
 static inline void mc_t_register(const char *name, mc_t_fn fn)
 {
-    if (mc_t_count < MC_T_MAX_TESTS) {
+    if (mc_t_count < MC_T_MAX_TESTS - 1) {
         mc_t_names[mc_t_count] = name;
         mc_t_fns[mc_t_count] = fn;
         mc_t_count++;
+    } else {
+        mc_t_count = MC_T_MAX_TESTS; /* main() refuses to run */
     }
 }
 
@@ -335,6 +341,44 @@ static inline int mc_t_pid_gone(pid_t pid)
     return kill(pid, 0) == -1 && errno == ESRCH;
 }
 
+/*
+ * Files under /dev/shm that process `pid` maps or holds open (POSIX shared
+ * memory, which the engine must never use: its region is a memfd). Only
+ * the process's own mappings and descriptors are looked at, so what other
+ * programs on the machine keep in /dev/shm does not matter. -1 if the
+ * process does not exist.
+ */
+static inline int mc_t_proc_dev_shm_refs(pid_t pid)
+{
+    char path[64], line[4096], link[4096];
+    snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, " /dev/shm/") != NULL;
+    fclose(f);
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char fp[96];
+        snprintf(fp, sizeof fp, "/proc/%d/fd/%.20s", (int)pid, e->d_name);
+        ssize_t len = readlink(fp, link, sizeof link - 1);
+        if (len > 0) {
+            link[len] = '\0';
+            n += strncmp(link, "/dev/shm/", 9) == 0;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
 /* ------------------------------------------- "nothing left behind" checks */
 
 /* ThreadSanitizer's runtime maps shadow memory on its own as the process
@@ -374,6 +418,61 @@ static inline void mc_t_snap(mc_t_snapshot *s)
         CHECK_EQ_INT(mc_t_after_.children, (before)->children);             \
         CHECK_EQ_INT(mc_t_count_zombie_children(), 0);                      \
     } while (0)
+
+/* ------------------------------------------------------------------ gates */
+
+/*
+ * A gate forces an order of events across processes: a task that must not
+ * finish before the caller has looked at it waits at a gate the caller
+ * opens. The gate is a futex word in a MAP_SHARED anonymous page, so it
+ * must be made before the pool starts (the zygote and the workers are
+ * forked from the caller and inherit the page).
+ *
+ *   mc_t_gate *g = mc_t_gate_new();          before mc_pool_start
+ *   in a task:    mc_t_gate_wait(g, 30)      0 once open, -1 past 30 s
+ *   in the test:  mc_t_gate_open(g);  ...  mc_t_gate_free(g);
+ */
+typedef struct {
+    uint32_t open; /* futex word: 0 shut, 1 open (__atomic builtins) */
+} mc_t_gate;
+
+static inline mc_t_gate *mc_t_gate_new(void)
+{
+    void *p = mmap(NULL, sizeof(mc_t_gate), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                   -1, 0);
+    return p == MAP_FAILED ? NULL : (mc_t_gate *)p;
+}
+
+static inline void mc_t_gate_free(mc_t_gate *g)
+{
+    if (g)
+        munmap(g, sizeof *g);
+}
+
+static inline void mc_t_gate_open(mc_t_gate *g)
+{
+    __atomic_store_n(&g->open, 1, __ATOMIC_SEQ_CST);
+    syscall(SYS_futex, &g->open, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+}
+
+static inline int mc_t_gate_is_open(mc_t_gate *g)
+{
+    return __atomic_load_n(&g->open, __ATOMIC_SEQ_CST) != 0;
+}
+
+/* Waits until the gate is open: 0, or -1 after `seconds`. */
+static inline int mc_t_gate_wait(mc_t_gate *g, double seconds)
+{
+    double deadline = mc_t_now() + seconds;
+    while (!mc_t_gate_is_open(g)) {
+        double left = deadline - mc_t_now();
+        if (left <= 0)
+            return -1;
+        struct timespec ts = {(time_t)left, (long)((left - (double)(time_t)left) * 1e9)};
+        syscall(SYS_futex, &g->open, FUTEX_WAIT, 0, &ts, NULL, 0);
+    }
+    return 0;
+}
 
 /* ------------------------------------------------------------ pool helpers */
 
@@ -465,11 +564,184 @@ static inline int mc_t_shm_settles_at(mc_pool *pool, uint64_t want)
 
 /* ------------------------------------------------------------------ main */
 
+/*
+ * The runner (libuv's is the model). Every test case runs in a process of
+ * its own, forked from the runner, so that one case that crashes, hangs or
+ * corrupts its process is reported by name and the others still run:
+ *
+ *   test_x                 every case, one after another, each in a child
+ *   test_x NAME...         only those cases (an unknown name is an error)
+ *   test_x --list          the case names, one a line (ctest registers
+ *                          each case as a test of its own from this list)
+ *
+ * Each child is the leader of a process group of its own, so that the
+ * pools it starts (zygote, workers) are in that group too. The runner is a
+ * child subreaper, so whatever the case leaves orphaned is reparented to
+ * it and reaped here. A case fails if it
+ *   - records a CHECK failure (exit status 1),
+ *   - dies by a signal, or exits with any other status (a sanitizer
+ *     report, for instance),
+ *   - runs past its timeout (it is then killed, its whole group with it):
+ *     MULTICORE_TEST_CASE_TIMEOUT seconds, default MC_T_CASE_TIMEOUT
+ *     (MC_T_CASE_TIMEOUT_VALGRIND under valgrind),
+ *   - or leaves any process of its group behind once it has exited, for
+ *     longer than MC_T_LEFTOVER_GRACE seconds (a pool's zygote and workers
+ *     exit by themselves when their caller dies; longer means a leak).
+ * The last line is "N passed, N failed"; the exit status is 0 only if
+ * every selected case passed (and at least one ran).
+ */
+#include <sys/prctl.h>
+#include <sys/wait.h>
+
+#define MC_T_CASE_TIMEOUT 240.0
+#define MC_T_CASE_TIMEOUT_VALGRIND 900.0
+#define MC_T_LEFTOVER_GRACE 20.0
+
+static double mc_t_case_timeout(void)
+{
+    const char *env = getenv("MULTICORE_TEST_CASE_TIMEOUT");
+    if (env && *env) {
+        char *end;
+        double v = strtod(env, &end);
+        if (*end == '\0' && v > 0)
+            return v;
+        fprintf(stderr, "MULTICORE_TEST_CASE_TIMEOUT=%s is not a positive number of seconds\n",
+                env);
+        exit(2);
+    }
+    return mc_t_under_valgrind() ? MC_T_CASE_TIMEOUT_VALGRIND : MC_T_CASE_TIMEOUT;
+}
+
+/* Reap every child that has exited; the status of `leader` goes to *st and
+   *leader_done is set when it is among them. */
+static void mc_t_reap(pid_t leader, int *st, int *leader_done)
+{
+    for (;;) {
+        int s;
+        pid_t r = waitpid(-1, &s, WNOHANG);
+        if (r <= 0)
+            return;
+        if (r == leader) {
+            *st = s;
+            *leader_done = 1;
+        }
+    }
+}
+
+/* 1 if process group `pgid` has no process left (zombies reaped first). */
+static int mc_t_group_empty(pid_t pgid)
+{
+    return kill(-pgid, 0) == -1 && errno == ESRCH;
+}
+
+/* Run case i in a child; returns 1 if it passed. */
+static int mc_t_run_case(int i, const sigset_t *old_mask, double timeout)
+{
+    fflush(NULL);
+    pid_t runner = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "fork: %s\n", strerror(errno));
+        return 0;
+    }
+    if (pid == 0) {
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* the runner killed: so is the case */
+        if (getppid() != runner)
+            _exit(3);
+        sigprocmask(SIG_SETMASK, old_mask, NULL);
+        mc_t_fns[i]();
+        fflush(NULL);
+        /* exit(), not _exit(): sanitizers' and valgrind's leak checks run at
+           exit and make the status non-zero if they report. */
+        exit(mc_t_failure_count() == 0 ? 0 : 1);
+    }
+    setpgid(pid, pid); /* also here: no window in which the group is not made */
+
+    double t0 = mc_t_now(), left_since = 0;
+    int st = 0, done = 0, timed_out = 0, leftovers = 0;
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    for (;;) {
+        mc_t_reap(pid, &st, &done);
+        double now = mc_t_now();
+        if (done && mc_t_group_empty(pid))
+            break;
+        if (!done && !timed_out && now - t0 > timeout) {
+            timed_out = 1;
+            kill(-pid, SIGKILL);
+        }
+        if (done && !left_since)
+            left_since = now;
+        if (done && !leftovers && now - left_since > MC_T_LEFTOVER_GRACE) {
+            leftovers = 1;
+            kill(-pid, SIGKILL);
+        }
+        /* Every orphan of the group is our child (subreaper), so each exit
+           is a SIGCHLD here; the 100 ms cap only bounds a missed one. */
+        struct timespec ts = {0, 100 * 1000000L};
+        sigtimedwait(&chld, NULL, &ts);
+    }
+    double dt = mc_t_now() - t0;
+    const char *name = mc_t_names[i];
+    if (timed_out) {
+        printf("FAIL %s (timed out after %.0f s; killed with its process group)\n", name, timeout);
+        return 0;
+    }
+    if (WIFSIGNALED(st)) {
+        printf("FAIL %s (%.2f s; killed by signal %d, %s)\n", name, dt, WTERMSIG(st),
+               strsignal(WTERMSIG(st)));
+        return 0;
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        printf("FAIL %s (%.2f s; exit status %d%s)\n", name, dt, WEXITSTATUS(st),
+               WEXITSTATUS(st) == 1 ? ": checks failed" : "");
+        return 0;
+    }
+    if (leftovers) {
+        printf("FAIL %s (%.2f s; processes of its group still ran %.0f s after it exited)\n",
+               name, dt, MC_T_LEFTOVER_GRACE);
+        return 0;
+    }
+    printf("PASS %s (%.2f s)\n", name, dt);
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     /* Unbuffered: the workers are forked copies of this process and must
        never inherit pending output. */
     setvbuf(stdout, NULL, _IONBF, 0);
+    if (argc == 2 && strcmp(argv[1], "--list") == 0) {
+        for (int i = 0; i < mc_t_count; i++)
+            printf("%s\n", mc_t_names[i]);
+        return 0;
+    }
+    if (mc_t_count >= MC_T_MAX_TESTS) {
+        fprintf(stderr, "more than %d tests in one program: raise MC_T_MAX_TESTS\n",
+                MC_T_MAX_TESTS - 1);
+        return 2;
+    }
+    for (int a = 1; a < argc; a++) {
+        int known = 0;
+        for (int i = 0; i < mc_t_count; i++)
+            known |= strcmp(argv[a], mc_t_names[i]) == 0;
+        if (!known) {
+            fprintf(stderr, "%s: no test named '%s' (--list lists them)\n", argv[0], argv[a]);
+            return 2;
+        }
+    }
+    double timeout = mc_t_case_timeout();
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+        fprintf(stderr, "prctl(PR_SET_CHILD_SUBREAPER): %s\n", strerror(errno));
+        return 2;
+    }
+    sigset_t chld, old_mask;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, &old_mask);
+
     int passed = 0, failed = 0;
     for (int i = 0; i < mc_t_count; i++) {
         if (argc > 1) {
@@ -481,17 +753,10 @@ int main(int argc, char **argv)
                 continue;
         }
         printf("RUN  %s\n", mc_t_names[i]);
-        int before = mc_t_failure_count();
-        double t0 = mc_t_now();
-        mc_t_fns[i]();
-        double dt = mc_t_now() - t0;
-        if (mc_t_failure_count() == before) {
-            printf("PASS %s (%.2f s)\n", mc_t_names[i], dt);
+        if (mc_t_run_case(i, &old_mask, timeout))
             passed++;
-        } else {
-            printf("FAIL %s (%.2f s)\n", mc_t_names[i], dt);
+        else
             failed++;
-        }
     }
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 && passed > 0 ? 0 : 1;

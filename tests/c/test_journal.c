@@ -76,9 +76,16 @@ TEST(killed_inside_critical_section_is_rolled_back)
 
 #define STRESS_ROUNDS 500
 
-static _Noreturn void stress_child(mc_header *h, unsigned seed)
+/* Every FORCED_EVERY-th round the child stops itself inside an open change
+   (after `seed % 8` steps of its first critical section) and opens
+   `inside`: the kill then lands there for certain, while the other rounds
+   kill at random points. */
+#define FORCED_EVERY 10
+
+static _Noreturn void stress_child(mc_header *h, unsigned seed, mc_t_gate *inside)
 {
     uint64_t live[64] = {0};
+    int stop_at = inside ? (int)(seed % 8) : -1;
     for (;;) {
         mc_lock(h);
         for (int k = 0; k < 8; k++) {
@@ -91,9 +98,16 @@ static _Noreturn void stress_child(mc_header *h, unsigned seed)
                                                                   : rand_r(&seed) % 2048);
                 live[i] = mc_arena_alloc(h, len);
             }
+            if (k == stop_at && h->journal.count != 0) {
+                mc_t_gate_open(inside); /* journal open, lock held: kill me */
+                for (;;)
+                    pause();
+            }
             mc_txn_commit(h);
         }
         mc_unlock(h);
+        if (inside) /* the chosen step changed nothing: stop at the next */
+            stop_at = 0;
     }
 }
 
@@ -103,19 +117,31 @@ TEST(random_kills_never_corrupt_the_arena)
     size_t size;
     mc_header *h = setup(&memfd, &size);
     REQUIRE(h);
+    mc_t_gate *inside = mc_t_gate_new();
+    REQUIRE(inside);
     unsigned seed = 777;
-    int recovered = 0;
+    int recovered = 0, forced = 0;
     for (int round = 0; round < STRESS_ROUNDS; round++) {
+        bool force = round % FORCED_EVERY == 0;
+        __atomic_store_n(&inside->open, 0, __ATOMIC_SEQ_CST);
         pid_t pid = fork();
         REQUIRE(pid >= 0);
         if (pid == 0)
-            stress_child(h, seed + (unsigned)round);
-        struct timespec ts = {0, (long)(rand_r(&seed) % 2000) * 1000};
-        nanosleep(&ts, NULL);
+            stress_child(h, seed + (unsigned)round, force ? inside : NULL);
+        if (force) {
+            CHECK(mc_t_gate_wait(inside, 60) == 0);
+        } else {
+            struct timespec ts = {0, (long)(rand_r(&seed) % 2000) * 1000};
+            nanosleep(&ts, NULL);
+        }
         kill(pid, SIGKILL);
         int st;
         REQUIRE(waitpid(pid, &st, 0) == pid);
         bool open = h->journal.count != 0;
+        if (force) {
+            CHECK(open);
+            forced += open;
+        }
         REQUIRE_OK(mc_lock(h));
         recovered += open;
         bool ok = mc_arena_check(h);
@@ -126,8 +152,10 @@ TEST(random_kills_never_corrupt_the_arena)
             break;
         }
     }
-    printf("  %d kills, %d of them inside an open change\n", STRESS_ROUNDS, recovered);
-    CHECK(recovered > 0);
+    printf("  %d kills, %d of them inside an open change (%d forced there)\n", STRESS_ROUNDS,
+           recovered, forced);
+    CHECK_EQ_INT(forced, STRESS_ROUNDS / FORCED_EVERY);
+    mc_t_gate_free(inside);
     REQUIRE_OK(mc_lock(h));
     uint64_t x = mc_arena_alloc(h, 12345);
     CHECK(x != 0);

@@ -73,10 +73,17 @@ static int check_and_overwrite(const void *arg, size_t len, mc_task_ctx *ctx)
     return 0;
 }
 
-/* Allocates a buffer, fills it and returns it by link (its hold dropped). */
+/* Opened by task_buffer_comes_back_by_link once it has seen the task
+   unfinished (made before the pool starts, so the workers share it). */
+static mc_t_gate *g_gate;
+
+/* Allocates a buffer, fills it and returns it by link (its hold dropped).
+   With a one-byte argument it first waits for g_gate. */
 static int make_shared(const void *arg, size_t len, mc_task_ctx *ctx)
 {
-    (void)arg, (void)len;
+    (void)arg;
+    if (len == 1 && mc_t_gate_wait(g_gate, 60) != 0)
+        return 5;
     mc_hold *b;
     if (mc_buffer_alloc(NULL, BIG, &b) != MC_OK)
         return 1;
@@ -203,6 +210,7 @@ TEST(task_buffer_comes_back_by_link)
 {
     mc_t_snapshot before;
     mc_t_snap(&before);
+    REQUIRE((g_gate = mc_t_gate_new()) != NULL);
     mc_pool *pool;
     REQUIRE_OK(mc_t_start(&pool, 2));
     REQUIRE_OK(mc_pool_wait_ready(pool, 30));
@@ -210,10 +218,12 @@ TEST(task_buffer_comes_back_by_link)
 
     mc_group *g;
     REQUIRE_OK(mc_group_create(pool, &g));
-    CHECK_OK(mc_submit(g, make_shared, NULL, 0, 5));
+    /* The task waits at the gate: it cannot have finished here. */
+    CHECK_OK(mc_submit(g, make_shared, "g", 1, 5));
     mc_hold *early = NULL;
-    CHECK(mc_group_link_hold(g, 0, 0, &early) == MC_ETIMEDOUT || early == NULL);
-    mc_hold_release(early);
+    CHECK_RC(mc_group_link_hold(g, 0, 0, &early), MC_ETIMEDOUT);
+    CHECK(early == NULL);
+    mc_t_gate_open(g_gate);
     mc_result r;
     CHECK_OK(wait_result(g, 0, &r));
     CHECK_EQ_INT(r.task_code, 0);
@@ -247,6 +257,7 @@ TEST(task_buffer_comes_back_by_link)
     CHECK_POOL_PIDS_GONE(&pp);
     CHECK(filled(p, BIG, 2));
     mc_hold_release(got);
+    mc_t_gate_free(g_gate);
     CHECK_NOTHING_LEFT(&before);
 }
 
