@@ -59,6 +59,12 @@ def main():
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     args = ap.parse_args()
 
+    # MCBENCH_SIMULATE_CRASH=mp_pool,...: this child dies before measuring,
+    # as a peer whose daemon or session directory vanished would (tests the
+    # path where a peer fails: reported, and the run goes on).
+    if args.lib in os.environ.get("MCBENCH_SIMULATE_CRASH", "").split(","):
+        print(f"{args.lib}: simulated crash (MCBENCH_SIMULATE_CRASH)", file=sys.stderr)
+        os._exit(3)
     cls = peers.PEERS[args.lib]
     cfg = scenarios.Config.make(args.quick, args.spin_n)
     out = {"lib": args.lib, "results": {}}

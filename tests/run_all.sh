@@ -25,8 +25,11 @@
 # MULTICORE_BUILD_ROOT (default build-ci/) holds build trees and logs;
 # PYTHON (default python3) is the interpreter for the python stage;
 # MULTICORE_CTEST_JOBS (default 1) runs C tests in parallel;
-# MULTICORE_FUZZ_SECONDS (default 25) is the fuzz stage's time per target.
-# Debian, run as root (installs clang, pkg-config, valgrind, cmake if missing).
+# MULTICORE_FUZZ_SECONDS (default 25) is the fuzz stage's time per target;
+# MULTICORE_TEST_PG_DSN, when set, is the PostgreSQL server the Python
+# tests use (otherwise one is started for the run, tests/lib/postgres.sh).
+# Debian, run as root: what the selected stages need and the machine lacks
+# is installed first (see "Prerequisites").
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -48,29 +51,145 @@ banner() {
 }
 
 # ---------------------------------------------------------------------------
-# Prerequisites (apt, only what is missing)
+# Prerequisites: everything any selected stage needs, probed up front and
+# installed in one step (Debian's apt, as root) before any stage runs. A
+# probe checks what a stage really uses (a sanitizer's runtime library
+# links, not only that clang exists), so a machine that never ran the suite
+# is no different from one that did. After installing, every probe runs
+# again: a prerequisite still missing stops the suite here, naming its
+# package, instead of failing a link later.
 # ---------------------------------------------------------------------------
 banner "prerequisites"
-missing=()
-command -v clang >/dev/null 2>&1 || missing+=(clang)
-command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
-command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
-command -v cmake >/dev/null 2>&1 || missing+=(cmake)
-command -v make >/dev/null 2>&1 || command -v ninja >/dev/null 2>&1 || missing+=(make)
-command -v cc >/dev/null 2>&1 || missing+=(gcc)
-if ((${#missing[@]})); then
-    echo "installing: ${missing[*]}"
+
+has_stage() { [[ " $STAGES " == *" $1 "* ]]; }
+c_stages() { local s; for s in gcc clang asan tsan valgrind fuzz install; do has_stage $s && return 0; done; return 1; }
+
+links() {   # links CC FLAGS...: a trivial program compiles and links with them
+    local cc=$1
+    shift
+    command -v "$cc" >/dev/null 2>&1 || return 1
+    printf 'int main(void) { return 0; }\n' | "$cc" -x c - "$@" -o /dev/null >/dev/null 2>&1
+}
+fuzzer_links() {
+    command -v clang >/dev/null 2>&1 || return 1
+    printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return d && n; }\n' |
+        clang -x c - -fsanitize=fuzzer,address -o /dev/null >/dev/null 2>&1
+}
+gcc_major() { gcc -dumpversion 2>/dev/null | cut -d. -f1; }
+clang_major() { clang -dumpversion 2>/dev/null | cut -d. -f1; }
+
+# probe_all: fills MISSING with "package:what" for every failed probe.
+# Packages whose name depends on a compiler's version are named after it
+# (so a second pass, after the compilers are installed, names them right).
+probe_all() {
+    MISSING=()
+    local need_c=0 need_py=0
+    c_stages && need_c=1
+    { has_stage python || has_stage pyasan || has_stage bench; } && need_py=1
+    command -v gcc >/dev/null 2>&1 || MISSING+=("gcc:gcc")
+    command -v cmake >/dev/null 2>&1 || MISSING+=("cmake:cmake")
+    command -v make >/dev/null 2>&1 || command -v ninja >/dev/null 2>&1 || MISSING+=("make:make")
+    if ((need_c)); then
+        command -v pkg-config >/dev/null 2>&1 || MISSING+=("pkg-config:pkg-config")
+        command -v nm >/dev/null 2>&1 && command -v objdump >/dev/null 2>&1 ||
+            MISSING+=("binutils:nm and objdump")
+    fi
+    if has_stage clang || has_stage tsan || has_stage fuzz; then
+        command -v clang >/dev/null 2>&1 || MISSING+=("clang:clang")
+    fi
+    if has_stage asan || has_stage pyasan; then
+        links gcc -fsanitize=address,undefined ||
+            MISSING+=("libgcc-$(gcc_major)-dev:gcc's AddressSanitizer and UBSan runtimes (libasan, libubsan)")
+    fi
+    if has_stage tsan && command -v clang >/dev/null 2>&1; then
+        links clang -fsanitize=thread ||
+            MISSING+=("libclang-rt-$(clang_major)-dev:clang's ThreadSanitizer runtime")
+    fi
+    if has_stage fuzz && command -v clang >/dev/null 2>&1; then
+        fuzzer_links ||
+            MISSING+=("libclang-rt-$(clang_major)-dev:clang's libFuzzer and ASan runtimes")
+    fi
+    if has_stage valgrind; then
+        command -v valgrind >/dev/null 2>&1 || MISSING+=("valgrind:valgrind")
+    fi
+    if has_stage python; then
+        [[ -n ${MULTICORE_TEST_PG_DSN:-} || -n $(pg_bindir) ]] ||
+            MISSING+=("postgresql:the PostgreSQL server (initdb, pg_ctl, postgres)")
+        command -v ip >/dev/null 2>&1 || MISSING+=("iproute2:ip (network namespaces)")
+        command -v runuser >/dev/null 2>&1 || MISSING+=("util-linux:runuser")
+    fi
+    if ((need_py)); then
+        "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 ||
+            MISSING+=("python3-venv:$PYTHON with venv and ensurepip")
+    fi
+}
+
+install_missing() {
+    local pkgs=() m
+    for m in "${MISSING[@]}"; do
+        pkgs+=("${m%%:*}")
+    done
+    mapfile -t pkgs < <(printf '%s\n' "${pkgs[@]}" | sort -u)
+    echo "installing: ${pkgs[*]}"
     if [[ $(id -u) -ne 0 ]]; then
-        echo "error: not root; install these first: ${missing[*]}" >&2
+        echo "error: not root; install these first (Debian): apt-get install ${pkgs[*]}" >&2
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if ((!APT_UPDATED)); then
+        apt-get update -qq
+        APT_UPDATED=1
+    fi
+    if printf '%s\n' "${pkgs[@]}" | grep -qx postgresql; then
+        # postgresql-common first, to turn off the "main" cluster that
+        # installing the server would otherwise create (and start on 5432):
+        # the tests run a private, throwaway one (tests/lib/postgres.sh).
+        apt-get install -y -qq --no-install-recommends postgresql-common >/dev/null
+        local conf=/etc/postgresql-common/createcluster.conf
+        if [[ -f $conf ]]; then
+            sed -i -E 's/^#?[[:space:]]*create_main_cluster[[:space:]]*=.*/create_main_cluster = false/' "$conf"
+            grep -q '^create_main_cluster = false' "$conf" ||
+                echo 'create_main_cluster = false' >>"$conf"
+        fi
+    fi
+    apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+}
+
+# shellcheck source=tests/lib/postgres.sh
+. "$ROOT/tests/lib/postgres.sh"
+APT_UPDATED=0
+# Two passes: the sanitizer runtimes' package names follow the compilers'
+# versions, known once the compilers are installed.
+for pass in 1 2; do
+    probe_all
+    ((${#MISSING[@]})) || break
+    install_missing
+done
+probe_all
+if ((${#MISSING[@]})); then
+    for m in "${MISSING[@]}"; do
+        echo "error: missing ${m#*:} (Debian package ${m%%:*})" >&2
+    done
+    exit 1
 fi
 for tool in gcc clang cmake pkg-config valgrind "$PYTHON"; do
-    printf '%-12s %s\n' "$tool" "$("$tool" --version 2>&1 | head -n1)"
+    if command -v "$tool" >/dev/null 2>&1; then
+        printf '%-12s %s\n' "$tool" "$("$tool" --version 2>&1 | head -n1)"
+    fi
 done
+
+# The Python tests need a PostgreSQL server (test_postgres, the docs'
+# program): one is started here for the whole run unless
+# MULTICORE_TEST_PG_DSN names one already. CI=1 makes a test that lacks
+# its server fail instead of skipping.
+export CI=${CI:-1}
+if has_stage python || has_stage pyasan; then
+    if [[ -n ${MULTICORE_TEST_PG_DSN:-} ]]; then
+        echo "using the PostgreSQL server of MULTICORE_TEST_PG_DSN"
+    else
+        start_postgres
+    fi
+fi
 
 GENERATOR=()
 if command -v ninja >/dev/null 2>&1; then
@@ -207,15 +326,7 @@ EOF
 }
 
 stage_fuzz() {
-    # libFuzzer ships in Debian's libclang-rt-<version>-dev.
-    if ! echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return d && n; }' |
-            clang -x c - -fsanitize=fuzzer -o /dev/null >/dev/null 2>&1; then
-        local v
-        v=$(clang -dumpversion | cut -d. -f1)
-        echo "installing: libclang-rt-$v-dev (libFuzzer)"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            "libclang-rt-$v-dev" >/dev/null
-    fi
+    # libFuzzer (Debian's libclang-rt-<version>-dev) is a prerequisite.
     MULTICORE_BUILD_ROOT=$BUILD_ROOT bash "$ROOT/tests/fuzz/run.sh" "${MULTICORE_FUZZ_SECONDS:-25}"
 }
 

@@ -33,7 +33,7 @@ def test_every_page_has_an_example():
 
 
 def test_postgresql_example_runs(tmp_path):
-    """docs/postgresql.md's program, against the server .ci/run starts."""
+    """docs/postgresql.md's program, against the server tests/run_all.sh starts."""
     import os
     dsn = os.environ.get("MULTICORE_TEST_PG_DSN")
     if not dsn:

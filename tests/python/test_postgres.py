@@ -8,7 +8,7 @@ one connection per worker, the same one for every task of that worker, and
 none left after shutdown().
 
 The server comes from MULTICORE_TEST_PG_DSN (a libpq connection string);
-.ci/run starts a private one and sets it, and sets CI. Without it the test
+tests/run_all.sh starts a private one and sets it, and sets CI. Without it the test
 skips on a developer machine but FAILS under CI (CI set), so that CI cannot
 pass without having run it. See docs/postgresql.md.
 """
@@ -42,7 +42,7 @@ def require_server():
                "pip install '.[test]'")
     elif not DSN:
         why = ("MULTICORE_TEST_PG_DSN is not set, so there is no PostgreSQL "
-               "server to test against: run `bash .ci/run python3 -m pytest "
+               "server to test against: run `bash tests/with_postgres.sh python3 -m pytest "
                "tests/python/test_postgres.py` (starts one) or see "
                "docs/postgresql.md")
     else:

@@ -1,0 +1,40 @@
+"""bench/run.py's verdict: the benchmark suite proves that multicore's side
+runs, so a peer that fails is a row marked "error" in its tables and the
+run still succeeds, while a failure of multicore's own measurements fails
+it. The failure is injected with MCBENCH_SIMULATE_CRASH (bench/measure.py):
+that library's measuring process dies before it measures, as a peer whose
+daemon or session directory vanished would."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_bench(tmp_path, crash):
+    env = dict(os.environ, MCBENCH_SIMULATE_CRASH=crash)
+    out = tmp_path / "q"
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "run.py"), "--quick",
+           "--scenarios", "a", "--libs", "mp_pool", "--no-png",
+           "--json", str(out / "q.json"), "--md", str(out / "q.md")]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=240)
+    data = json.loads((out / "q.json").read_text())
+    return r, data, (out / "q.md").read_text()
+
+
+def test_a_failing_peer_is_reported_and_the_run_passes(tmp_path):
+    r, data, md = run_bench(tmp_path, "mp_pool")
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = data["scenarios"]["a"]["results"]
+    assert res["mp_pool"]["error"] == "exit status 3"
+    assert "error" not in res["multicore"] and res["multicore"]["p50_us"] > 0
+    assert "| mp.Pool | error: exit status 3 |" in md
+    assert "Peers that failed" in r.stdout and "mp_pool a: exit status 3" in r.stdout
+
+
+def test_a_failure_of_multicore_fails_the_run(tmp_path):
+    r, data, md = run_bench(tmp_path, "multicore")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert data["scenarios"]["a"]["results"]["multicore"]["error"] == "exit status 3"
+    assert "FAILED: multicore a: exit status 3" in r.stdout
