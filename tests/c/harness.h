@@ -382,12 +382,15 @@ static inline int mc_t_proc_dev_shm_refs(pid_t pid)
 /* ------------------------------------------- "nothing left behind" checks */
 
 /* ThreadSanitizer's runtime maps shadow memory on its own as the process
-   runs, so a count of all mappings says nothing there; the count of memfd
-   mappings (the pool's regions) is checked in every build. */
-#if defined(__SANITIZE_THREAD__)
+   runs, and AddressSanitizer's allocator maps a new region of a size class
+   when the process first needs more (in a fresh process per test case,
+   that can be at any cycle of a loop), so a count of all mappings says
+   nothing there; the count of memfd mappings (the pool's regions) is
+   checked in every build, and all mappings in the others. */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
 #define MC_T_SANITIZER_RUNTIME_MAPS 1
 #elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
 #define MC_T_SANITIZER_RUNTIME_MAPS 1
 #endif
 #endif
