@@ -101,7 +101,9 @@ class _Core:
     def __init__(self, handle, workers):
         self.handle = handle
         self.state = RUN
-        self.lock = threading.Lock()
+        # Reentrant: a Pool collected by a garbage collection that runs in
+        # the handler thread while it holds the lock terminates the pool.
+        self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.feed_lock = threading.Lock()
         self.jobs = deque()          # jobs with parts still to submit, FIFO
@@ -157,8 +159,13 @@ class _Core:
                 finally:
                     del args
                 with self.lock:
-                    self.watched.append(task)
-                    self.meta.append((job, index))
+                    terminated = self.state == TERMINATE
+                    if not terminated:
+                        self.watched.append(task)
+                        self.meta.append((job, index))
+                if terminated:          # terminate() ran while we submitted
+                    task.cancel()
+                    job._set(index, False, _terminated())
                 del task, job
 
     # -- the handler thread ------------------------------------------------

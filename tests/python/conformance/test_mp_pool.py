@@ -20,9 +20,9 @@
 #     test_manager_initializer is left out (a Manager's feature, not a Pool's).
 #   - warnings_helper.check_warnings -> check_warnings, imported from
 #     test.support on interpreters that have no warnings_helper (3.9).
-# Below the copy: the mixin that binds self.Pool to multicore.Pool, the
-# concrete TestCase classes, and the tests that multicore.Pool cannot pass
-# (each with its reason) marked as expected failures or skipped.
+# Around the copy: the mixin that binds self.Pool to multicore.Pool (above),
+# the concrete TestCase classes and the fixture that checks for child
+# processes once per module (below). No test is skipped or marked.
 
 import gc
 import itertools
@@ -660,3 +660,23 @@ class WithProcessesTestPoolWorkerErrors(ProcessesMixin, _TestPoolWorkerErrors,
 class WithProcessesTestPoolWorkerLifetime(ProcessesMixin, _TestPoolWorkerLifetime,
                                           unittest.TestCase):
     pass
+
+
+# CPython keeps a pool for a whole class (setUpClass): the per-test check
+# for child processes of tests/python/conftest.py moves to the end of this
+# module (fixtures here override the conftest's of the same name).
+import pytest                                        # noqa: E402
+
+from conftest import assert_no_children             # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _shutdown_and_check_children():
+    yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_children_after_module():
+    yield
+    multicore.shutdown()
+    assert_no_children()
