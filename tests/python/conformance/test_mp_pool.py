@@ -10,8 +10,8 @@
 # BaseTestCase, the Pool test helpers and classes _TestPool,
 # _TestPoolWorkerErrors and _TestPoolWorkerLifetime, and initializer() with
 # TestInitializers. The only edits (docs/pool.md says why):
-#   - multiprocessing.Pool(...) -> self.Pool(...) (6 places in
-#     _TestPoolWorkerErrors, _TestPoolWorkerLifetime, TestInitializers), and
+#   - multiprocessing.Pool -> self.Pool (7 places in _TestPoolWorkerErrors,
+#     _TestPoolWorkerLifetime, TestInitializers), and
 #     "from multiprocessing import Pool" -> "from multicore import Pool" in
 #     the script of test_worker_finalization_via_atexit_handler_of_multiprocessing:
 #     the class under test is multicore.Pool (self.Pool, as CPython's
@@ -635,7 +635,7 @@ class TestInitializers(ProcessesMixin, unittest.TestCase):
 
 
     def test_pool_initializer(self):
-        self.assertRaises(TypeError, multiprocessing.Pool, initializer=1)
+        self.assertRaises(TypeError, self.Pool, initializer=1)
         p = self.Pool(1, initializer, (self.ns,))
         p.close()
         p.join()
