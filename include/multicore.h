@@ -140,7 +140,8 @@ typedef struct mc_pool_options {
     int (*worker_init)(int worker_index, void *arg);
     void *worker_init_arg;
 
-    /* Runs once in each worker as it leaves during mc_pool_stop(). */
+    /* Runs once in each worker as it leaves: during mc_pool_stop(), or
+       when it retires after max_tasks_per_worker tasks. */
     void (*worker_exit)(int worker_index, void *arg);
     void *worker_exit_arg;
 
@@ -155,6 +156,15 @@ typedef struct mc_pool_options {
     /* Seconds mc_pool_stop() lets running tasks finish before it kills
        their workers; negative means the default (10 seconds). */
     double stop_grace;
+
+    /* Tasks a worker runs before it retires: it finishes its last task,
+       runs worker_exit and exits, and the zygote forks a replacement into
+       its slot (running worker_init again). A retirement is not a failure:
+       no task fails and mc_worker_stats.retirements counts it (respawns
+       counts the replacement). Recycling bounds what a worker accumulates
+       (leaks, caches, fragmentation), as multiprocessing's
+       maxtasksperchild does. 0 means no limit. */
+    uint64_t max_tasks_per_worker;
 } mc_pool_options;
 
 /* Fill opts with the defaults. */
@@ -205,9 +215,11 @@ typedef struct mc_worker_stats {
     uint64_t tasks_done;      /* tasks finished (successfully or not) */
     uint64_t busy_ns;         /* time spent in task functions */
     uint64_t bytes_out;       /* result bytes set */
-    uint32_t respawns;        /* replacement workers forked */
+    uint32_t respawns;        /* replacement workers forked (after a death
+                                 or a retirement) */
     uint32_t cancel_kills;    /* workers stopped because their task was cancelled */
     uint32_t start_failures;  /* replacements that failed to start, in a row */
+    uint32_t retirements;     /* workers that left after max_tasks_per_worker tasks */
 } mc_worker_stats;
 
 typedef struct mc_pool_stats {

@@ -119,6 +119,7 @@ enum {
     MC_WS_STARTING = 1,  /* forked, init callback not finished */
     MC_WS_READY = 2,     /* taking tasks */
     MC_WS_INIT_FAILED = 3,
+    MC_WS_RETIRED = 4,   /* left after max_tasks_per_worker tasks: replace, no failure */
 };
 
 typedef struct mc_worker_slot {
@@ -136,6 +137,7 @@ typedef struct mc_worker_slot {
     _Atomic uint32_t cancel_kills;  /* workers stopped because their task was cancelled */
     _Atomic uint32_t start_failures; /* deaths before READY, in a row (replacements) */
     _Atomic uint32_t failing;       /* 1 while counted in header.workers_failing */
+    _Atomic uint32_t retirements;   /* workers that left after max_tasks_per_worker tasks */
     /* Set by the zygote, under the lock, just before it kills this worker
        for running a cancelled task: the worker must not take another task
        in the instant before the signal lands. */

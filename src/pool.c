@@ -467,6 +467,7 @@ int mc_pool_get_stats(mc_pool *p, mc_pool_stats *stats, mc_worker_stats *workers
             .respawns = atomic_load_explicit(&s->respawns, memory_order_relaxed),
             .cancel_kills = atomic_load_explicit(&s->cancel_kills, memory_order_relaxed),
             .start_failures = atomic_load_explicit(&s->start_failures, memory_order_relaxed),
+            .retirements = atomic_load_explicit(&s->retirements, memory_order_relaxed),
         };
         total.live_workers += w.pid > 0;
         total.bytes_out += w.bytes_out;

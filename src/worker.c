@@ -7,6 +7,9 @@
  * one in the same critical section (one lock round trip per task), runs it
  * outside the lock, and publishes the outcome by a single compare-and-swap
  * on the task's state word, waking the caller only if it sleeps there.
+ * With max_tasks_per_worker, after that many tasks it releases the last
+ * one without taking another, marks its slot MC_WS_RETIRED, runs
+ * worker_exit and exits; the zygote forks its replacement.
  *
  * What a worker holds is always written in its slot (task in hand, result
  * allocated but not yet published) through the journal, so that the zygote
@@ -197,9 +200,11 @@ static bool publish(mc_header *h, mc_task *t, mc_worker_slot *slot, int code)
     return false;
 }
 
-/* Under the lock: release the finished task (if any) and take the next
-   live one from the ring. Returns its offset, or 0. */
-static uint64_t finish_and_take(mc_header *h, mc_worker_slot *slot, bool published, bool *took)
+/* Under the lock: release the finished task (if any) and, unless the
+   worker retires, take the next live one from the ring. Returns its
+   offset, or 0. */
+static uint64_t finish_and_take(mc_header *h, mc_worker_slot *slot, bool published, bool retire,
+                                bool *took)
 {
     *took = false;
     if (slot->task_off) {
@@ -212,7 +217,7 @@ static uint64_t finish_and_take(mc_header *h, mc_worker_slot *slot, bool publish
         mc_txn_store(h, &slot->task_id, 0);
         mc_txn_commit(h);
     }
-    if (atomic_load_explicit(&h->stopping, memory_order_acquire) ||
+    if (retire || atomic_load_explicit(&h->stopping, memory_order_acquire) ||
         atomic_load_explicit(&slot->doomed, memory_order_acquire))
         return 0;
     uint64_t off;
@@ -272,12 +277,22 @@ _Noreturn void mc_worker_main(mc_header *h, int index, const mc_pool_options *op
     become_ready(h, slot, MC_WS_READY);
 
     bool published = false;
+    /* max_tasks_per_worker: this process's tasks so far (a replacement
+       starts again at 0; the slot's tasks_done does not). */
+    uint64_t ran = 0, limit = opts->max_tasks_per_worker;
     for (;;) {
-        bool took;
+        bool took, retire = limit && ran >= limit;
         if (mc_lock(h) != MC_OK)
             _exit(4);
-        uint64_t off = finish_and_take(h, slot, published, &took);
+        uint64_t off = finish_and_take(h, slot, published, retire, &took);
         mc_unlock(h);
+        if (retire) {
+            /* The last task is released: leave as at a stop, but tell the
+               zygote first that this exit is a retirement, not a death. */
+            atomic_fetch_add_explicit(&slot->retirements, 1, memory_order_relaxed);
+            atomic_store_explicit(&slot->state, MC_WS_RETIRED, memory_order_release);
+            break;
+        }
         if (took) {
             mc_wake_space(h);
             /* Idle workers do not all spin (queue.c): a burst of tasks
@@ -307,6 +322,7 @@ _Noreturn void mc_worker_main(mc_header *h, int index, const mc_pool_options *op
         atomic_fetch_add_explicit(&slot->busy_ns, (uint64_t)(mc_now_ns() - began), memory_order_relaxed);
         atomic_fetch_add_explicit(&slot->bytes_out, result_len, memory_order_relaxed);
         atomic_fetch_add_explicit(&slot->tasks_done, 1, memory_order_relaxed);
+        ran++;
     }
 
     if (opts->worker_exit)

@@ -15,7 +15,9 @@
  *   alive pipe         EOF means the caller is gone (even by SIGKILL): kill
  *                      every worker at once and exit
  *
- * A worker that dies is replaced at once. A replacement that dies before it
+ * A worker that dies is replaced at once, and so is one that retired after
+ * max_tasks_per_worker tasks (its slot says MC_WS_RETIRED: no task failed,
+ * and its replacement is not a start failure). A replacement that dies before it
  * is ready (its init callback fails: the database is down, say) is retried
  * with exponential back-off, the poll timeout being the only timer; after
  * MC_START_FAILURES_MAX failures in a row its slot counts as failing, and

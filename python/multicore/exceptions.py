@@ -6,6 +6,9 @@ worker's traceback attached as ``__cause__`` (a RemoteTraceback), as
 concurrent.futures does.
 """
 
+import multiprocessing as _mp
+import multiprocessing.pool as _mp_pool
+
 __all__ = [
     "MulticoreError",
     "TimeoutExceededError",
@@ -18,6 +21,7 @@ __all__ = [
     "ArgumentsUnpicklingError",
     "WorkerInitError",
     "RemoteTraceback",
+    "PoolClosedError",
 ]
 
 
@@ -25,8 +29,9 @@ class MulticoreError(Exception):
     """Base class of multicore's errors."""
 
 
-class TimeoutExceededError(MulticoreError):
-    """Task.get() waited longer than its timeout."""
+class TimeoutExceededError(MulticoreError, _mp.TimeoutError):
+    """Task.get() waited longer than its timeout. Also a
+    multiprocessing.TimeoutError, which multicore.Pool's results raise."""
 
 
 class NoAvailableInputBufferError(MulticoreError):
@@ -73,13 +78,13 @@ class WorkerInitError(MulticoreError):
     """worker_init raised in a worker; the message holds its traceback."""
 
 
-class RemoteTraceback(Exception):
-    """The formatted traceback of an exception raised in a worker; set as
-    the ``__cause__`` of the exception re-raised in the caller."""
+# The formatted traceback of an exception raised in a worker, set as the
+# __cause__ of the exception re-raised in the caller: multiprocessing's own
+# type (str() is the text, .tb too), so that code written for
+# multiprocessing.Pool recognises it.
+RemoteTraceback = _mp_pool.RemoteTraceback
 
-    def __init__(self, tb):
-        super().__init__(tb)
-        self.tb = tb
 
-    def __str__(self):
-        return self.tb
+class PoolClosedError(PoolNotRunningError, ValueError):
+    """Work given to a multicore.Pool after close() or terminate(). A
+    ValueError, as multiprocessing.Pool raises there."""

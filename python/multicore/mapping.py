@@ -6,7 +6,9 @@ becomes a list. Items travel in chunks; unless chunksize is given, the
 chunk size adapts to the measured time per item (each worker reports how
 long its chunk took) so that a chunk lasts about TARGET_CHUNK_SECONDS. The
 first failure cancels the chunks in flight (their workers are stopped if
-they run) and is raised with its remote traceback.
+they run) and is raised with its remote traceback. An error raised by the
+input iterable itself is raised after the results of the items read before
+it (a chunk it interrupted is dropped).
 
 This is glue over Task and wait_first (the C extension does the work).
 """
@@ -149,15 +151,24 @@ def _result_chunks(fn, iterable, chunksize, star, ordered, progress, timeout,
             raise TimeoutExceededError(f"map: timeout of {timeout} seconds exceeded")
         return remaining
 
+    source_error = None       # the input iterable raised: after what came before
+
     def fill():
-        while len(in_flight) < limit:
-            chunk = chunker.next_chunk()
+        nonlocal source_error
+        while len(in_flight) < limit and source_error is None:
+            try:
+                chunk = chunker.next_chunk()
+            except Exception as e:    # a partly read chunk is dropped
+                source_error = e
+                return
             if not chunk:
                 return
             in_flight.append((_submit(handle, fn, chunk, star, use_dill), len(chunk)))
 
     try:
         fill()
+        if source_error is not None and not in_flight:
+            raise source_error
         while in_flight:
             if ordered:
                 task, n = in_flight.popleft()
@@ -174,6 +185,8 @@ def _result_chunks(fn, iterable, chunksize, star, ordered, progress, timeout,
             fill()                    # keep the workers busy while we yield
             bar.update(n)
             yield results
+            if source_error is not None and not in_flight:
+                raise source_error
     finally:
         # On an exception, a timeout, or a consumer that stopped early: the
         # chunks still in flight are cancelled (dropping a Task cancels its

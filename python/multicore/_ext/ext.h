@@ -148,6 +148,7 @@ typedef struct mcx_poolref {
     uint64_t stopping_generation;
     int stopping;          /* mc_pool_stop() is running (GIL released) */
     int workers;
+    uint64_t max_tasks;    /* max_tasks_per_worker for the next start (0: none) */
     PyObject *worker_init; /* the user's worker_init callable, or NULL */
     PyObject *worker_exit; /* the user's worker_exit callable, or NULL */
     /* Groups whose destruction waits for a running mc_pool_stop(). */

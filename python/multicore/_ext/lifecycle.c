@@ -273,6 +273,7 @@ int mcx_ref_start(mcx_poolref *ref, int workers, size_t region_size, PyObject *i
     mc_pool_options_init(&opts);
     opts.workers = workers;
     opts.region_size = region_size;
+    opts.max_tasks_per_worker = ref->max_tasks;
     opts.worker_init = mcx_worker_init;
     opts.worker_exit = mcx_worker_exit;
     opts.worker_init_arg = ref;

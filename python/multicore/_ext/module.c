@@ -325,7 +325,8 @@ PyDoc_STRVAR(stats_doc,
 "--\n\n"
 "Counters of the running pool, as a dict: 'workers' (a list with, per\n"
 "worker slot, 'pid', 'tasks_done', 'busy_seconds', 'bytes_out',\n"
-"'respawns', 'cancel_kills', 'start_failures'), 'worker_count',\n"
+"'respawns', 'cancel_kills', 'start_failures', 'retirements'),\n"
+"'worker_count',\n"
 "'live_workers', 'queued' (tasks waiting), 'bytes_in', 'bytes_out',\n"
 "'shm_in_use' and 'shm_size'. PoolNotRunningError when no pool runs.");
 
@@ -351,14 +352,15 @@ PyObject *mcx_ref_stats(mcx_poolref *ref)
         goto out;
     for (int i = 0; i < got; i++) {
         PyObject *w = Py_BuildValue(
-            "{s:i,s:K,s:d,s:K,s:I,s:I,s:I}",
+            "{s:i,s:K,s:d,s:K,s:I,s:I,s:I,s:I}",
             "pid", (int)ws[i].pid,
             "tasks_done", (unsigned long long)ws[i].tasks_done,
             "busy_seconds", (double)ws[i].busy_ns * 1e-9,
             "bytes_out", (unsigned long long)ws[i].bytes_out,
             "respawns", ws[i].respawns,
             "cancel_kills", ws[i].cancel_kills,
-            "start_failures", ws[i].start_failures);
+            "start_failures", ws[i].start_failures,
+            "retirements", ws[i].retirements);
         if (w == NULL)
             goto out;
         PyList_SET_ITEM(list, i, w);
@@ -419,7 +421,9 @@ static PyMethodDef module_methods[] = {
      "wait_first(tasks, timeout=None)\n--\n\n"
      "Wait until at least one of the Tasks in `tasks` is done(); return the\n"
      "indices of those that are, in order ([] past the timeout). Sleeps:\n"
-     "workers wake it when a task finishes."},
+     "workers wake it when a task finishes. A list is read again after each\n"
+     "completion in the pool, so Tasks (of the same pool) that another\n"
+     "thread appends to it meanwhile are waited for too."},
     {"worker_state", mod_worker_state, METH_NOARGS, worker_state_doc},
     {"_worker_pids", mod_worker_pids, METH_NOARGS, worker_pids_doc},
     {"_shared_buffer", mod_shared_buffer, METH_O,

@@ -19,22 +19,53 @@ typedef struct {
     mcx_poolref ref;
 } PoolHandleObject;
 
+/* max_tasks_per_worker: a positive int or None (no limit). ValueError
+   otherwise, as multiprocessing.Pool's maxtasksperchild gives. */
+static int parse_max_tasks(PyObject *obj, uint64_t *out)
+{
+    *out = 0;
+    if (obj == Py_None)
+        return 0;
+    if (!PyLong_Check(obj) || PyBool_Check(obj)) {
+        PyErr_Format(PyExc_ValueError,
+                     "max_tasks_per_worker must be a positive int or None, "
+                     "not %.100s %R", Py_TYPE(obj)->tp_name, obj);
+        return -1;
+    }
+    int overflow = 0;
+    long long n = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow < 0 || (overflow == 0 && n < 1)) {
+        PyErr_Format(PyExc_ValueError,
+                     "max_tasks_per_worker must be a positive int or None, got %R", obj);
+        return -1;
+    }
+    *out = overflow > 0 ? UINT64_MAX : (uint64_t)n;
+    return 0;
+}
+
 static PyObject *PoolHandle_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"workers", "worker_init", "worker_exit", "shared_memory", NULL};
+    static char *kwlist[] = {"workers", "worker_init", "worker_exit", "shared_memory",
+                             "max_tasks_per_worker", NULL};
     PyObject *workers_obj = Py_None, *init_obj = Py_None, *exit_obj = Py_None;
-    PyObject *shm_obj = Py_None;
+    PyObject *shm_obj = Py_None, *max_obj = Py_None;
     int workers = 0;
     size_t region_size = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OOOO:Pool", kwlist, &workers_obj,
-                                     &init_obj, &exit_obj, &shm_obj))
+    uint64_t max_tasks = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OOOOO:Pool", kwlist, &workers_obj,
+                                     &init_obj, &exit_obj, &shm_obj, &max_obj))
         return NULL;
     if (mcx_parse_pool_args(workers_obj, init_obj, exit_obj, shm_obj, &workers,
                             &region_size) < 0)
         return NULL;
+    if (parse_max_tasks(max_obj, &max_tasks) < 0)
+        return NULL;
     PoolHandleObject *self = (PoolHandleObject *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
+    self->ref.max_tasks = max_tasks;
     if (mcx_ref_start(&self->ref, workers, region_size, init_obj, exit_obj) < 0) {
         Py_DECREF(self);
         return NULL;
@@ -140,7 +171,7 @@ PyTypeObject mcx_PoolHandleType = {
     .tp_dealloc = (destructor)PoolHandle_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "PoolHandle(workers=None, worker_init=None, worker_exit=None, "
-              "shared_memory=None)\n--\n\n"
+              "shared_memory=None, max_tasks_per_worker=None)\n--\n\n"
               "A pool of worker processes of its own (see multicore.Pool).",
     .tp_traverse = (traverseproc)PoolHandle_traverse,
     .tp_methods = PoolHandle_methods,

@@ -794,14 +794,22 @@ static PyObject *Task_cancel(TaskObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* Indices of the done tasks in `seq` (a fast sequence), as a list. */
-static PyObject *done_indices(PyObject *seq)
+/* Indices of the done tasks in `seq` (a fast sequence), as a list. A list
+   given to wait_first() is that very list, which another thread may have
+   appended to while the wait slept: its size and items are read afresh,
+   and each item checked. */
+static PyObject *done_indices(PyObject *seq, const mcx_poolref *ref)
 {
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject **items = PySequence_Fast_ITEMS(seq);
     PyObject *found = PyList_New(0);
-    for (Py_ssize_t i = 0; found != NULL && i < n; i++) {
-        if (!task_is_done((TaskObject *)items[i]))
+    for (Py_ssize_t i = 0; found != NULL && i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *item = PySequence_Fast_ITEMS(seq)[i];
+        if (!PyObject_TypeCheck(item, &mcx_TaskType) || ((TaskObject *)item)->ref != ref) {
+            PyErr_Format(PyExc_TypeError,
+                         "wait_first(): tasks[%zd] is not a Task of the same pool", i);
+            Py_CLEAR(found);
+            break;
+        }
+        if (!task_is_done((TaskObject *)item))
             continue;
         PyObject *index = PyLong_FromSsize_t(i);
         if (index == NULL || PyList_Append(found, index) < 0)
@@ -842,7 +850,7 @@ PyObject *mcx_wait_first(PyObject *module, PyObject *args, PyObject *kwargs)
             return NULL;
         }
     }
-    PyObject *found = done_indices(seq);
+    PyObject *found = done_indices(seq, ref);
     if (found == NULL || PyList_GET_SIZE(found) > 0 || n == 0 || timeout == 0 ||
         !mcx_ref_alive(ref)) {
         Py_DECREF(seq);
@@ -864,7 +872,7 @@ PyObject *mcx_wait_first(PyObject *module, PyObject *args, PyObject *kwargs)
     uint32_t seen = mc_watch_begin(group);
     double deadline = timeout < 0 ? -1.0 : monotonic_now() + timeout;
     for (;;) {
-        found = done_indices(seq);
+        found = done_indices(seq, ref);
         if (found == NULL || PyList_GET_SIZE(found) > 0)
             break;
         if (PyErr_CheckSignals() < 0) {
