@@ -73,7 +73,13 @@ for ((i = 1; i <= runs; i++)); do
     (
         cd "$dir/src"
         [[ -z $stages ]] || export MULTICORE_STAGES=$stages
-        MULTICORE_BUILD_ROOT="$dir/build" bash .ci/run
+        # Started in the background (as from a script), this shell has
+        # SIGINT and SIGQUIT ignored, which bash cannot undo and every
+        # program would inherit: CI's run has them as a terminal does.
+        MULTICORE_BUILD_ROOT="$dir/build" python3 -c 'import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+os.execvp(sys.argv[1], sys.argv[1:])' bash .ci/run
     ) >"$dir/run.log" 2>&1 </dev/null || rc=$?
     secs=$((SECONDS - start))
     total=$(grep -E '^total: ' "$dir/run.log" | tail -n1 || true)

@@ -142,8 +142,11 @@ def test_ctrl_c_stops_the_stuck_worker_and_leaves_the_pool_usable(tmp_path):
     # one was stopped and replaced.
     script = tmp_path / "interrupt.py"
     script.write_text(
-        "import time\n"
+        "import signal, time\n"
         "from multicore import initialize, shutdown, Task\n"
+        # Python keeps SIGINT ignored if it started ignored (a background
+        # job of a script does): this program stands for one in a terminal.
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "def stuck():\n"
         "    time.sleep(3600)\n"
         "def square(x):\n"
