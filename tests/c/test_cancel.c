@@ -258,16 +258,19 @@ TEST(failing_replacements_are_retried_and_reported)
 
     /* A task submitted now cannot run: the wait ends with MC_EWORKERINIT
        once both slots have failed MC_START_FAILURES_MAX (5) times in a row
-       (back-off 10+20+40+80 ms), not at the 30 s timeout. */
+       (back-off 10+20+40+80 ms), not at its timeout (which would be
+       MC_ETIMEDOUT). The time is printed, and bounded far from the timeout
+       only: each failed start is a fork and an init, which valgrind on a
+       loaded machine made 5.6 s in all. */
     mc_group *g;
     REQUIRE_OK(mc_group_create(pool, &g));
     int v = 7;
     CHECK_OK(mc_submit(g, echo_task, &v, sizeof v, 5));
     double t0 = mc_t_now();
-    CHECK_RC(mc_group_wait(g, 30), MC_EWORKERINIT);
+    CHECK_RC(mc_group_wait(g, 120), MC_EWORKERINIT);
     double dt = mc_t_now() - t0;
     printf("  wait gave MC_EWORKERINIT after %.0f ms: \"%s\"\n", dt * 1e3, mc_pool_error(pool));
-    CHECK(dt < 5);
+    CHECK(dt < 60);
     CHECK(strstr(mc_pool_error(pool), "database unreachable") != NULL);
     mc_worker_stats ws[2];
     CHECK_EQ_INT(mc_pool_get_stats(pool, NULL, ws, 2), 2);
