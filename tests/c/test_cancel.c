@@ -86,7 +86,10 @@ TEST(destroying_a_group_stops_its_running_tasks)
     CHECK_OK(mc_group_wait(other, 10));
     double dt = mc_t_now() - t0;
     printf("  other group done %.1f ms after the destroy\n", dt * 1e3);
-    CHECK(dt < 0.5);
+    /* The stuck tasks never end: any finite time proves they were stopped;
+       the bound keeps a wide margin over the 224 ms valgrind took beside
+       a CPU hog (the figure itself is printed, not asserted). */
+    CHECK(dt < 5);
     for (int i = 0; i < 100; i++) {
         mc_result r;
         CHECK_OK(mc_group_result(other, (size_t)i, &r));

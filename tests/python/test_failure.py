@@ -182,7 +182,10 @@ def test_ctrl_c_stops_the_stuck_worker_and_leaves_the_pool_usable(tmp_path):
     assert line.startswith("interrupted at"), (line, err)
     latency = float(line.split()[-1]) - sent   # CLOCK_MONOTONIC: one clock
     print(f"KeyboardInterrupt raised {latency * 1e3:.1f} ms after SIGINT")
-    assert latency < 0.1
+    # The task sleeps an hour: the bound tells "raised at the signal" from
+    # "raised when the task ended", with a margin for a loaded machine
+    # (a few ms when idle; the figure is printed).
+    assert latency < 2.0
     assert "after [144]" in out, (out, err)
     assert proc.returncode == 0, err
     assert "KeyboardInterrupt" not in err      # no worker printed one

@@ -281,11 +281,12 @@ def test_caller_killed_by_sigkill_takes_the_pool_along(busy):
         proc.kill()                    # SIGKILL: no atexit, no shutdown()
         proc.wait(timeout=10)
         t0 = time.monotonic()
-        while not all(_exited(p) for p in pids) and time.monotonic() - t0 < 5:
+        while not all(_exited(p) for p in pids) and time.monotonic() - t0 < 30:
             time.sleep(0.005)
         took = time.monotonic() - t0
         assert all(_exited(p) for p in pids), "zygote or a worker outlived its caller"
-        assert took < 1.0, f"pool processes took {took:.3f} s to exit"
+        # Tens of ms when idle; the margin is for a loaded machine.
+        assert took < 10.0, f"pool processes took {took:.3f} s to exit"
     finally:
         proc.kill()
         proc.wait()
