@@ -18,7 +18,9 @@
  * must therefore be linked into the program or loaded before the pool starts.
  *
  * Conventions
- *   - Every public name starts with mc_ / MC_.
+ *   - Every public name starts with mc_ / MC_. The library's internal
+ *     functions start with mc__ (two underscores, as libuv's uv__): the
+ *     static library carries them, but they are no contract.
  *   - Functions that can fail return an int: MC_OK (0) or a negative MC_E*
  *     code; mc_strerror() names it. Nothing is printed.
  *   - Timeouts are seconds as a double; a negative timeout waits forever.

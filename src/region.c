@@ -37,7 +37,7 @@ static size_t default_region_size(void)
     return (size_t)want;
 }
 
-int mc_region_create(size_t want, int *memfd, void **base, size_t *size)
+int mc__region_create(size_t want, int *memfd, void **base, size_t *size)
 {
     bool explicit_size = want != 0;
     if (!explicit_size)
@@ -72,7 +72,7 @@ int mc_region_create(size_t want, int *memfd, void **base, size_t *size)
     }
 }
 
-void mc_region_destroy(int memfd, void *base, size_t size)
+void mc__region_destroy(int memfd, void *base, size_t size)
 {
     if (base)
         munmap(base, size);
@@ -80,7 +80,7 @@ void mc_region_destroy(int memfd, void *base, size_t size)
         close(memfd);
 }
 
-int mc_region_populate(void *addr, size_t len)
+int mc__region_populate(void *addr, size_t len)
 {
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uintptr_t lo = (uintptr_t)addr & ~(page - 1);
