@@ -263,11 +263,10 @@ out:
     return r;
 }
 
-/* Arguments up to this size are copied under the lock, so that allocating
-   and queueing take one lock round trip instead of two (the lock's cache
-   line is the hand-off's main cost when a worker is spinning for work). */
-#define MC_SUBMIT_ONE_LOCK_MAX 4096
-
+/* Arguments up to MC_SUBMIT_INLINE_MAX are copied under the lock, so that
+   allocating and queueing take one lock round trip instead of two (the
+   lock's cache line is the hand-off's main cost when a worker is spinning
+   for work). */
 static int submit_small(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_len, double timeout)
 {
     int r = mc__pool_enter(g->pool);
@@ -324,7 +323,7 @@ int mc_submit(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_len, doubl
 {
     if (!g || !fn || (!arg && arg_len))
         return MC_EINVAL;
-    if (arg_len <= MC_SUBMIT_ONE_LOCK_MAX)
+    if (arg_len <= MC_SUBMIT_INLINE_MAX)
         return submit_small(g, fn, arg, arg_len, timeout);
     void *buf;
     int r = mc_submit_reserve(g, arg_len, &buf);

@@ -340,6 +340,11 @@ void mc__spin_done(mc_spin *s, bool found, int64_t spun_ns);
 
 /* ---- zygote.c / worker.c --------------------------------------------- */
 
+static inline double mc__stop_grace(const mc_pool_options *o)
+{
+    return o->stop_grace < 0 ? MC_STOP_GRACE_DEFAULT : o->stop_grace;
+}
+
 typedef struct mc_zygote_args {
     mc_header *hdr;
     int memfd;

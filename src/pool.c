@@ -180,9 +180,6 @@ void mc__pool_kick_zygote(mc_pool *p)
 
 /* ---- start ------------------------------------------------------------ */
 
-#define MC_MAX_WORKERS 65536
-#define MC_MAX_QUEUE ((size_t)1 << 26)
-
 int mc_pool_start(mc_pool **out, const mc_pool_options *opts_in)
 {
     if (!out)
@@ -193,7 +190,7 @@ int mc_pool_start(mc_pool **out, const mc_pool_options *opts_in)
         o = *opts_in;
     else
         mc_pool_options_init(&o);
-    if (o.workers < 0 || o.workers > MC_MAX_WORKERS || o.queue_capacity > MC_MAX_QUEUE)
+    if (o.workers < 0 || o.workers > MC_WORKERS_MAX || o.queue_capacity > MC_QUEUE_MAX)
         return MC_EINVAL;
     if (o.workers == 0)
         o.workers = mc_online_cpus();
@@ -344,7 +341,7 @@ static void unlink_live(mc_pool *p)
 
 static int reap_zygote(mc_pool *p)
 {
-    double grace = p->opts.stop_grace < 0 ? 10.0 : p->opts.stop_grace;
+    double grace = mc__stop_grace(&p->opts);
     if (p->zygote_pidfd >= 0) {
         /* The zygote needs at most the grace period; give it a margin,
            then make sure (its workers die with it). */

@@ -21,8 +21,6 @@
 #define MADV_POPULATE_WRITE 23
 #endif
 
-#define MC_MIN_REGION ((size_t)64 << 20)
-
 static size_t default_region_size(void)
 {
     struct sysinfo si;
@@ -43,7 +41,7 @@ int mc__region_create(size_t want, int *memfd, void **base, size_t *size)
     if (!explicit_size)
         want = default_region_size();
     want = (size_t)MC_ALIGN_UP(want, (size_t)sysconf(_SC_PAGESIZE));
-    if (want < MC_MIN_REGION)
+    if (want < MC_REGION_MIN)
         return MC_EINVAL;
 
     int fd = memfd_create("multicore", MFD_CLOEXEC);
@@ -62,7 +60,7 @@ int mc__region_create(size_t want, int *memfd, void **base, size_t *size)
                 return MC_OK;
             }
         }
-        if (explicit_size || want / 2 < MC_MIN_REGION) {
+        if (explicit_size || want / 2 < MC_REGION_MIN) {
             int saved = errno;
             close(fd);
             errno = saved;

@@ -252,7 +252,7 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
     /* Die with the zygote; and if it is already gone, do not start. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != h->zygote_pid)
-        _exit(1);
+        _exit(MC_EXIT_ZYGOTE_GONE);
 
     g_worker_index = index;
     g_hdr = h;
@@ -267,7 +267,7 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
 
     if (opts->worker_init && opts->worker_init(index, opts->worker_init_arg) != 0) {
         become_ready(h, slot, MC_WS_INIT_FAILED);
-        _exit(3);
+        _exit(MC_EXIT_INIT_FAILED);
     }
     become_ready(h, slot, MC_WS_READY);
 
@@ -275,7 +275,7 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
     for (;;) {
         bool took;
         if (mc__lock(h) != MC_OK)
-            _exit(4);
+            _exit(MC_EXIT_LOCK_FAILED);
         uint64_t off = finish_and_take(h, slot, published, &took);
         mc__unlock(h);
         if (took) {
@@ -287,7 +287,7 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
         }
         if (!off) {
             if (atomic_load_explicit(&slot->doomed, memory_order_acquire))
-                _exit(5); /* the zygote's SIGKILL is on its way */
+                _exit(MC_EXIT_CANCELLED); /* the zygote's SIGKILL is on its way */
             if (atomic_load_explicit(&h->stopping, memory_order_acquire))
                 break;
             mc__wait_for_work(h);

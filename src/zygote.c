@@ -290,7 +290,7 @@ _Noreturn void mc__zygote_main(mc_zygote_args *a)
     sigdelset(&z.orig_mask, SIGCHLD);
     z.sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
     if (z.sfd < 0)
-        _exit(2);
+        _exit(MC_EXIT_ZYGOTE_SETUP);
 
     for (unsigned i = 0; i < h->nworkers; i++)
         spawn(&z, i);
@@ -322,7 +322,7 @@ _Noreturn void mc__zygote_main(mc_zygote_args *a)
                 finish(&z);
             stop_cancelled(&z);
             if (atomic_load_explicit(&h->stopping, memory_order_acquire) && !z.stopping) {
-                double grace = z.opts->stop_grace < 0 ? 10.0 : z.opts->stop_grace;
+                double grace = mc__stop_grace(z.opts);
                 z.stopping = true;
                 z.stop_deadline = mc__deadline(grace);
             }
