@@ -3,8 +3,9 @@
  *
  * A boundary-tag allocator (dlmalloc's shape, much reduced) whose every
  * metadata store goes through the undo journal, so a worker killed in the
- * middle of an allocation leaves nothing half-linked. All functions except
- * mc__arena_release_pages() run under the pool lock.
+ * middle of an allocation leaves nothing half-linked. All functions but
+ * mc__arena_init() (before the first fork), mc__arena_block_size() and
+ * mc__arena_check() run under the pool lock.
  *
  * Layout: a block is a multiple of 64 bytes and starts with a 16-byte
  * header placed so that the payload after it is 64-byte aligned (cache

@@ -25,13 +25,6 @@ struct mc_group {
     uint64_t reserved; /* record reserved by mc_submit_reserve, or 0 */
 };
 
-static inline mc_task *task_at(mc_header *h, uint64_t off) { return (mc_task *)mc__ptr(h, off); }
-
-static inline bool is_final(uint32_t state)
-{
-    return (state & MC_TS_MASK) != MC_TS_PENDING;
-}
-
 int mc_group_create(mc_pool *pool, mc_group **out)
 {
     if (!pool || !out)
@@ -55,11 +48,11 @@ size_t mc_group_size(const mc_group *g)
     return g ? g->n : 0;
 }
 
+/* Under the lock (a slot's task_off changes only under it). */
 static bool held_by_worker(mc_header *h, uint64_t off)
 {
-    const mc_worker_slot *slots = mc__ptr(h, h->slots_off);
     for (uint32_t i = 0; i < h->nworkers; i++)
-        if (slots[i].task_off == off)
+        if (mc__slot(h, i)->task_off == off)
             return true;
     return false;
 }
@@ -70,16 +63,7 @@ static bool held_by_worker(mc_header *h, uint64_t off)
    was cancelled in the queue, 0 otherwise. */
 static int release_task(mc_header *h, uint64_t off)
 {
-    mc_task *t = task_at(h, off);
-    bool cancelled = false;
-    uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
-    while (!is_final(s)) {
-        if (atomic_compare_exchange_weak_explicit(&t->state, &s, MC_TS_CANCELLED, memory_order_acq_rel,
-                                                  memory_order_acquire)) {
-            cancelled = true;
-            break;
-        }
-    }
+    bool cancelled = mc__task_cancel(mc__task_at(h, off));
     /* Only a task a worker holds needs a kill; a queued one is skipped
        when a worker pops it. */
     int outcome = !cancelled ? 0 : held_by_worker(h, off) ? 2 : 1;
@@ -203,7 +187,7 @@ int mc_submit_reserve(mc_group *g, size_t arg_len, void **buf)
         r = MC_ENOMEM;
         goto out;
     }
-    mc_task *t = task_at(h, off);
+    mc_task *t = mc__task_at(h, off);
     if (arg_len >= MC_POPULATE_THRESHOLD && mc__region_populate(t, sizeof *t + arg_len) != MC_OK) {
         if (mc__lock(h) == MC_OK) {
             mc__arena_free(h, off);
@@ -213,13 +197,9 @@ int mc_submit_reserve(mc_group *g, size_t arg_len, void **buf)
         goto out;
     }
     /* Nobody else can see the record until it is queued: plain stores. */
-    memset(t, 0, sizeof *t);
-    atomic_init(&t->state, MC_TS_PENDING);
-    t->refs = 1;
-    t->id = id;
-    t->arg_len = arg_len;
+    mc__record_init(t, MC_TS_PENDING, id, arg_len);
     g->reserved = off;
-    *buf = (char *)t + sizeof *t;
+    *buf = mc__record_data(t);
 out:
     mc__pool_leave(g->pool);
     return r;
@@ -238,14 +218,14 @@ int mc_submit_commit(mc_group *g, mc_task_fn fn, double timeout)
     }
     mc_header *h = g->pool->hdr;
     uint64_t off = g->reserved;
-    task_at(h, off)->fn = (uint64_t)(uintptr_t)fn;
+    mc__task_at(h, off)->fn = (uint64_t)(uintptr_t)fn;
     int64_t deadline = INT64_MIN;
     for (;;) {
         if ((r = mc__lock(h)) != MC_OK)
             goto out;
         bool queued = mc__ring_push(h, off);
         if (queued)
-            mc__txn_store(h, &task_at(h, off)->refs, 2); /* group + queue */
+            mc__txn_store(h, &mc__task_at(h, off)->refs, 2); /* group + queue */
         mc__unlock(h);
         if (queued)
             break;
@@ -257,7 +237,7 @@ int mc_submit_commit(mc_group *g, mc_task_fn fn, double timeout)
     g->tasks[g->n++] = off;
     g->reserved = 0;
     mc__wake_for_task(h);
-    atomic_fetch_add_explicit(&h->bytes_in, task_at(h, off)->arg_len, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->bytes_in, mc__task_at(h, off)->arg_len, memory_order_relaxed);
 out:
     mc__pool_leave(g->pool);
     return r;
@@ -286,15 +266,11 @@ static int submit_small(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_
     if (off) {
         /* Private until the ring push below publishes it (under the lock,
            which a rollback would undo together with the allocation). */
-        mc_task *t = task_at(h, off);
-        memset(t, 0, sizeof *t);
-        atomic_init(&t->state, MC_TS_PENDING);
-        t->refs = 1;
-        t->id = h->next_task_id;
-        t->arg_len = arg_len;
+        mc_task *t = mc__task_at(h, off);
+        mc__record_init(t, MC_TS_PENDING, h->next_task_id, arg_len);
         t->fn = (uint64_t)(uintptr_t)fn;
         if (arg_len)
-            memcpy((char *)t + sizeof *t, arg, arg_len);
+            memcpy(mc__record_data(t), arg, arg_len);
         mc__txn_store(h, &h->next_task_id, t->id + 1);
         queued = mc__ring_push(h, off);
         if (queued)
@@ -341,13 +317,13 @@ int mc_submit(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_len, doubl
 static int wait_task(mc_pool *pool, mc_task *t, int64_t deadline)
 {
     uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
-    if (is_final(s))
+    if (mc__state_is_final(s))
         return MC_OK;
     static _Thread_local mc_spin spin; /* per calling thread */
     int64_t start = mc__now_ns(), now = start, budget = mc__spin_budget(&spin);
     do {
         for (int i = 0; i < 64; i++) {
-            if (is_final(atomic_load_explicit(&t->state, memory_order_acquire))) {
+            if (mc__state_is_final(atomic_load_explicit(&t->state, memory_order_acquire))) {
                 mc__spin_done(&spin, true, mc__now_ns() - start);
                 return MC_OK;
             }
@@ -362,7 +338,7 @@ static int wait_task(mc_pool *pool, mc_task *t, int64_t deadline)
 
     for (;;) {
         s = atomic_load_explicit(&t->state, memory_order_acquire);
-        if (is_final(s))
+        if (mc__state_is_final(s))
             return MC_OK;
         /* A poll (timeout 0, or past it): no WAITER bit, which would make
            the worker issue a wake-up system call for nobody, and no check
@@ -391,7 +367,7 @@ int mc_group_wait_one(mc_group *g, size_t index, double timeout)
     if (index >= g->n)
         r = MC_EINVAL;
     else
-        r = wait_task(g->pool, task_at(g->pool->hdr, g->tasks[index]), mc__deadline(timeout));
+        r = wait_task(g->pool, mc__task_at(g->pool->hdr, g->tasks[index]), mc__deadline(timeout));
     mc__pool_leave(g->pool);
     return r;
 }
@@ -406,7 +382,7 @@ int mc_group_wait(mc_group *g, double timeout)
     int64_t deadline = mc__deadline(timeout);
     mc_header *h = g->pool->hdr;
     while (g->finished < g->n) {
-        if ((r = wait_task(g->pool, task_at(h, g->tasks[g->finished]), deadline)) != MC_OK)
+        if ((r = wait_task(g->pool, mc__task_at(h, g->tasks[g->finished]), deadline)) != MC_OK)
             break;
         g->finished++;
     }
@@ -426,8 +402,8 @@ int mc_group_result(mc_group *g, size_t index, mc_result *res)
         goto out;
     }
     mc_header *h = g->pool->hdr;
-    mc_task *t = task_at(h, g->tasks[index]);
-    uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK;
+    mc_task *t = mc__task_at(h, g->tasks[index]);
+    uint32_t s = mc__task_state(t);
     memset(res, 0, sizeof *res);
     switch (s) {
     case MC_TS_PENDING:
@@ -463,8 +439,8 @@ static int done_task(mc_group *g, size_t index, uint64_t *off)
 {
     if (index >= g->n)
         return MC_EINVAL;
-    mc_task *t = task_at(g->pool->hdr, g->tasks[index]);
-    uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK;
+    mc_task *t = mc__task_at(g->pool->hdr, g->tasks[index]);
+    uint32_t s = mc__task_state(t);
     if (s == MC_TS_PENDING)
         return MC_ETIMEDOUT;
     if (s != MC_TS_DONE || t->status != MC_OK)

@@ -24,12 +24,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static void task_ref(mc_header *h, uint64_t off)
-{
-    mc_task *t = (mc_task *)mc__ptr(h, off);
-    mc__txn_store(h, &t->refs, t->refs + 1);
-}
-
 int mc__group_hold_task(mc_pool *pool, uint64_t off, mc_hold **out)
 {
     mc_hold *hold = malloc(sizeof *hold);
@@ -41,7 +35,7 @@ int mc__group_hold_task(mc_pool *pool, uint64_t off, mc_hold **out)
         free(hold);
         return r;
     }
-    task_ref(h, off);
+    mc__task_ref(h, off);
     mc__unlock(h);
     mc__pool_ref(pool);
     *hold = (mc_hold){.pool = pool, .h = h, .task_off = off, .pid = getpid()};
@@ -65,7 +59,7 @@ int mc__worker_hold_task(mc_header *h, mc_worker_slot *slot, uint64_t off, mc_ho
             free_at = i;
     if (free_at >= 0) {
         mc__txn_store(h, &slot->holds[free_at], off);
-        task_ref(h, off);
+        mc__task_ref(h, off);
     }
     mc__unlock(h);
     if (free_at < 0) {
@@ -85,14 +79,8 @@ int mc__worker_hold_task(mc_header *h, mc_worker_slot *slot, uint64_t off, mc_ho
 static uint64_t buffer_new(mc_header *h, size_t len)
 {
     uint64_t off = mc__arena_alloc(h, sizeof(mc_task) + len);
-    if (!off)
-        return 0;
-    mc_task *t = (mc_task *)mc__ptr(h, off);
-    memset(t, 0, sizeof *t);
-    atomic_init(&t->state, MC_TS_BUFFER);
-    t->status = MC_OK;
-    t->refs = 1;
-    t->arg_len = len;
+    if (off)
+        mc__record_init(mc__task_at(h, off), MC_TS_BUFFER, 0, len); /* status MC_OK (0) */
     return off;
 }
 
@@ -141,7 +129,7 @@ int mc_buffer_alloc(mc_pool *pool, size_t len, mc_hold **out)
     if (pool)
         mc__pool_leave(pool);
     if (len >= MC_POPULATE_THRESHOLD &&
-        mc__region_populate((char *)mc__ptr(h, off) + sizeof(mc_task), len) != MC_OK) {
+        mc__region_populate(mc__record_data(mc__task_at(h, off)), len) != MC_OK) {
         mc_hold_release(hold);   /* no memory behind it: an error now, not SIGBUS later */
         return MC_ENOMEM;
     }
@@ -153,12 +141,12 @@ void *mc_hold_data(const mc_hold *hold, size_t *len)
 {
     if (!hold || !hold->task_off)
         return NULL;
-    mc_task *t = (mc_task *)mc__ptr(hold->h, hold->task_off);
-    if ((atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK) != MC_TS_BUFFER)
+    mc_task *t = mc__task_at(hold->h, hold->task_off);
+    if (mc__task_state(t) != MC_TS_BUFFER)
         return NULL;
     if (len)
         *len = (size_t)t->arg_len;
-    return (char *)t + sizeof *t;
+    return mc__record_data(t);
 }
 
 bool mc__hold_is_shareable(const mc_hold *hold, const mc_header *h)
@@ -168,7 +156,7 @@ bool mc__hold_is_shareable(const mc_hold *hold, const mc_header *h)
 
 int mc__link_add(mc_header *h, uint64_t task_off, uint64_t buf_off)
 {
-    mc_task *t = (mc_task *)mc__ptr(h, task_off);
+    mc_task *t = mc__task_at(h, task_off);
     uint64_t n = t->nlinks;
     if (n > MC_SHARE_MAX)
         return -1;
@@ -177,7 +165,7 @@ int mc__link_add(mc_header *h, uint64_t task_off, uint64_t buf_off)
             return (int)i;
     if (n == MC_SHARE_MAX)
         return -1;
-    task_ref(h, buf_off);
+    mc__task_ref(h, buf_off);
     mc__txn_store(h, &t->links[n], buf_off);
     mc__txn_store(h, &t->nlinks, n + 1);
     return (int)n;
@@ -194,7 +182,7 @@ uint64_t mc__link_get(mc_header *h, uint64_t task_off, unsigned link)
     if (mc__arena_block_size(h, off) < sizeof(mc_task))
         return 0;
     const mc_task *b = (const mc_task *)mc__ptr(h, off);
-    if ((atomic_load_explicit(&b->state, memory_order_acquire) & MC_TS_MASK) != MC_TS_BUFFER ||
+    if (mc__task_state(b) != MC_TS_BUFFER ||
         b->arg_len > mc__arena_block_size(h, off) - sizeof(mc_task))
         return 0;
     return off;

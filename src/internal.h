@@ -250,6 +250,12 @@ int mc__region_populate(void *addr, size_t len);
 static inline void *mc__ptr(mc_header *h, uint64_t off) { return (char *)h + off; }
 static inline uint64_t mc__off(mc_header *h, const void *p) { return (uint64_t)((const char *)p - (const char *)h); }
 
+/* Worker slot i (0 .. nworkers-1). */
+static inline mc_worker_slot *mc__slot(mc_header *h, uint32_t i)
+{
+    return (mc_worker_slot *)mc__ptr(h, h->slots_off) + i;
+}
+
 /* ---- txn.c: the lock and the undo journal ------------------------------ */
 
 int mc__lock_init(mc_header *h);
@@ -261,20 +267,23 @@ void mc__txn_commit(mc_header *h);
    false if the journal is corrupt (an entry outside the region). */
 bool mc__journal_rollback(mc_header *h);
 
-/* ---- arena.c (all under the lock) ------------------------------------ */
+/* ---- arena.c (under the lock, but block_size and check) --------------- */
 
 void mc__arena_init(mc_header *h, uint64_t start, uint64_t end);
 /* Payload offset of a new block of at least len bytes, or 0 if full. */
 uint64_t mc__arena_alloc(mc_header *h, uint64_t len);
 void mc__arena_free(mc_header *h, uint64_t payload_off);
-/* Outside the lock, before freeing a block the caller still owns: return
-   its interior pages to the kernel if it is large. */
+/* Before freeing a large block: return its interior pages to the kernel
+   (or count them as retained for the next large block). */
 void mc__arena_release_pages(mc_header *h, uint64_t payload_off);
+/* Payload bytes of the block, if its header stays inside the arena; else
+   0. Needs no lock (it reads the block's own header and the layout). */
 uint64_t mc__arena_block_size(mc_header *h, uint64_t payload_off);
 /* After a change commits (still under the lock): return the pages of a
    large range the change merged into the untouched rest. */
 void mc__arena_after_commit(mc_header *h);
-/* Full consistency check of blocks and free lists (tests, fuzzing). */
+/* Full consistency check of blocks and free lists (after a recovery,
+   tests, fuzzing): the caller makes sure nobody changes them meanwhile. */
 bool mc__arena_check(mc_header *h);
 
 /* ---- queue.c --------------------------------------------------------- */
@@ -284,6 +293,8 @@ bool mc__ring_push(mc_header *h, uint64_t task_off);
 uint64_t mc__ring_pop(mc_header *h);
 bool mc__ring_has_work(mc_header *h);  /* lock-free peek */
 bool mc__ring_has_room(mc_header *h);  /* lock-free peek */
+/* The producer's half of the sleep protocol (queue.c): wake up to n
+   sleepers of a word, with a system call only if a sleeper is counted. */
 void mc__wake_workers(mc_header *h, uint32_t n);
 /* After queueing one task: wake a sleeping worker unless one spins. */
 void mc__wake_for_task(mc_header *h);
@@ -295,8 +306,33 @@ void mc__wait_for_work(mc_header *h);
 /* Caller side: sleep until room may be there; MC_OK, MC_ETIMEDOUT, MC_EINTR. */
 int mc__wait_for_space(mc_pool *pool, int64_t deadline_ns);
 
-/* Task references (under the lock): drop one; the last frees the block. */
+/* ---- record.c: the task record's life -------------------------------- */
+
+static inline mc_task *mc__task_at(mc_header *h, uint64_t off) { return (mc_task *)mc__ptr(h, off); }
+/* The bytes after the record: a task's arguments, a buffer's contents. */
+static inline void *mc__record_data(mc_task *t) { return (char *)t + sizeof *t; }
+/* The state without the WAITER bit. */
+static inline uint32_t mc__task_state(const mc_task *t)
+{
+    return atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK;
+}
+static inline bool mc__state_is_final(uint32_t state) { return (state & MC_TS_MASK) != MC_TS_PENDING; }
+
+/* A fresh record in a block nobody else can see yet (plain stores; a
+   rollback frees the block itself): one reference, no links. */
+void mc__record_init(mc_task *t, uint32_t state, uint64_t id, uint64_t data_len);
+/* References (under the lock, journaled): take one; drop one, the last
+   frees the block with its result and the buffers it links. */
+void mc__task_ref(mc_header *h, uint64_t task_off);
 void mc__task_unref(mc_header *h, uint64_t task_off);
+/* Move a record from PENDING to `final` (DONE or FAILED) by CAS, then wake
+   the caller sleeping on it (if its WAITER bit was set) and the watchers
+   of completions. The outcome fields are written before. false if the
+   record was no longer PENDING (the caller cancelled it). */
+bool mc__task_finish(mc_header *h, mc_task *t, uint32_t final);
+/* The caller's PENDING -> CANCELLED, waking nobody (the group cancelling
+   is the only one that waits on its tasks). false if already final. */
+bool mc__task_cancel(mc_task *t);
 
 /* ---- wait.c ---------------------------------------------------------- */
 
@@ -307,6 +343,8 @@ int64_t mc__deadline(double timeout_s);
    changed), MC_ETIMEDOUT or MC_EINTR. */
 int mc__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns);
 void mc__futex_wake(_Atomic uint32_t *word, int n);
+/* Bump a sequence word and wake up to n of its sleepers. */
+void mc__futex_bump_wake(_Atomic uint32_t *seq, int n);
 static inline void mc__cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)

@@ -132,7 +132,7 @@ static void collect_init_error(mc_pool *p)
         return;
     char *text = NULL;
     for (uint32_t i = 0; i < h->nworkers && !text; i++) {
-        mc_worker_slot *s = (mc_worker_slot *)mc__ptr(h, h->slots_off) + i;
+        mc_worker_slot *s = mc__slot(h, i);
         if (s->error_off && s->error_len)
             text = strndup(mc__ptr(h, s->error_off), (size_t)s->error_len);
     }
@@ -310,7 +310,7 @@ int mc_pool_wait_ready(mc_pool *p, double timeout)
         }
         uint32_t ready = 0;
         for (uint32_t i = 0; i < h->nworkers; i++) {
-            mc_worker_slot *s = (mc_worker_slot *)mc__ptr(h, h->slots_off) + i;
+            mc_worker_slot *s = mc__slot(h, i);
             ready += atomic_load_explicit(&s->state, memory_order_acquire) == MC_WS_READY;
         }
         if (ready == h->nworkers) {
@@ -381,12 +381,9 @@ int mc_pool_stop(mc_pool *p)
         mc_header *h = p->hdr;
         atomic_store_explicit(&h->stopping, 1, memory_order_seq_cst);
         /* Wake every sleeper: idle workers leave, blocked callers look up. */
-        atomic_fetch_add(&h->work_seq, 1);
-        mc__futex_wake(&h->work_seq, INT_MAX);
-        atomic_fetch_add(&h->space_seq, 1);
-        mc__futex_wake(&h->space_seq, INT_MAX);
-        atomic_fetch_add(&h->ready_seq, 1);
-        mc__futex_wake(&h->ready_seq, INT_MAX);
+        mc__futex_bump_wake(&h->work_seq, INT_MAX);
+        mc__futex_bump_wake(&h->space_seq, INT_MAX);
+        mc__futex_bump_wake(&h->ready_seq, INT_MAX);
         uint64_t one = 1;
         if (write(p->zygote_ctl_fd, &one, sizeof one) < 0)
             kill(p->zygote_pid, SIGKILL);
@@ -435,7 +432,7 @@ int mc_pool_worker_pids(const mc_pool *cp, pid_t *pids, int max)
     int n = 0;
     mc_header *h = p->hdr;
     for (uint32_t i = 0; i < h->nworkers && n < max; i++) {
-        mc_worker_slot *s = (mc_worker_slot *)mc__ptr(h, h->slots_off) + i;
+        mc_worker_slot *s = mc__slot(h, i);
         pid_t pid = atomic_load_explicit(&s->pid, memory_order_acquire);
         if (pid > 0)
             pids[n++] = pid;
@@ -455,7 +452,7 @@ int mc_pool_get_stats(mc_pool *p, mc_pool_stats *stats, mc_worker_stats *workers
     mc_pool_stats total = {.workers = (int)h->nworkers};
     int n = 0;
     for (uint32_t i = 0; i < h->nworkers; i++) {
-        mc_worker_slot *s = (mc_worker_slot *)mc__ptr(h, h->slots_off) + i;
+        mc_worker_slot *s = mc__slot(h, i);
         mc_worker_stats w = {
             .pid = atomic_load_explicit(&s->pid, memory_order_acquire),
             .tasks_done = atomic_load_explicit(&s->tasks_done, memory_order_relaxed),

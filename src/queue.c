@@ -1,6 +1,5 @@
 /*
- * queue.c — the submit ring, the sleep/wake protocol around it, and task
- * record lifetimes.
+ * queue.c — the submit ring and the sleep/wake protocol around it.
  *
  * The ring holds payload offsets of task records waiting for a worker. Its
  * indices only change under the lock through the journal, so a worker
@@ -56,13 +55,19 @@ bool mc__ring_has_room(mc_header *h)
     return load64(&h->ring_tail) - load64(&h->ring_head) < h->ring_capacity;
 }
 
-void mc__wake_workers(mc_header *h, uint32_t n)
+/* The producer's half of the protocol (top of file), after it changed
+   what the sleepers of seq wait for. */
+static void wake_sleepers(_Atomic uint32_t *seq, _Atomic uint32_t *sleepers, int n)
 {
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&h->work_sleepers, memory_order_relaxed) == 0)
+    if (atomic_load_explicit(sleepers, memory_order_relaxed) == 0)
         return;
-    atomic_fetch_add_explicit(&h->work_seq, 1, memory_order_seq_cst);
-    mc__futex_wake(&h->work_seq, n > INT_MAX ? INT_MAX : (int)n);
+    mc__futex_bump_wake(seq, n);
+}
+
+void mc__wake_workers(mc_header *h, uint32_t n)
+{
+    wake_sleepers(&h->work_seq, &h->work_sleepers, n > INT_MAX ? INT_MAX : (int)n);
 }
 
 void mc__wake_for_task(mc_header *h)
@@ -81,20 +86,12 @@ void mc__wake_for_task(mc_header *h)
 
 void mc__wake_done(mc_header *h)
 {
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&h->done_watchers, memory_order_relaxed) == 0)
-        return;
-    atomic_fetch_add_explicit(&h->done_seq, 1, memory_order_seq_cst);
-    mc__futex_wake(&h->done_seq, INT_MAX);
+    wake_sleepers(&h->done_seq, &h->done_watchers, INT_MAX);
 }
 
 void mc__wake_space(mc_header *h)
 {
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&h->space_sleepers, memory_order_relaxed) == 0)
-        return;
-    atomic_fetch_add_explicit(&h->space_seq, 1, memory_order_seq_cst);
-    mc__futex_wake(&h->space_seq, INT_MAX);
+    wake_sleepers(&h->space_seq, &h->space_sleepers, INT_MAX);
 }
 
 static bool worker_should_look(mc_header *h)
@@ -161,31 +158,4 @@ int mc__wait_for_space(mc_pool *pool, int64_t deadline_ns)
         r = mc__pool_wait_word(pool, &h->space_seq, seq, deadline_ns);
     atomic_fetch_sub_explicit(&h->space_sleepers, 1, memory_order_seq_cst);
     return r;
-}
-
-void mc__task_unref(mc_header *h, uint64_t task_off)
-{
-    mc_task *t = (mc_task *)mc__ptr(h, task_off);
-    uint64_t refs = t->refs - 1;
-    mc__txn_store(h, &t->refs, refs);
-    if (refs != 0)
-        return;
-    uint32_t state = atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK;
-    /* The links are read before the block is freed: freeing writes into it. */
-    uint64_t links[MC_SHARE_MAX], n = t->nlinks <= MC_SHARE_MAX ? t->nlinks : 0;
-    for (uint64_t i = 0; i < n; i++)
-        links[i] = t->links[i];
-    if (state == MC_TS_DONE && t->result_off) {
-        mc__arena_release_pages(h, t->result_off);
-        mc__arena_free(h, t->result_off);
-    }
-    mc__arena_release_pages(h, task_off);
-    mc__arena_free(h, task_off);
-    for (uint64_t i = 0; i < n; i++) {
-        /* mc__link_add() only links buffers, which link nothing themselves */
-        if (mc__arena_block_size(h, links[i]) >= sizeof(mc_task) &&
-            (atomic_load_explicit(&((mc_task *)mc__ptr(h, links[i]))->state, memory_order_relaxed) &
-             MC_TS_MASK) == MC_TS_BUFFER)
-            mc__task_unref(h, links[i]);
-    }
 }

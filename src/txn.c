@@ -125,9 +125,8 @@ static bool recovered_state_ok(mc_header *h)
     for (uint64_t i = head; i != tail; i++)
         if (!block_ok(h, ring[i % cap], sizeof(mc_task)))
             return false;
-    const mc_worker_slot *slots = (const mc_worker_slot *)mc__ptr(h, h->slots_off);
     for (uint32_t i = 0; i < h->nworkers; i++) {
-        const mc_worker_slot *s = &slots[i];
+        const mc_worker_slot *s = mc__slot(h, i);
         if ((s->task_off && !block_ok(h, s->task_off, sizeof(mc_task))) ||
             (s->pending_result && !block_ok(h, s->pending_result, 0)) ||
             (s->error_off && !block_ok(h, s->error_off, s->error_len)))

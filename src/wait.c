@@ -78,3 +78,9 @@ void mc__futex_wake(_Atomic uint32_t *word, int n)
 {
     syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);
 }
+
+void mc__futex_bump_wake(_Atomic uint32_t *seq, int n)
+{
+    atomic_fetch_add_explicit(seq, 1, memory_order_seq_cst);
+    mc__futex_wake(seq, n);
+}

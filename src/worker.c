@@ -81,10 +81,10 @@ const void *mc_task_link_data(mc_task_ctx *ctx, unsigned link, size_t *len)
     uint64_t off = mc__link_get(ctx->h, mc__off(ctx->h, ctx->task), link);
     if (!off)
         return NULL;
-    const mc_task *b = (const mc_task *)mc__ptr(ctx->h, off);
+    mc_task *b = mc__task_at(ctx->h, off);
     if (len)
         *len = (size_t)b->arg_len;
-    return (const char *)b + sizeof *b;
+    return mc__record_data(b);
 }
 
 int mc_task_link_hold(mc_task_ctx *ctx, unsigned link, mc_hold **hold)
@@ -96,11 +96,6 @@ int mc_task_link_hold(mc_task_ctx *ctx, unsigned link, mc_hold **hold)
     if (!off)
         return MC_EINVAL;
     return mc__worker_hold_task(ctx->h, ctx->slot, off, hold);
-}
-
-static mc_worker_slot *slot_of(mc_header *h, int index)
-{
-    return (mc_worker_slot *)mc__ptr(h, h->slots_off) + index;
 }
 
 /* Under the lock: free the slot's unpublished result, if any. */
@@ -184,17 +179,24 @@ static bool publish(mc_header *h, mc_task *t, mc_worker_slot *slot, int code)
     t->worker_pid = (int32_t)g_worker_pid;
     t->term_signal = 0;
     t->exit_status = 0;
-    uint32_t old = atomic_load_explicit(&t->state, memory_order_relaxed);
-    while ((old & MC_TS_MASK) == MC_TS_PENDING) {
-        if (atomic_compare_exchange_weak_explicit(&t->state, &old, MC_TS_DONE, memory_order_acq_rel,
-                                                  memory_order_relaxed)) {
-            if (old & MC_TS_WAITER)
-                mc__futex_wake(&t->state, INT_MAX);
-            mc__wake_done(h);
-            return true;
-        }
+    return mc__task_finish(h, t, MC_TS_DONE);
+}
+
+/* Under the lock, in its own journal transaction: the slot lets go of the
+   task in hand (if any) and of its result: handed to the task if it was
+   published, else freed. */
+static void release_task_in_hand(mc_header *h, mc_worker_slot *slot, bool published)
+{
+    if (published)
+        mc__txn_store(h, &slot->pending_result, 0); /* now owned by the task */
+    else
+        drop_pending_result(h, slot);
+    if (slot->task_off) {
+        mc__task_unref(h, slot->task_off);
+        mc__txn_store(h, &slot->task_off, 0);
+        mc__txn_store(h, &slot->task_id, 0);
     }
-    return false;
+    mc__txn_commit(h);
 }
 
 /* Under the lock: release the finished task (if any) and take the next
@@ -202,24 +204,16 @@ static bool publish(mc_header *h, mc_task *t, mc_worker_slot *slot, int code)
 static uint64_t finish_and_take(mc_header *h, mc_worker_slot *slot, bool published, bool *took)
 {
     *took = false;
-    if (slot->task_off) {
-        if (published)
-            mc__txn_store(h, &slot->pending_result, 0); /* now owned by the task */
-        else
-            drop_pending_result(h, slot);
-        mc__task_unref(h, slot->task_off);
-        mc__txn_store(h, &slot->task_off, 0);
-        mc__txn_store(h, &slot->task_id, 0);
-        mc__txn_commit(h);
-    }
+    if (slot->task_off)
+        release_task_in_hand(h, slot, published);
     if (atomic_load_explicit(&h->stopping, memory_order_acquire) ||
         atomic_load_explicit(&slot->doomed, memory_order_acquire))
         return 0;
     uint64_t off;
     while ((off = mc__ring_pop(h)) != 0) {
         *took = true;
-        mc_task *t = (mc_task *)mc__ptr(h, off);
-        if ((atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK) == MC_TS_PENDING) {
+        mc_task *t = mc__task_at(h, off);
+        if (mc__task_state(t) == MC_TS_PENDING) {
             mc__txn_store(h, &slot->task_off, off);
             mc__txn_store(h, &slot->task_id, t->id);
             return off;
@@ -242,8 +236,7 @@ static void become_ready(mc_header *h, mc_worker_slot *slot, uint32_t state)
         if (atomic_exchange(&slot->failing, 0))
             atomic_fetch_sub_explicit(&h->workers_failing, 1, memory_order_acq_rel);
     }
-    atomic_fetch_add_explicit(&h->ready_seq, 1, memory_order_acq_rel);
-    mc__futex_wake(&h->ready_seq, INT_MAX);
+    mc__futex_bump_wake(&h->ready_seq, INT_MAX);
 }
 
 _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *opts,
@@ -256,7 +249,7 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
 
     g_worker_index = index;
     g_hdr = h;
-    g_slot = slot_of(h, index);
+    g_slot = mc__slot(h, (uint32_t)index);
     mc_worker_slot *slot = g_slot;
     g_worker_pid = getpid();
     atomic_store_explicit(&slot->pid, (int32_t)g_worker_pid, memory_order_release);
@@ -295,12 +288,12 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
             continue;
         }
 
-        mc_task *t = (mc_task *)mc__ptr(h, off);
+        mc_task *t = mc__task_at(h, off);
         mc_task_ctx ctx = {h, slot, t};
         mc_task_fn fn = (mc_task_fn)(uintptr_t)t->fn;
         t->result_len = 0;
         int64_t began = mc__now_ns();
-        int code = fn((const char *)t + sizeof(mc_task), (size_t)t->arg_len, &ctx);
+        int code = fn(mc__record_data(t), (size_t)t->arg_len, &ctx);
         uint64_t result_len = slot->pending_result ? t->result_len : 0;
         published = publish(h, t, slot, code);
         /* Counters only this worker writes: no contention, relaxed. */
@@ -317,12 +310,11 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
 void mc__recover_worker(mc_header *h, mc_worker_slot *slot, pid_t pid, int wstatus)
 {
     mc__release_worker_holds(h, slot);
-    uint64_t off = slot->task_off;
     bool published = false;
-    if (off) {
-        mc_task *t = (mc_task *)mc__ptr(h, off);
-        uint32_t old = atomic_load_explicit(&t->state, memory_order_acquire);
-        if ((old & MC_TS_MASK) == MC_TS_PENDING) {
+    if (slot->task_off) {
+        mc_task *t = mc__task_at(h, slot->task_off);
+        uint32_t state = mc__task_state(t);
+        if (state == MC_TS_PENDING) {
             t->result_off = 0;
             t->result_len = 0;
             t->status = MC_EWORKERDIED;
@@ -330,28 +322,9 @@ void mc__recover_worker(mc_header *h, mc_worker_slot *slot, pid_t pid, int wstat
             t->worker_pid = (int32_t)pid;
             t->term_signal = WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0;
             t->exit_status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 0;
-            while ((old & MC_TS_MASK) == MC_TS_PENDING) {
-                if (atomic_compare_exchange_weak_explicit(&t->state, &old, MC_TS_FAILED,
-                                                          memory_order_acq_rel, memory_order_relaxed)) {
-                    if (old & MC_TS_WAITER)
-                        mc__futex_wake(&t->state, INT_MAX);
-                    mc__wake_done(h);
-                    break;
-                }
-            }
-        } else {
-            published = (old & MC_TS_MASK) == MC_TS_DONE;
+            mc__task_finish(h, t, MC_TS_FAILED);
         }
-        if (published)
-            mc__txn_store(h, &slot->pending_result, 0);
-        else
-            drop_pending_result(h, slot);
-        mc__task_unref(h, off);
-        mc__txn_store(h, &slot->task_off, 0);
-        mc__txn_store(h, &slot->task_id, 0);
-        mc__txn_commit(h);
-    } else {
-        drop_pending_result(h, slot);
-        mc__txn_commit(h);
+        published = state == MC_TS_DONE;
     }
+    release_task_in_hand(h, slot, published);
 }

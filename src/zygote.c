@@ -51,26 +51,20 @@ typedef struct zygote {
     int64_t stop_deadline;
 } zygote;
 
-static mc_worker_slot *slot_at(mc_header *h, unsigned i)
-{
-    return (mc_worker_slot *)mc__ptr(h, h->slots_off) + i;
-}
-
 static void mark_init_failed(mc_header *h, mc_worker_slot *slot, const char *why)
 {
     if (!slot->error_off)
         mc__slot_set_error(h, slot, why);
     atomic_store_explicit(&slot->state, MC_WS_INIT_FAILED, memory_order_release);
     atomic_store_explicit(&h->init_failed, 1, memory_order_release);
-    atomic_fetch_add_explicit(&h->ready_seq, 1, memory_order_acq_rel);
-    mc__futex_wake(&h->ready_seq, INT_MAX);
+    mc__futex_bump_wake(&h->ready_seq, INT_MAX);
 }
 
 static void schedule_retry(zygote *z, mc_worker_slot *slot);
 
 static void spawn(zygote *z, unsigned i)
 {
-    mc_worker_slot *slot = slot_at(z->h, i);
+    mc_worker_slot *slot = mc__slot(z->h, i);
     slot->respawn_at_ns = 0;
     atomic_store_explicit(&slot->doomed, 0, memory_order_relaxed);
     atomic_store_explicit(&slot->state, MC_WS_STARTING, memory_order_release);
@@ -104,7 +98,7 @@ static unsigned live_workers(zygote *z)
 {
     unsigned n = 0;
     for (unsigned i = 0; i < z->h->nworkers; i++)
-        n += atomic_load_explicit(&slot_at(z->h, i)->pid, memory_order_relaxed) != 0;
+        n += atomic_load_explicit(&mc__slot(z->h, i)->pid, memory_order_relaxed) != 0;
     return n;
 }
 
@@ -143,8 +137,8 @@ static void on_worker_exit(zygote *z, pid_t pid, int wstatus)
     mc_worker_slot *slot = NULL;
     unsigned i;
     for (i = 0; i < h->nworkers; i++) {
-        if (atomic_load_explicit(&slot_at(h, i)->pid, memory_order_relaxed) == pid) {
-            slot = slot_at(h, i);
+        if (atomic_load_explicit(&mc__slot(h, i)->pid, memory_order_relaxed) == pid) {
+            slot = mc__slot(h, i);
             break;
         }
     }
@@ -193,7 +187,7 @@ static int respawn_due(zygote *z)
 {
     int64_t now = mc__now_ns(), next = INT64_MAX;
     for (unsigned i = 0; i < z->h->nworkers; i++) {
-        mc_worker_slot *slot = slot_at(z->h, i);
+        mc_worker_slot *slot = mc__slot(z->h, i);
         if (!slot->respawn_at_ns)
             continue;
         if (slot->respawn_at_ns <= now) {
@@ -218,12 +212,12 @@ static void stop_cancelled(zygote *z)
     if (mc__lock(h) != MC_OK)
         return;
     for (unsigned i = 0; i < h->nworkers; i++) {
-        mc_worker_slot *slot = slot_at(h, i);
+        mc_worker_slot *slot = mc__slot(h, i);
         pid_t pid = atomic_load_explicit(&slot->pid, memory_order_relaxed);
         if (pid <= 0 || !slot->task_off || atomic_load_explicit(&slot->doomed, memory_order_relaxed))
             continue;
-        mc_task *t = (mc_task *)mc__ptr(h, slot->task_off);
-        if ((atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK) != MC_TS_CANCELLED)
+        mc_task *t = mc__task_at(h, slot->task_off);
+        if (mc__task_state(t) != MC_TS_CANCELLED)
             continue;
         atomic_store_explicit(&slot->doomed, 1, memory_order_release);
         atomic_fetch_add_explicit(&slot->cancel_kills, 1, memory_order_relaxed);
@@ -252,7 +246,7 @@ static void reap(zygote *z, bool block)
 static void kill_workers(zygote *z)
 {
     for (unsigned i = 0; i < z->h->nworkers; i++) {
-        pid_t pid = atomic_load_explicit(&slot_at(z->h, i)->pid, memory_order_relaxed);
+        pid_t pid = atomic_load_explicit(&mc__slot(z->h, i)->pid, memory_order_relaxed);
         if (pid > 0)
             kill(pid, SIGKILL);
     }

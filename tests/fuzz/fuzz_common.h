@@ -90,7 +90,7 @@ static inline void fz_owner_died(mc_header *h)
 
 static inline mc_worker_slot *fz_slot(mc_header *h, unsigned i)
 {
-    return (mc_worker_slot *)mc__ptr(h, h->slots_off) + i;
+    return mc__slot(h, i);
 }
 
 /* Reading the input. */
