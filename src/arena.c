@@ -5,7 +5,7 @@
  * metadata store goes through the undo journal, so a worker killed in the
  * middle of an allocation leaves nothing half-linked. All functions but
  * mc__arena_init() (before the first fork), mc__arena_block_size() and
- * mc__arena_check() run under the pool lock.
+ * mc__arena_check() run under the pool lock, as debug builds check.
  *
  * Layout: a block is a multiple of 64 bytes and starts with a 16-byte
  * header placed so that the payload after it is 64-byte aligned (cache
@@ -224,6 +224,7 @@ static void take_block(mc_header *h, uint64_t p, uint64_t size, uint64_t want)
 
 uint64_t mc__arena_alloc(mc_header *h, uint64_t len)
 {
+    MC_ASSERT_LOCKED(h);
     mc_arena *a = &h->arena;
     if (len > a->end)
         return 0;
@@ -275,6 +276,7 @@ uint64_t mc__arena_alloc(mc_header *h, uint64_t len)
 
 void mc__arena_free(mc_header *h, uint64_t p)
 {
+    MC_ASSERT_LOCKED(h);
     mc_arena *a = &h->arena;
     bool was_retained = t_retained_block == p;
     t_retained_block = 0;
@@ -342,6 +344,7 @@ void mc__arena_free(mc_header *h, uint64_t p)
 
 void mc__arena_after_commit(mc_header *h)
 {
+    MC_ASSERT_LOCKED(h);
     if (t_release.h != h)
         return;
     t_release.h = NULL;
@@ -374,6 +377,7 @@ uint64_t mc__arena_block_size(mc_header *h, uint64_t p)
 
 void mc__arena_release_pages(mc_header *h, uint64_t p)
 {
+    MC_ASSERT_LOCKED(h);
     /* A corrupt size must not punch a hole past the region's end (in
        whatever is mapped after it). */
     uint64_t size = owned_block_size(h, p);

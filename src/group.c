@@ -51,6 +51,7 @@ size_t mc_group_size(const mc_group *g)
 /* Under the lock (a slot's task_off changes only under it). */
 static bool held_by_worker(mc_header *h, uint64_t off)
 {
+    MC_ASSERT_LOCKED(h);
     for (uint32_t i = 0; i < h->nworkers; i++)
         if (mc__slot(h, i)->task_off == off)
             return true;
@@ -63,6 +64,7 @@ static bool held_by_worker(mc_header *h, uint64_t off)
    was cancelled in the queue, 0 otherwise. */
 static int release_task(mc_header *h, uint64_t off)
 {
+    MC_ASSERT_LOCKED(h);
     bool cancelled = mc__task_cancel(mc__task_at(h, off));
     /* Only a task a worker holds needs a kill; a queued one is skipped
        when a worker pops it. */

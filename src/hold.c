@@ -78,6 +78,7 @@ int mc__worker_hold_task(mc_header *h, mc_worker_slot *slot, uint64_t off, mc_ho
    stores (a rollback frees the block itself). */
 static uint64_t buffer_new(mc_header *h, size_t len)
 {
+    MC_ASSERT_LOCKED(h);
     uint64_t off = mc__arena_alloc(h, sizeof(mc_task) + len);
     if (off)
         mc__record_init(mc__task_at(h, off), MC_TS_BUFFER, 0, len); /* status MC_OK (0) */
@@ -156,6 +157,7 @@ bool mc__hold_is_shareable(const mc_hold *hold, const mc_header *h)
 
 int mc__link_add(mc_header *h, uint64_t task_off, uint64_t buf_off)
 {
+    MC_ASSERT_LOCKED(h);
     mc_task *t = mc__task_at(h, task_off);
     uint64_t n = t->nlinks;
     if (n > MC_SHARE_MAX)
@@ -190,6 +192,7 @@ uint64_t mc__link_get(mc_header *h, uint64_t task_off, unsigned link)
 
 void mc__release_worker_holds(mc_header *h, mc_worker_slot *slot)
 {
+    MC_ASSERT_LOCKED(h);
     for (int i = 0; i < MC_WORKER_HOLDS; i++) {
         if (!slot->holds[i])
             continue;

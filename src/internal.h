@@ -237,6 +237,27 @@ void __tsan_acquire(void *addr);
 #define MC_TSAN_ACQUIRE(addr) ((void)0)
 #endif
 
+/* ---- debug checks (txn.c) -------------------------------------------- */
+
+/* MC_ASSERT(cond): a precondition or invariant the engine relies on, checked
+   in builds without NDEBUG (CMake's Debug: the clang, asan, tsan and
+   valgrind stages; the fuzz targets). A failure prints the condition and
+   where it failed on stderr and aborts the process. In release builds the
+   condition is compiled (so it stays valid code) but never evaluated. */
+#ifndef NDEBUG
+#define MC_DEBUG 1
+_Noreturn void mc__assert_fail(const char *cond, const char *file, int line, const char *func);
+#define MC_ASSERT(cond) ((cond) ? (void)0 : mc__assert_fail(#cond, __FILE__, __LINE__, __func__))
+#else
+#define MC_DEBUG 0
+#define MC_ASSERT(cond) ((void)sizeof(!(cond)))
+#endif
+/* Debug builds: whether the calling thread holds h's lock (mc__lock() ..
+   mc__unlock()). Defined only when MC_DEBUG; use it through MC_ASSERT. */
+bool mc__lock_held(const mc_header *h);
+/* What "called under the lock" means, checked. */
+#define MC_ASSERT_LOCKED(h) MC_ASSERT(mc__lock_held(h))
+
 /* ---- region.c -------------------------------------------------------- */
 
 int mc__region_create(size_t want, int *memfd, void **base, size_t *size);

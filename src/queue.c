@@ -25,6 +25,7 @@ static inline uint64_t load64(const uint64_t *p) { return __atomic_load_n(p, __A
 
 bool mc__ring_push(mc_header *h, uint64_t task_off)
 {
+    MC_ASSERT_LOCKED(h);
     uint64_t head = h->ring_head, tail = h->ring_tail;
     if (tail - head >= h->ring_capacity)
         return false;
@@ -36,6 +37,7 @@ bool mc__ring_push(mc_header *h, uint64_t task_off)
 
 uint64_t mc__ring_pop(mc_header *h)
 {
+    MC_ASSERT_LOCKED(h);
     uint64_t head = h->ring_head;
     if (head == h->ring_tail)
         return 0;

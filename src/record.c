@@ -39,12 +39,14 @@ void mc__record_init(mc_task *t, uint32_t state, uint64_t id, uint64_t data_len)
 
 void mc__task_ref(mc_header *h, uint64_t off)
 {
+    MC_ASSERT_LOCKED(h);
     mc_task *t = mc__task_at(h, off);
     mc__txn_store(h, &t->refs, t->refs + 1);
 }
 
 void mc__task_unref(mc_header *h, uint64_t task_off)
 {
+    MC_ASSERT_LOCKED(h);
     mc_task *t = mc__task_at(h, task_off);
     uint64_t refs = t->refs - 1;
     mc__txn_store(h, &t->refs, refs);
@@ -74,6 +76,7 @@ void mc__task_unref(mc_header *h, uint64_t task_off)
    true if this call made the move; *was is then the word it replaced. */
 static bool settle(mc_task *t, uint32_t final, uint32_t *was)
 {
+    MC_ASSERT(mc__state_is_final(final) && !(final & MC_TS_WAITER));
     uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
     while (!mc__state_is_final(s)) {
         if (atomic_compare_exchange_weak_explicit(&t->state, &s, final, memory_order_acq_rel,
@@ -87,6 +90,7 @@ static bool settle(mc_task *t, uint32_t final, uint32_t *was)
 
 bool mc__task_finish(mc_header *h, mc_task *t, uint32_t final)
 {
+    MC_ASSERT(final == MC_TS_DONE || final == MC_TS_FAILED);
     uint32_t was;
     if (!settle(t, final, &was))
         return false;

@@ -138,6 +138,42 @@ static bool recovered_state_ok(mc_header *h)
     return true;
 }
 
+/* ---- debug checks ------------------------------------------------------ */
+
+#if MC_DEBUG
+/* The region whose lock this thread holds. One at a time: the engine never
+   nests two pools' locks (nor takes one lock twice, which would deadlock). */
+static _Thread_local const mc_header *t_locked;
+
+bool mc__lock_held(const mc_header *h)
+{
+    return h != NULL && t_locked == h;
+}
+
+void mc__assert_fail(const char *cond, const char *file, int line, const char *func)
+{
+    fprintf(stderr, "libmulticore: internal error: assertion failed: %s (%s:%d, in %s)\n", cond, file,
+            line, func);
+    abort();
+}
+
+static void note_locked(const mc_header *h, bool locked)
+{
+    /* The fuzz targets fake a dead owner while this thread holds the lock,
+       so taking the same region's lock again is let through here. */
+    MC_ASSERT(!locked || t_locked == NULL || t_locked == h);
+    t_locked = locked ? h : NULL;
+}
+#else
+static inline void note_locked(const mc_header *h, bool locked)
+{
+    (void)h;
+    (void)locked;
+}
+#endif
+
+/* ---- the lock ------------------------------------------------------------ */
+
 int mc__lock(mc_header *h)
 {
     int r = pthread_mutex_lock(&h->lock);
@@ -151,20 +187,24 @@ int mc__lock(mc_header *h)
                 fputs("libmulticore: the shared region is corrupt after a process died holding its lock; "
                       "the pool cannot be used any more\n", stderr);
             pthread_mutex_unlock(&h->lock);
+            note_locked(h, false);
             errno = ENOTRECOVERABLE;
             return MC_ESYSTEM;
         }
         r = pthread_mutex_consistent(&h->lock);
     }
     if (r != 0) {
+        note_locked(h, false);
         errno = r;
         return MC_ESYSTEM;
     }
+    note_locked(h, true);
     return MC_OK;
 }
 
 void mc__txn_commit(mc_header *h)
 {
+    MC_ASSERT_LOCKED(h);
     atomic_store_explicit(&h->journal.count, 0, memory_order_release);
     mc__arena_after_commit(h);
 }
@@ -172,11 +212,13 @@ void mc__txn_commit(mc_header *h)
 void mc__unlock(mc_header *h)
 {
     mc__txn_commit(h);
+    note_locked(h, false);
     pthread_mutex_unlock(&h->lock);
 }
 
 void mc__txn_store(mc_header *h, uint64_t *word, uint64_t value)
 {
+    MC_ASSERT_LOCKED(h);
     uint64_t old = __atomic_load_n(word, __ATOMIC_RELAXED);
     if (old == value)
         return;

@@ -101,6 +101,7 @@ int mc_task_link_hold(mc_task_ctx *ctx, unsigned link, mc_hold **hold)
 /* Under the lock: free the slot's unpublished result, if any. */
 static void drop_pending_result(mc_header *h, mc_worker_slot *slot)
 {
+    MC_ASSERT_LOCKED(h);
     if (slot->pending_result) {
         mc__arena_release_pages(h, slot->pending_result);
         mc__arena_free(h, slot->pending_result);
@@ -187,6 +188,8 @@ static bool publish(mc_header *h, mc_task *t, mc_worker_slot *slot, int code)
    published, else freed. */
 static void release_task_in_hand(mc_header *h, mc_worker_slot *slot, bool published)
 {
+    MC_ASSERT_LOCKED(h);
+    MC_ASSERT(!published || slot->task_off);
     if (published)
         mc__txn_store(h, &slot->pending_result, 0); /* now owned by the task */
     else
@@ -203,6 +206,7 @@ static void release_task_in_hand(mc_header *h, mc_worker_slot *slot, bool publis
    live one from the ring. Returns its offset, or 0. */
 static uint64_t finish_and_take(mc_header *h, mc_worker_slot *slot, bool published, bool *took)
 {
+    MC_ASSERT_LOCKED(h);
     *took = false;
     if (slot->task_off)
         release_task_in_hand(h, slot, published);
@@ -309,6 +313,7 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
 
 void mc__recover_worker(mc_header *h, mc_worker_slot *slot, pid_t pid, int wstatus)
 {
+    MC_ASSERT_LOCKED(h);
     mc__release_worker_holds(h, slot);
     bool published = false;
     if (slot->task_off) {
