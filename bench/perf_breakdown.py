@@ -62,7 +62,7 @@ def stage(role, dso, sym):
             return "pickle dumps" + (" (args)" if role == "caller" else " (result)")
         return "pickle loads" + (" (result)" if role == "caller" else " (args, fn)")
     if dso.startswith("_multicore"):
-        if s in ("wait_task", "mc_wait_for_work", "mc_pool_wait_word") or s.startswith("mc_futex"):
+        if s in ("wait_task", "mc__wait_for_work", "mc__pool_wait_word") or s.startswith("mc__futex"):
             return "engine: spin / wait"
         if s.startswith(("mc_", "txn", "arena", "bin_", "journal", "ring", "block", "task_at",
                          "finish_and_take", "publish", "take", "mc")) and not s.startswith("mcx"):

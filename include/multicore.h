@@ -18,7 +18,9 @@
  * must therefore be linked into the program or loaded before the pool starts.
  *
  * Conventions
- *   - Every public name starts with mc_ / MC_.
+ *   - Every public name starts with mc_ / MC_. The library's internal
+ *     functions start with mc__ (two underscores, as libuv's uv__): the
+ *     static library carries them, but they are no contract.
  *   - Functions that can fail return an int: MC_OK (0) or a negative MC_E*
  *     code; mc_strerror() names it. Nothing is printed.
  *   - Timeouts are seconds as a double; a negative timeout waits forever.
@@ -121,17 +123,26 @@ typedef enum {
     MC_ROLE_WORKER = 2    /* forked by the zygote */
 } mc_role;
 
+/* Limits of mc_pool_options: mc_pool_start() answers MC_EINVAL beyond them. */
+#define MC_WORKERS_MAX 65536                /* workers */
+#define MC_QUEUE_MAX ((size_t)1 << 26)      /* queue_capacity */
+#define MC_REGION_MIN ((size_t)64 << 20)    /* region_size, when not 0: 64 MiB */
+/* stop_grace when it is negative, in seconds. */
+#define MC_STOP_GRACE_DEFAULT 10.0
+
 typedef struct mc_pool_options {
-    /* Number of worker processes; 0 means the number of online CPUs. */
+    /* Number of worker processes, at most MC_WORKERS_MAX; 0 means the
+       number of online CPUs. */
     int workers;
 
     /* Tasks that may wait in the queue before mc_submit() blocks
-       (backpressure); 0 means 256 per worker. */
+       (backpressure), at most MC_QUEUE_MAX; 0 means 256 per worker. */
     size_t queue_capacity;
 
     /* Bytes of address space reserved for the shared region; pages are only
        committed when used. 0 means twice the machine's RAM (at least 1 GiB),
-       halved until the mapping succeeds. Arguments and results in flight
+       halved until the mapping succeeds; otherwise at least MC_REGION_MIN
+       (rounded up to whole pages). Arguments and results in flight
        together cannot exceed it. */
     size_t region_size;
 
@@ -154,7 +165,7 @@ typedef struct mc_pool_options {
     void *fork_hook_arg;
 
     /* Seconds mc_pool_stop() lets running tasks finish before it kills
-       their workers; negative means the default (10 seconds). */
+       their workers; negative means MC_STOP_GRACE_DEFAULT (10 seconds). */
     double stop_grace;
 
     /* Tasks a worker runs before it retires: it finishes its last task,
@@ -262,7 +273,12 @@ MC_EXPORT void mc_group_destroy(mc_group *group);
  * Submit fn(arg, arg_len) as the group's next task; arg is copied once into
  * shared memory. If the queue is full, waits up to timeout seconds for room
  * (MC_ETIMEDOUT, MC_EINTR). MC_ENOMEM if the region cannot hold arg.
+ * Arguments up to MC_SUBMIT_INLINE_MAX bytes are copied under the lock the
+ * submit takes anyway (one lock round trip instead of two): for a payload
+ * that small, mc_submit() from a buffer of the caller's beats
+ * mc_submit_reserve() / mc_submit_commit().
  */
+#define MC_SUBMIT_INLINE_MAX 4096
 MC_EXPORT int mc_submit(mc_group *group, mc_task_fn fn, const void *arg,
                         size_t arg_len, double timeout);
 
@@ -326,8 +342,24 @@ typedef struct mc_result {
        and how it died: the signal that killed it, or its exit status. */
     pid_t worker_pid;
     int term_signal;   /* 0 if it was not killed by a signal */
-    int exit_status;   /* meaningful when term_signal is 0 */
+    int exit_status;   /* meaningful when term_signal is 0 (MC_EXIT_*, or
+                          whatever the task passed to exit()) */
 } mc_result;
+
+/*
+ * The exit statuses with which the engine ends a process of the pool (a
+ * worker, or the zygote: MC_EXIT_ZYGOTE_SETUP), as mc_result.exit_status
+ * and mc_pool_error()'s messages report them. A worker leaving at
+ * mc_pool_stop() exits with 0.
+ */
+enum {
+    MC_EXIT_ZYGOTE_GONE = 1,   /* a new worker found its zygote already gone */
+    MC_EXIT_ZYGOTE_SETUP = 2,  /* the zygote could not watch its workers (signalfd) */
+    MC_EXIT_INIT_FAILED = 3,   /* the worker's init callback returned non-zero */
+    MC_EXIT_LOCK_FAILED = 4,   /* the pool's lock is unusable (the region is corrupt) */
+    MC_EXIT_CANCELLED = 5      /* the worker ran a cancelled task: it leaves
+                                  before the zygote's SIGKILL lands */
+};
 
 /*
  * The outcome of task `index` (0-based, in submission order). MC_OK if the
@@ -432,7 +464,7 @@ MC_EXPORT int mc_group_link_hold(mc_group *group, size_t index, unsigned link, m
  * Utilities
  * ------------------------------------------------------------------------ */
 
-/* Number of online CPUs (at least 1). */
+/* Number of online CPUs (at least 1, at most MC_WORKERS_MAX). */
 MC_EXPORT int mc_online_cpus(void);
 
 /* The 1-minute load average. MC_OK or MC_ESYSTEM. */

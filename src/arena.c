@@ -3,8 +3,9 @@
  *
  * A boundary-tag allocator (dlmalloc's shape, much reduced) whose every
  * metadata store goes through the undo journal, so a worker killed in the
- * middle of an allocation leaves nothing half-linked. All functions except
- * mc_arena_release_pages() run under the pool lock.
+ * middle of an allocation leaves nothing half-linked. All functions but
+ * mc__arena_init() (before the first fork), mc__arena_block_size() and
+ * mc__arena_check() run under the pool lock, as debug builds check.
  *
  * Layout: a block is a multiple of 64 bytes and starts with a 16-byte
  * header placed so that the payload after it is 64-byte aligned (cache
@@ -27,7 +28,7 @@
  * block's header and links must look like a free block's. A word that
  * fails is reported once on stderr and the operation fails closed (an
  * allocation returns 0, a free leaves the block where it is); the full
- * check, mc_arena_check(), then fails too. start and end are layout,
+ * check, mc__arena_check(), then fails too. start and end are layout,
  * written once before the first fork and never through the journal.
  */
 #define _GNU_SOURCE
@@ -59,12 +60,12 @@ static bool retain(mc_header *h, uint64_t bytes)
         budget = MC_RETAIN_MAX;
     if (a->retained > budget || bytes > budget - a->retained)
         return false;
-    mc_txn_store(h, &a->retained, a->retained + bytes);
+    mc__txn_store(h, &a->retained, a->retained + bytes);
     return true;
 }
 
-/* The block mc_arena_release_pages() just decided to keep committed, so
-   that mc_arena_free() merging it into the rest neither counts it twice
+/* The block mc__arena_release_pages() just decided to keep committed, so
+   that mc__arena_free() merging it into the rest neither counts it twice
    nor releases it after all. */
 static _Thread_local uint64_t t_retained_block;
 
@@ -73,7 +74,7 @@ static void retain_taken(mc_header *h, uint64_t bytes)
 {
     mc_arena *a = &h->arena;
     if (bytes >= MC_RELEASE_THRESHOLD && a->retained)
-        mc_txn_store(h, &a->retained, a->retained > bytes ? a->retained - bytes : 0);
+        mc__txn_store(h, &a->retained, a->retained > bytes ? a->retained - bytes : 0);
 }
 
 /* Address range merged into the untouched rest by the open change of this
@@ -83,7 +84,7 @@ static _Thread_local struct {
     uint64_t lo, hi;
 } t_release;
 
-static inline uint64_t *word(mc_header *h, uint64_t off) { return (uint64_t *)mc_ptr(h, off); }
+static inline uint64_t *word(mc_header *h, uint64_t off) { return (uint64_t *)mc__ptr(h, off); }
 static inline uint64_t *hdr_size(mc_header *h, uint64_t p) { return word(h, p - 16); }
 static inline uint64_t *hdr_prev(mc_header *h, uint64_t p) { return word(h, p - 8); }
 static inline uint64_t block_size(mc_header *h, uint64_t p) { return *hdr_size(h, p) & ~F_MASK; }
@@ -142,7 +143,7 @@ static void bitmap_set(mc_header *h, unsigned b, bool on)
 {
     uint64_t *w = &h->arena.bitmap[b / 64];
     uint64_t bit = 1ull << (b % 64);
-    mc_txn_store(h, w, on ? (*w | bit) : (*w & ~bit));
+    mc__txn_store(h, w, on ? (*w | bit) : (*w & ~bit));
 }
 
 static void freelist_insert(mc_header *h, uint64_t p, uint64_t size)
@@ -151,11 +152,11 @@ static void freelist_insert(mc_header *h, uint64_t p, uint64_t size)
     uint64_t head = h->arena.bins[b];
     if (unlikely(head && !payload_ok(&h->arena, head)))
         head = corrupt("free list head", head); /* drop the list rather than follow it */
-    mc_txn_store(h, word(h, p), head);
-    mc_txn_store(h, word(h, p + 8), 0);
+    mc__txn_store(h, word(h, p), head);
+    mc__txn_store(h, word(h, p + 8), 0);
     if (head)
-        mc_txn_store(h, word(h, head + 8), p);
-    mc_txn_store(h, &h->arena.bins[b], p);
+        mc__txn_store(h, word(h, head + 8), p);
+    mc__txn_store(h, &h->arena.bins[b], p);
     bitmap_set(h, b, true);
 }
 
@@ -164,11 +165,11 @@ static void freelist_remove(mc_header *h, uint64_t p, uint64_t size)
     unsigned b = bin_of(size);
     uint64_t next = *word(h, p), prev = *word(h, p + 8);
     if (prev)
-        mc_txn_store(h, word(h, prev), next);
+        mc__txn_store(h, word(h, prev), next);
     else
-        mc_txn_store(h, &h->arena.bins[b], next);
+        mc__txn_store(h, &h->arena.bins[b], next);
     if (next)
-        mc_txn_store(h, word(h, next + 8), prev);
+        mc__txn_store(h, word(h, next + 8), prev);
     if (!h->arena.bins[b])
         bitmap_set(h, b, false);
 }
@@ -185,7 +186,7 @@ static unsigned next_bin(mc_header *h, unsigned b)
     return MC_NBINS;
 }
 
-void mc_arena_init(mc_header *h, uint64_t start, uint64_t end)
+void mc__arena_init(mc_header *h, uint64_t start, uint64_t end)
 {
     /* Direct stores: nothing else can see the region yet. */
     mc_arena *a = &h->arena;
@@ -208,21 +209,22 @@ static void take_block(mc_header *h, uint64_t p, uint64_t size, uint64_t want)
     uint64_t prev_flag = *hdr_size(h, p) & F_PREV_INUSE;
     if (size - want >= MC_BLOCK_ALIGN) {
         uint64_t rest = p + want, rest_size = size - want;
-        mc_txn_store(h, hdr_size(h, rest), rest_size | F_PREV_INUSE);
-        mc_txn_store(h, hdr_prev(h, p + size), rest_size); /* next stays !PREV_INUSE */
+        mc__txn_store(h, hdr_size(h, rest), rest_size | F_PREV_INUSE);
+        mc__txn_store(h, hdr_prev(h, p + size), rest_size); /* next stays !PREV_INUSE */
         freelist_insert(h, rest, rest_size);
         size = want;
     } else {
         uint64_t next = p + size; /* a free block never touches top */
-        mc_txn_store(h, hdr_size(h, next), *hdr_size(h, next) | F_PREV_INUSE);
+        mc__txn_store(h, hdr_size(h, next), *hdr_size(h, next) | F_PREV_INUSE);
     }
-    mc_txn_store(h, hdr_size(h, p), size | F_INUSE | prev_flag);
-    mc_txn_store(h, &h->arena.in_use, h->arena.in_use + size);
+    mc__txn_store(h, hdr_size(h, p), size | F_INUSE | prev_flag);
+    mc__txn_store(h, &h->arena.in_use, h->arena.in_use + size);
     retain_taken(h, size);
 }
 
-uint64_t mc_arena_alloc(mc_header *h, uint64_t len)
+uint64_t mc__arena_alloc(mc_header *h, uint64_t len)
 {
+    MC_ASSERT_LOCKED(h);
     mc_arena *a = &h->arena;
     if (len > a->end)
         return 0;
@@ -265,15 +267,16 @@ uint64_t mc_arena_alloc(mc_header *h, uint64_t len)
     uint64_t p = a->top;
     if (p - MC_BLOCK_HDR + want > a->end || p - MC_BLOCK_HDR + want < p)
         return 0;
-    mc_txn_store(h, hdr_size(h, p), want | F_INUSE | F_PREV_INUSE);
-    mc_txn_store(h, &a->top, p + want);
-    mc_txn_store(h, &a->in_use, a->in_use + want);
+    mc__txn_store(h, hdr_size(h, p), want | F_INUSE | F_PREV_INUSE);
+    mc__txn_store(h, &a->top, p + want);
+    mc__txn_store(h, &a->in_use, a->in_use + want);
     retain_taken(h, want);
     return p;
 }
 
-void mc_arena_free(mc_header *h, uint64_t p)
+void mc__arena_free(mc_header *h, uint64_t p)
 {
+    MC_ASSERT_LOCKED(h);
     mc_arena *a = &h->arena;
     bool was_retained = t_retained_block == p;
     t_retained_block = 0;
@@ -305,7 +308,7 @@ void mc_arena_free(mc_header *h, uint64_t p)
     }
 
     uint64_t start = p, total = size;
-    mc_txn_store(h, &a->in_use, a->in_use - size);
+    mc__txn_store(h, &a->in_use, a->in_use - size);
 
     if (prev_size) {
         start = p - prev_size;
@@ -315,9 +318,9 @@ void mc_arena_free(mc_header *h, uint64_t p)
 
     if (next == a->top) {
         /* Merge into the untouched rest. Its pages are returned to the
-           kernel only after the change commits (mc_arena_after_commit):
+           kernel only after the change commits (mc__arena_after_commit):
            done now, a rollback would restore headers into zeroed pages. */
-        mc_txn_store(h, &a->top, start);
+        mc__txn_store(h, &a->top, start);
         bool kept = was_retained || (size >= MC_RELEASE_THRESHOLD && retain(h, size));
         if (next - start >= MC_RELEASE_THRESHOLD && !kept) {
             if (t_release.h != h || t_release.lo > start)
@@ -333,14 +336,15 @@ void mc_arena_free(mc_header *h, uint64_t p)
         total += next_size;
     }
     uint64_t after = start + total;
-    mc_txn_store(h, hdr_size(h, after), *hdr_size(h, after) & ~F_PREV_INUSE);
-    mc_txn_store(h, hdr_prev(h, after), total);
-    mc_txn_store(h, hdr_size(h, start), total | F_PREV_INUSE);
+    mc__txn_store(h, hdr_size(h, after), *hdr_size(h, after) & ~F_PREV_INUSE);
+    mc__txn_store(h, hdr_prev(h, after), total);
+    mc__txn_store(h, hdr_size(h, start), total | F_PREV_INUSE);
     freelist_insert(h, start, total);
 }
 
-void mc_arena_after_commit(mc_header *h)
+void mc__arena_after_commit(mc_header *h)
 {
+    MC_ASSERT_LOCKED(h);
     if (t_release.h != h)
         return;
     t_release.h = NULL;
@@ -351,7 +355,7 @@ void mc_arena_after_commit(mc_header *h)
     lo = MC_ALIGN_UP(lo, (uint64_t)page);
     uint64_t hi = t_release.hi & ~((uint64_t)page - 1);
     if (hi > lo)
-        madvise(mc_ptr(h, lo), hi - lo, MADV_REMOVE);
+        madvise(mc__ptr(h, lo), hi - lo, MADV_REMOVE);
 }
 
 /* The block's extent as its header says, if that stays inside the arena
@@ -365,14 +369,15 @@ static uint64_t owned_block_size(mc_header *h, uint64_t p)
     return size >= MC_BLOCK_ALIGN && size <= a->end - p + MC_BLOCK_HDR ? size : 0;
 }
 
-uint64_t mc_arena_block_size(mc_header *h, uint64_t p)
+uint64_t mc__arena_block_size(mc_header *h, uint64_t p)
 {
     uint64_t size = owned_block_size(h, p);
     return size ? size - MC_BLOCK_HDR : 0;
 }
 
-void mc_arena_release_pages(mc_header *h, uint64_t p)
+void mc__arena_release_pages(mc_header *h, uint64_t p)
 {
+    MC_ASSERT_LOCKED(h);
     /* A corrupt size must not punch a hole past the region's end (in
        whatever is mapped after it). */
     uint64_t size = owned_block_size(h, p);
@@ -388,7 +393,7 @@ void mc_arena_release_pages(mc_header *h, uint64_t p)
     uint64_t lo = MC_ALIGN_UP(p + 16, (uint64_t)page);
     uint64_t hi = (p - MC_BLOCK_HDR + size) & ~((uint64_t)page - 1);
     if (hi > lo)
-        madvise(mc_ptr(h, lo), hi - lo, MADV_REMOVE);
+        madvise(mc__ptr(h, lo), hi - lo, MADV_REMOVE);
 }
 
 /* A keyed mix of a block offset (splitmix64's finalizer), summed over the
@@ -409,7 +414,7 @@ static uint64_t mix(uint64_t x)
    tests and the fuzz harness; never on a hot path. Whatever the region
    holds, it reads only inside the arena and terminates; when it passes,
    the allocator can trust every word it follows. */
-bool mc_arena_check(mc_header *h)
+bool mc__arena_check(mc_header *h)
 {
     mc_arena *a = &h->arena;
     if (a->start < MC_BLOCK_HDR || a->start % MC_BLOCK_ALIGN || a->end > h->region_size || !top_ok(a))

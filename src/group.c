@@ -25,28 +25,21 @@ struct mc_group {
     uint64_t reserved; /* record reserved by mc_submit_reserve, or 0 */
 };
 
-static inline mc_task *task_at(mc_header *h, uint64_t off) { return (mc_task *)mc_ptr(h, off); }
-
-static inline bool is_final(uint32_t state)
-{
-    return (state & MC_TS_MASK) != MC_TS_PENDING;
-}
-
 int mc_group_create(mc_pool *pool, mc_group **out)
 {
     if (!pool || !out)
         return MC_EINVAL;
     *out = NULL;
-    int r = mc_pool_enter(pool);
+    int r = mc__pool_enter(pool);
     if (r != MC_OK)
         return r;
     mc_group *g = calloc(1, sizeof *g);
     if (g) {
         g->pool = pool;
-        mc_pool_ref(pool);
+        mc__pool_ref(pool);
         *out = g;
     }
-    mc_pool_leave(pool);
+    mc__pool_leave(pool);
     return g ? MC_OK : MC_ENOMEM;
 }
 
@@ -55,11 +48,12 @@ size_t mc_group_size(const mc_group *g)
     return g ? g->n : 0;
 }
 
+/* Under the lock (a slot's task_off changes only under it). */
 static bool held_by_worker(mc_header *h, uint64_t off)
 {
-    const mc_worker_slot *slots = mc_ptr(h, h->slots_off);
+    MC_ASSERT_LOCKED(h);
     for (uint32_t i = 0; i < h->nworkers; i++)
-        if (slots[i].task_off == off)
+        if (mc__slot(h, i)->task_off == off)
             return true;
     return false;
 }
@@ -70,58 +64,50 @@ static bool held_by_worker(mc_header *h, uint64_t off)
    was cancelled in the queue, 0 otherwise. */
 static int release_task(mc_header *h, uint64_t off)
 {
-    mc_task *t = task_at(h, off);
-    bool cancelled = false;
-    uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
-    while (!is_final(s)) {
-        if (atomic_compare_exchange_weak_explicit(&t->state, &s, MC_TS_CANCELLED, memory_order_acq_rel,
-                                                  memory_order_acquire)) {
-            cancelled = true;
-            break;
-        }
-    }
+    MC_ASSERT_LOCKED(h);
+    bool cancelled = mc__task_cancel(mc__task_at(h, off));
     /* Only a task a worker holds needs a kill; a queued one is skipped
        when a worker pops it. */
     int outcome = !cancelled ? 0 : held_by_worker(h, off) ? 2 : 1;
-    mc_task_unref(h, off);
-    mc_txn_commit(h);
+    mc__task_unref(h, off);
+    mc__txn_commit(h);
     return outcome;
 }
 
 void mc_submit_abort(mc_group *g)
 {
-    if (!g || !g->reserved || mc_pool_enter(g->pool) != MC_OK)
+    if (!g || !g->reserved || mc__pool_enter(g->pool) != MC_OK)
         return;
     mc_header *h = g->pool->hdr;
-    if (mc_lock(h) == MC_OK) {
-        mc_task_unref(h, g->reserved);   /* its only reference; drops its links */
-        mc_unlock(h);
+    if (mc__lock(h) == MC_OK) {
+        mc__task_unref(h, g->reserved);   /* its only reference; drops its links */
+        mc__unlock(h);
     }
     g->reserved = 0;
-    mc_pool_leave(g->pool);
+    mc__pool_leave(g->pool);
 }
 
 int mc_submit_share(mc_group *g, const mc_hold *buffer, unsigned *link)
 {
     if (!g || !link)
         return MC_EINVAL;
-    int r = mc_pool_enter(g->pool);
+    int r = mc__pool_enter(g->pool);
     if (r != MC_OK)
         return r;
     mc_header *h = g->pool->hdr;
     if (!g->reserved)
         r = MC_ESTATE;
-    else if (!mc_hold_is_shareable(buffer, h))
+    else if (!mc__hold_is_shareable(buffer, h))
         r = MC_EINVAL;
-    else if ((r = mc_lock(h)) == MC_OK) {
-        int k = mc_link_add(h, g->reserved, buffer->task_off);
-        mc_unlock(h);
+    else if ((r = mc__lock(h)) == MC_OK) {
+        int k = mc__link_add(h, g->reserved, buffer->task_off);
+        mc__unlock(h);
         if (k < 0)
             r = MC_ENOMEM;
         else
             *link = (unsigned)k;
     }
-    mc_pool_leave(g->pool);
+    mc__pool_leave(g->pool);
     return r;
 }
 
@@ -131,33 +117,33 @@ void mc_group_destroy(mc_group *g)
         return;
     mc_pool *pool = g->pool;
     mc_submit_abort(g);
-    if (g->n && mc_pool_enter(pool) == MC_OK) {
+    if (g->n && mc__pool_enter(pool) == MC_OK) {
         mc_header *h = pool->hdr;
         /* Release in batches so workers are not locked out for long. */
         bool any_running = false, any_queued = false;
         for (size_t i = 0; i < g->n;) {
-            if (mc_lock(h) != MC_OK)
+            if (mc__lock(h) != MC_OK)
                 break;
             for (size_t end = i + 64 < g->n ? i + 64 : g->n; i < end; i++) {
                 int outcome = release_task(h, g->tasks[i]);
                 any_running |= outcome == 2;
                 any_queued |= outcome == 1;
             }
-            mc_unlock(h);
+            mc__unlock(h);
         }
         /* A cancelled task may be stuck in its function forever: the zygote
            kills the worker holding it and forks a replacement. Cancelled
            tasks still in the queue take room there until a worker drops
            them: wake the idle ones to do it now. */
         if (any_running)
-            mc_pool_kick_zygote(pool);
+            mc__pool_kick_zygote(pool);
         if (any_queued)
-            mc_wake_workers(h, h->nworkers);
-        mc_pool_leave(pool);
+            mc__wake_workers(h, h->nworkers);
+        mc__pool_leave(pool);
     }
     free(g->tasks);
     free(g);
-    mc_pool_unref(pool);
+    mc__pool_unref(pool);
 }
 
 /* Room in the group's list for the task about to be submitted. */
@@ -181,7 +167,7 @@ int mc_submit_reserve(mc_group *g, size_t arg_len, void **buf)
     *buf = NULL;
     if (arg_len > SIZE_MAX - sizeof(mc_task))
         return MC_ENOMEM;
-    int r = mc_pool_enter(g->pool);
+    int r = mc__pool_enter(g->pool);
     if (r != MC_OK)
         return r;
     if (g->reserved) {
@@ -192,36 +178,32 @@ int mc_submit_reserve(mc_group *g, size_t arg_len, void **buf)
         goto out;
 
     mc_header *h = g->pool->hdr;
-    if ((r = mc_lock(h)) != MC_OK)
+    if ((r = mc__lock(h)) != MC_OK)
         goto out;
-    uint64_t off = mc_arena_alloc(h, sizeof(mc_task) + arg_len);
+    uint64_t off = mc__arena_alloc(h, sizeof(mc_task) + arg_len);
     uint64_t id = h->next_task_id;
     if (off)
-        mc_txn_store(h, &h->next_task_id, id + 1);
-    mc_unlock(h);
+        mc__txn_store(h, &h->next_task_id, id + 1);
+    mc__unlock(h);
     if (!off) {
         r = MC_ENOMEM;
         goto out;
     }
-    mc_task *t = task_at(h, off);
-    if (arg_len >= MC_POPULATE_THRESHOLD && mc_region_populate(t, sizeof *t + arg_len) != MC_OK) {
-        if (mc_lock(h) == MC_OK) {
-            mc_arena_free(h, off);
-            mc_unlock(h);
+    mc_task *t = mc__task_at(h, off);
+    if (arg_len >= MC_POPULATE_THRESHOLD && mc__region_populate(t, sizeof *t + arg_len) != MC_OK) {
+        if (mc__lock(h) == MC_OK) {
+            mc__arena_free(h, off);
+            mc__unlock(h);
         }
         r = MC_ENOMEM;
         goto out;
     }
     /* Nobody else can see the record until it is queued: plain stores. */
-    memset(t, 0, sizeof *t);
-    atomic_init(&t->state, MC_TS_PENDING);
-    t->refs = 1;
-    t->id = id;
-    t->arg_len = arg_len;
+    mc__record_init(t, MC_TS_PENDING, id, arg_len);
     g->reserved = off;
-    *buf = (char *)t + sizeof *t;
+    *buf = mc__record_data(t);
 out:
-    mc_pool_leave(g->pool);
+    mc__pool_leave(g->pool);
     return r;
 }
 
@@ -229,7 +211,7 @@ int mc_submit_commit(mc_group *g, mc_task_fn fn, double timeout)
 {
     if (!g || !fn)
         return MC_EINVAL;
-    int r = mc_pool_enter(g->pool);
+    int r = mc__pool_enter(g->pool);
     if (r != MC_OK)
         return r;
     if (!g->reserved) {
@@ -238,39 +220,38 @@ int mc_submit_commit(mc_group *g, mc_task_fn fn, double timeout)
     }
     mc_header *h = g->pool->hdr;
     uint64_t off = g->reserved;
-    task_at(h, off)->fn = (uint64_t)(uintptr_t)fn;
+    mc__task_at(h, off)->fn = (uint64_t)(uintptr_t)fn;
     int64_t deadline = INT64_MIN;
     for (;;) {
-        if ((r = mc_lock(h)) != MC_OK)
+        if ((r = mc__lock(h)) != MC_OK)
             goto out;
-        bool queued = mc_ring_push(h, off);
+        bool queued = mc__ring_push(h, off);
         if (queued)
-            mc_txn_store(h, &task_at(h, off)->refs, 2); /* group + queue */
-        mc_unlock(h);
+            mc__txn_store(h, &mc__task_at(h, off)->refs, 2); /* group + queue */
+        mc__unlock(h);
         if (queued)
             break;
         if (deadline == INT64_MIN)
-            deadline = mc_deadline(timeout);
-        if ((r = mc_wait_for_space(g->pool, deadline)) != MC_OK)
+            deadline = mc__deadline(timeout);
+        if ((r = mc__wait_for_space(g->pool, deadline)) != MC_OK)
             goto out; /* the reservation stays: commit may be called again */
     }
     g->tasks[g->n++] = off;
     g->reserved = 0;
-    mc_wake_for_task(h);
-    atomic_fetch_add_explicit(&h->bytes_in, task_at(h, off)->arg_len, memory_order_relaxed);
+    mc__wake_for_task(h);
+    atomic_fetch_add_explicit(&h->bytes_in, mc__task_at(h, off)->arg_len, memory_order_relaxed);
 out:
-    mc_pool_leave(g->pool);
+    mc__pool_leave(g->pool);
     return r;
 }
 
-/* Arguments up to this size are copied under the lock, so that allocating
-   and queueing take one lock round trip instead of two (the lock's cache
-   line is the hand-off's main cost when a worker is spinning for work). */
-#define MC_SUBMIT_ONE_LOCK_MAX 4096
-
+/* Arguments up to MC_SUBMIT_INLINE_MAX are copied under the lock, so that
+   allocating and queueing take one lock round trip instead of two (the
+   lock's cache line is the hand-off's main cost when a worker is spinning
+   for work). */
 static int submit_small(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_len, double timeout)
 {
-    int r = mc_pool_enter(g->pool);
+    int r = mc__pool_enter(g->pool);
     if (r != MC_OK)
         return r;
     mc_header *h = g->pool->hdr;
@@ -280,28 +261,24 @@ static int submit_small(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_
     }
     if ((r = room_for_one_more(g)) != MC_OK)
         goto out;
-    if ((r = mc_lock(h)) != MC_OK)
+    if ((r = mc__lock(h)) != MC_OK)
         goto out;
-    uint64_t off = mc_arena_alloc(h, sizeof(mc_task) + arg_len);
+    uint64_t off = mc__arena_alloc(h, sizeof(mc_task) + arg_len);
     bool queued = false;
     if (off) {
         /* Private until the ring push below publishes it (under the lock,
            which a rollback would undo together with the allocation). */
-        mc_task *t = task_at(h, off);
-        memset(t, 0, sizeof *t);
-        atomic_init(&t->state, MC_TS_PENDING);
-        t->refs = 1;
-        t->id = h->next_task_id;
-        t->arg_len = arg_len;
+        mc_task *t = mc__task_at(h, off);
+        mc__record_init(t, MC_TS_PENDING, h->next_task_id, arg_len);
         t->fn = (uint64_t)(uintptr_t)fn;
         if (arg_len)
-            memcpy((char *)t + sizeof *t, arg, arg_len);
-        mc_txn_store(h, &h->next_task_id, t->id + 1);
-        queued = mc_ring_push(h, off);
+            memcpy(mc__record_data(t), arg, arg_len);
+        mc__txn_store(h, &h->next_task_id, t->id + 1);
+        queued = mc__ring_push(h, off);
         if (queued)
-            mc_txn_store(h, &t->refs, 2); /* group + queue */
+            mc__txn_store(h, &t->refs, 2); /* group + queue */
     }
-    mc_unlock(h);
+    mc__unlock(h);
     if (!off) {
         r = MC_ENOMEM;
     } else if (!queued) {
@@ -312,11 +289,11 @@ static int submit_small(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_
             mc_submit_abort(g);
     } else {
         g->tasks[g->n++] = off;
-        mc_wake_for_task(h);
+        mc__wake_for_task(h);
         atomic_fetch_add_explicit(&h->bytes_in, arg_len, memory_order_relaxed);
     }
 out:
-    mc_pool_leave(g->pool);
+    mc__pool_leave(g->pool);
     return r;
 }
 
@@ -324,7 +301,7 @@ int mc_submit(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_len, doubl
 {
     if (!g || !fn || (!arg && arg_len))
         return MC_EINVAL;
-    if (arg_len <= MC_SUBMIT_ONE_LOCK_MAX)
+    if (arg_len <= MC_SUBMIT_INLINE_MAX)
         return submit_small(g, fn, arg, arg_len, timeout);
     void *buf;
     int r = mc_submit_reserve(g, arg_len, &buf);
@@ -342,33 +319,33 @@ int mc_submit(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_len, doubl
 static int wait_task(mc_pool *pool, mc_task *t, int64_t deadline)
 {
     uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
-    if (is_final(s))
+    if (mc__state_is_final(s))
         return MC_OK;
     static _Thread_local mc_spin spin; /* per calling thread */
-    int64_t start = mc_now_ns(), now = start, budget = mc_spin_budget(&spin);
+    int64_t start = mc__now_ns(), now = start, budget = mc__spin_budget(&spin);
     do {
         for (int i = 0; i < 64; i++) {
-            if (is_final(atomic_load_explicit(&t->state, memory_order_acquire))) {
-                mc_spin_done(&spin, true, mc_now_ns() - start);
+            if (mc__state_is_final(atomic_load_explicit(&t->state, memory_order_acquire))) {
+                mc__spin_done(&spin, true, mc__now_ns() - start);
                 return MC_OK;
             }
-            mc_cpu_relax();
+            mc__cpu_relax();
         }
-        now = mc_now_ns();
+        now = mc__now_ns();
         if (now - start > MC_SPIN_YIELD_NS)
             sched_yield();
     } while (now - start < budget && now < deadline);
     if (now - start >= budget)   /* a poll that ran out of time teaches nothing */
-        mc_spin_done(&spin, false, now - start);
+        mc__spin_done(&spin, false, now - start);
 
     for (;;) {
         s = atomic_load_explicit(&t->state, memory_order_acquire);
-        if (is_final(s))
+        if (mc__state_is_final(s))
             return MC_OK;
         /* A poll (timeout 0, or past it): no WAITER bit, which would make
            the worker issue a wake-up system call for nobody, and no check
            of the zygote (a poll(2)) either. */
-        if (mc_now_ns() >= deadline)
+        if (mc__now_ns() >= deadline)
             return MC_ETIMEDOUT;
         if (!(s & MC_TS_WAITER)) {
             if (!atomic_compare_exchange_weak_explicit(&t->state, &s, s | MC_TS_WAITER,
@@ -376,7 +353,7 @@ static int wait_task(mc_pool *pool, mc_task *t, int64_t deadline)
                 continue;
             s |= MC_TS_WAITER;
         }
-        int r = mc_pool_wait_word(pool, &t->state, s, deadline);
+        int r = mc__pool_wait_word(pool, &t->state, s, deadline);
         if (r != MC_OK)
             return r;
     }
@@ -386,14 +363,14 @@ int mc_group_wait_one(mc_group *g, size_t index, double timeout)
 {
     if (!g)
         return MC_EINVAL;
-    int r = mc_pool_enter(g->pool);
+    int r = mc__pool_enter(g->pool);
     if (r != MC_OK)
         return r;
     if (index >= g->n)
         r = MC_EINVAL;
     else
-        r = wait_task(g->pool, task_at(g->pool->hdr, g->tasks[index]), mc_deadline(timeout));
-    mc_pool_leave(g->pool);
+        r = wait_task(g->pool, mc__task_at(g->pool->hdr, g->tasks[index]), mc__deadline(timeout));
+    mc__pool_leave(g->pool);
     return r;
 }
 
@@ -401,17 +378,17 @@ int mc_group_wait(mc_group *g, double timeout)
 {
     if (!g)
         return MC_EINVAL;
-    int r = mc_pool_enter(g->pool);
+    int r = mc__pool_enter(g->pool);
     if (r != MC_OK)
         return r;
-    int64_t deadline = mc_deadline(timeout);
+    int64_t deadline = mc__deadline(timeout);
     mc_header *h = g->pool->hdr;
     while (g->finished < g->n) {
-        if ((r = wait_task(g->pool, task_at(h, g->tasks[g->finished]), deadline)) != MC_OK)
+        if ((r = wait_task(g->pool, mc__task_at(h, g->tasks[g->finished]), deadline)) != MC_OK)
             break;
         g->finished++;
     }
-    mc_pool_leave(g->pool);
+    mc__pool_leave(g->pool);
     return r;
 }
 
@@ -419,7 +396,7 @@ int mc_group_result(mc_group *g, size_t index, mc_result *res)
 {
     if (!g || !res)
         return MC_EINVAL;
-    int r = mc_pool_enter(g->pool);
+    int r = mc__pool_enter(g->pool);
     if (r != MC_OK)
         return r;
     if (index >= g->n) {
@@ -427,8 +404,8 @@ int mc_group_result(mc_group *g, size_t index, mc_result *res)
         goto out;
     }
     mc_header *h = g->pool->hdr;
-    mc_task *t = task_at(h, g->tasks[index]);
-    uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK;
+    mc_task *t = mc__task_at(h, g->tasks[index]);
+    uint32_t s = mc__task_state(t);
     memset(res, 0, sizeof *res);
     switch (s) {
     case MC_TS_PENDING:
@@ -439,7 +416,7 @@ int mc_group_result(mc_group *g, size_t index, mc_result *res)
         res->status = t->status;
         res->task_code = t->task_code;
         if (t->result_off) {
-            res->data = mc_ptr(h, t->result_off);
+            res->data = mc__ptr(h, t->result_off);
             res->len = (size_t)t->result_len;
         }
         break;
@@ -454,7 +431,7 @@ int mc_group_result(mc_group *g, size_t index, mc_result *res)
     }
     res->worker_pid = t->worker_pid;
 out:
-    mc_pool_leave(g->pool);
+    mc__pool_leave(g->pool);
     return r;
 }
 
@@ -464,8 +441,8 @@ static int done_task(mc_group *g, size_t index, uint64_t *off)
 {
     if (index >= g->n)
         return MC_EINVAL;
-    mc_task *t = task_at(g->pool->hdr, g->tasks[index]);
-    uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK;
+    mc_task *t = mc__task_at(g->pool->hdr, g->tasks[index]);
+    uint32_t s = mc__task_state(t);
     if (s == MC_TS_PENDING)
         return MC_ETIMEDOUT;
     if (s != MC_TS_DONE || t->status != MC_OK)
@@ -479,13 +456,13 @@ int mc_group_hold(mc_group *g, size_t index, mc_hold **hold)
     if (!g || !hold)
         return MC_EINVAL;
     *hold = NULL;
-    int r = mc_pool_enter(g->pool);
+    int r = mc__pool_enter(g->pool);
     if (r != MC_OK)
         return r;
     uint64_t off;
     if ((r = done_task(g, index, &off)) == MC_OK)
-        r = mc_group_hold_task(g->pool, off, hold);
-    mc_pool_leave(g->pool);
+        r = mc__group_hold_task(g->pool, off, hold);
+    mc__pool_leave(g->pool);
     return r;
 }
 
@@ -494,18 +471,18 @@ int mc_group_link_hold(mc_group *g, size_t index, unsigned link, mc_hold **hold)
     if (!g || !hold)
         return MC_EINVAL;
     *hold = NULL;
-    int r = mc_pool_enter(g->pool);
+    int r = mc__pool_enter(g->pool);
     if (r != MC_OK)
         return r;
     uint64_t off, buf;
     if ((r = done_task(g, index, &off)) == MC_OK) {
         /* the group's reference on the task keeps its links alive */
-        if ((buf = mc_link_get(g->pool->hdr, off, link)) != 0)
-            r = mc_group_hold_task(g->pool, buf, hold);
+        if ((buf = mc__link_get(g->pool->hdr, off, link)) != 0)
+            r = mc__group_hold_task(g->pool, buf, hold);
         else
             r = MC_EINVAL;
     }
-    mc_pool_leave(g->pool);
+    mc__pool_leave(g->pool);
     return r;
 }
 
@@ -513,12 +490,12 @@ int mc_group_link_hold(mc_group *g, size_t index, unsigned link, mc_hold **hold)
 
 uint32_t mc_watch_begin(mc_group *g)
 {
-    if (!g || mc_pool_enter(g->pool) != MC_OK)
+    if (!g || mc__pool_enter(g->pool) != MC_OK)
         return 0;
     mc_header *h = g->pool->hdr;
     atomic_fetch_add_explicit(&h->done_watchers, 1, memory_order_seq_cst);
     uint32_t seq = atomic_load_explicit(&h->done_seq, memory_order_seq_cst);
-    mc_pool_leave(g->pool);
+    mc__pool_leave(g->pool);
     return seq;
 }
 
@@ -526,11 +503,11 @@ int mc_watch_wait(mc_group *g, uint32_t *seen, double timeout)
 {
     if (!g || !seen)
         return MC_EINVAL;
-    int r = mc_pool_enter(g->pool);
+    int r = mc__pool_enter(g->pool);
     if (r != MC_OK)
         return r;
     mc_header *h = g->pool->hdr;
-    int64_t deadline = mc_deadline(timeout);
+    int64_t deadline = mc__deadline(timeout);
     for (;;) {
         uint32_t now = atomic_load_explicit(&h->done_seq, memory_order_acquire);
         if (now != *seen) {
@@ -538,18 +515,18 @@ int mc_watch_wait(mc_group *g, uint32_t *seen, double timeout)
             r = MC_OK;
             break;
         }
-        r = mc_pool_wait_word(g->pool, &h->done_seq, now, deadline);
+        r = mc__pool_wait_word(g->pool, &h->done_seq, now, deadline);
         if (r != MC_OK)
             break;
     }
-    mc_pool_leave(g->pool);
+    mc__pool_leave(g->pool);
     return r;
 }
 
 void mc_watch_end(mc_group *g)
 {
-    if (!g || mc_pool_enter(g->pool) != MC_OK)
+    if (!g || mc__pool_enter(g->pool) != MC_OK)
         return; /* a stopped pool needs no end */
     atomic_fetch_sub_explicit(&g->pool->hdr->done_watchers, 1, memory_order_seq_cst);
-    mc_pool_leave(g->pool);
+    mc__pool_leave(g->pool);
 }

@@ -24,37 +24,31 @@
 #include <string.h>
 #include <unistd.h>
 
-static void task_ref(mc_header *h, uint64_t off)
-{
-    mc_task *t = (mc_task *)mc_ptr(h, off);
-    mc_txn_store(h, &t->refs, t->refs + 1);
-}
-
-int mc_group_hold_task(mc_pool *pool, uint64_t off, mc_hold **out)
+int mc__group_hold_task(mc_pool *pool, uint64_t off, mc_hold **out)
 {
     mc_hold *hold = malloc(sizeof *hold);
     if (!hold)
         return MC_ENOMEM;
     mc_header *h = pool->hdr;
-    int r = mc_lock(h);
+    int r = mc__lock(h);
     if (r != MC_OK) {
         free(hold);
         return r;
     }
-    task_ref(h, off);
-    mc_unlock(h);
-    mc_pool_ref(pool);
+    mc__task_ref(h, off);
+    mc__unlock(h);
+    mc__pool_ref(pool);
     *hold = (mc_hold){.pool = pool, .h = h, .task_off = off, .pid = getpid()};
     *out = hold;
     return MC_OK;
 }
 
-int mc_worker_hold_task(mc_header *h, mc_worker_slot *slot, uint64_t off, mc_hold **out)
+int mc__worker_hold_task(mc_header *h, mc_worker_slot *slot, uint64_t off, mc_hold **out)
 {
     mc_hold *hold = malloc(sizeof *hold);
     if (!hold)
         return MC_ENOMEM;
-    int r = mc_lock(h);
+    int r = mc__lock(h);
     if (r != MC_OK) {
         free(hold);
         return r;
@@ -64,10 +58,10 @@ int mc_worker_hold_task(mc_header *h, mc_worker_slot *slot, uint64_t off, mc_hol
         if (!slot->holds[i])
             free_at = i;
     if (free_at >= 0) {
-        mc_txn_store(h, &slot->holds[free_at], off);
-        task_ref(h, off);
+        mc__txn_store(h, &slot->holds[free_at], off);
+        mc__task_ref(h, off);
     }
-    mc_unlock(h);
+    mc__unlock(h);
     if (free_at < 0) {
         free(hold);
         return MC_ENOMEM;
@@ -84,15 +78,10 @@ int mc_worker_hold_task(mc_header *h, mc_worker_slot *slot, uint64_t off, mc_hol
    stores (a rollback frees the block itself). */
 static uint64_t buffer_new(mc_header *h, size_t len)
 {
-    uint64_t off = mc_arena_alloc(h, sizeof(mc_task) + len);
-    if (!off)
-        return 0;
-    mc_task *t = (mc_task *)mc_ptr(h, off);
-    memset(t, 0, sizeof *t);
-    atomic_init(&t->state, MC_TS_BUFFER);
-    t->status = MC_OK;
-    t->refs = 1;
-    t->arg_len = len;
+    MC_ASSERT_LOCKED(h);
+    uint64_t off = mc__arena_alloc(h, sizeof(mc_task) + len);
+    if (off)
+        mc__record_init(mc__task_at(h, off), MC_TS_BUFFER, 0, len); /* status MC_OK (0) */
     return off;
 }
 
@@ -103,20 +92,20 @@ int mc_buffer_alloc(mc_pool *pool, size_t len, mc_hold **out)
     *out = NULL;
     if (len > SIZE_MAX / 2)
         return MC_ENOMEM;
-    mc_header *h = pool ? pool->hdr : mc_worker_own_header();
-    mc_worker_slot *slot = pool ? NULL : mc_worker_own_slot();
+    mc_header *h = pool ? pool->hdr : mc__worker_own_header();
+    mc_worker_slot *slot = pool ? NULL : mc__worker_own_slot();
     if (!h)
         return MC_EINVAL;
     mc_hold *hold = malloc(sizeof *hold);
     if (!hold)
         return MC_ENOMEM;
-    int r = pool ? mc_pool_enter(pool) : MC_OK;
+    int r = pool ? mc__pool_enter(pool) : MC_OK;
     if (r != MC_OK) {
         free(hold);
         return r;
     }
     uint64_t off = 0;
-    if ((r = mc_lock(h)) == MC_OK) {
+    if ((r = mc__lock(h)) == MC_OK) {
         int free_at = -1;
         for (int i = 0; slot && i < MC_WORKER_HOLDS && free_at < 0; i++)
             if (!slot->holds[i])
@@ -124,24 +113,24 @@ int mc_buffer_alloc(mc_pool *pool, size_t len, mc_hold **out)
         if (!slot || free_at >= 0)
             off = buffer_new(h, len);
         if (off && slot)
-            mc_txn_store(h, &slot->holds[free_at], off);
-        mc_unlock(h);
+            mc__txn_store(h, &slot->holds[free_at], off);
+        mc__unlock(h);
         if (!off)
             r = MC_ENOMEM;
     }
     if (r != MC_OK) {
         if (pool)
-            mc_pool_leave(pool);
+            mc__pool_leave(pool);
         free(hold);
         return r;
     }
     if (pool)
-        mc_pool_ref(pool);
+        mc__pool_ref(pool);
     *hold = (mc_hold){.pool = pool, .h = h, .task_off = off, .pid = getpid()};
     if (pool)
-        mc_pool_leave(pool);
+        mc__pool_leave(pool);
     if (len >= MC_POPULATE_THRESHOLD &&
-        mc_region_populate((char *)mc_ptr(h, off) + sizeof(mc_task), len) != MC_OK) {
+        mc__region_populate(mc__record_data(mc__task_at(h, off)), len) != MC_OK) {
         mc_hold_release(hold);   /* no memory behind it: an error now, not SIGBUS later */
         return MC_ENOMEM;
     }
@@ -153,22 +142,23 @@ void *mc_hold_data(const mc_hold *hold, size_t *len)
 {
     if (!hold || !hold->task_off)
         return NULL;
-    mc_task *t = (mc_task *)mc_ptr(hold->h, hold->task_off);
-    if ((atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK) != MC_TS_BUFFER)
+    mc_task *t = mc__task_at(hold->h, hold->task_off);
+    if (mc__task_state(t) != MC_TS_BUFFER)
         return NULL;
     if (len)
         *len = (size_t)t->arg_len;
-    return (char *)t + sizeof *t;
+    return mc__record_data(t);
 }
 
-bool mc_hold_is_shareable(const mc_hold *hold, const mc_header *h)
+bool mc__hold_is_shareable(const mc_hold *hold, const mc_header *h)
 {
     return hold && hold->h == h && hold->pid == getpid() && mc_hold_data(hold, NULL) != NULL;
 }
 
-int mc_link_add(mc_header *h, uint64_t task_off, uint64_t buf_off)
+int mc__link_add(mc_header *h, uint64_t task_off, uint64_t buf_off)
 {
-    mc_task *t = (mc_task *)mc_ptr(h, task_off);
+    MC_ASSERT_LOCKED(h);
+    mc_task *t = mc__task_at(h, task_off);
     uint64_t n = t->nlinks;
     if (n > MC_SHARE_MAX)
         return -1;
@@ -177,37 +167,38 @@ int mc_link_add(mc_header *h, uint64_t task_off, uint64_t buf_off)
             return (int)i;
     if (n == MC_SHARE_MAX)
         return -1;
-    task_ref(h, buf_off);
-    mc_txn_store(h, &t->links[n], buf_off);
-    mc_txn_store(h, &t->nlinks, n + 1);
+    mc__task_ref(h, buf_off);
+    mc__txn_store(h, &t->links[n], buf_off);
+    mc__txn_store(h, &t->nlinks, n + 1);
     return (int)n;
 }
 
-uint64_t mc_link_get(mc_header *h, uint64_t task_off, unsigned link)
+uint64_t mc__link_get(mc_header *h, uint64_t task_off, unsigned link)
 {
-    const mc_task *t = (const mc_task *)mc_ptr(h, task_off);
+    const mc_task *t = (const mc_task *)mc__ptr(h, task_off);
     uint64_t n = __atomic_load_n(&t->nlinks, __ATOMIC_ACQUIRE);
     if (link >= n || n > MC_SHARE_MAX)
         return 0;
     uint64_t off = t->links[link];
     /* the record crosses processes: check it is a buffer inside the arena */
-    if (mc_arena_block_size(h, off) < sizeof(mc_task))
+    if (mc__arena_block_size(h, off) < sizeof(mc_task))
         return 0;
-    const mc_task *b = (const mc_task *)mc_ptr(h, off);
-    if ((atomic_load_explicit(&b->state, memory_order_acquire) & MC_TS_MASK) != MC_TS_BUFFER ||
-        b->arg_len > mc_arena_block_size(h, off) - sizeof(mc_task))
+    const mc_task *b = (const mc_task *)mc__ptr(h, off);
+    if (mc__task_state(b) != MC_TS_BUFFER ||
+        b->arg_len > mc__arena_block_size(h, off) - sizeof(mc_task))
         return 0;
     return off;
 }
 
-void mc_release_worker_holds(mc_header *h, mc_worker_slot *slot)
+void mc__release_worker_holds(mc_header *h, mc_worker_slot *slot)
 {
+    MC_ASSERT_LOCKED(h);
     for (int i = 0; i < MC_WORKER_HOLDS; i++) {
         if (!slot->holds[i])
             continue;
-        mc_task_unref(h, slot->holds[i]);
-        mc_txn_store(h, &slot->holds[i], 0);
-        mc_txn_commit(h); /* one release per change: the journal is bounded */
+        mc__task_unref(h, slot->holds[i]);
+        mc__txn_store(h, &slot->holds[i], 0);
+        mc__txn_commit(h); /* one release per change: the journal is bounded */
     }
 }
 
@@ -224,25 +215,25 @@ void mc_hold_release(mc_hold *hold)
         mc_pool *pool = hold->pool;
         /* After mc_pool_stop() the records are gone with the pool; only
            the mapping, kept by our pool reference, remains. */
-        if (mc_pool_enter(pool) == MC_OK) {
-            if (mc_lock(h) == MC_OK) {
-                mc_task_unref(h, hold->task_off);
-                mc_unlock(h);
+        if (mc__pool_enter(pool) == MC_OK) {
+            if (mc__lock(h) == MC_OK) {
+                mc__task_unref(h, hold->task_off);
+                mc__unlock(h);
             }
-            mc_pool_leave(pool);
+            mc__pool_leave(pool);
         }
-        mc_pool_unref(pool);
+        mc__pool_unref(pool);
     } else {
-        mc_worker_slot *slot = mc_worker_own_slot();
-        if (slot && mc_lock(h) == MC_OK) {
+        mc_worker_slot *slot = mc__worker_own_slot();
+        if (slot && mc__lock(h) == MC_OK) {
             for (int i = 0; i < MC_WORKER_HOLDS; i++) {
                 if (slot->holds[i] == hold->task_off) {
-                    mc_txn_store(h, &slot->holds[i], 0);
-                    mc_task_unref(h, hold->task_off);
+                    mc__txn_store(h, &slot->holds[i], 0);
+                    mc__task_unref(h, hold->task_off);
                     break;
                 }
             }
-            mc_unlock(h);
+            mc__unlock(h);
         }
     }
     free(hold);

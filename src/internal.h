@@ -22,6 +22,13 @@
  * task's completion state is a separate 32-bit futex word that moves from
  * PENDING to exactly one final state by compare-and-swap, outside the
  * lock, so a waiting caller never needs the lock to see a result.
+ *
+ * Names. Functions declared here start with mc__ (libuv's uv__ model): a
+ * static library has to carry them as global symbols, and the prefix keeps
+ * them apart from the public mc_ API of include/multicore.h (which
+ * tests/stages/exports.sh checks is all that libmulticore exports under
+ * mc_). Types and macros of the layout keep their mc_ / MC_ names: they
+ * are not symbols.
  */
 #ifndef MC_INTERNAL_H
 #define MC_INTERNAL_H
@@ -232,77 +239,136 @@ void __tsan_acquire(void *addr);
 #define MC_TSAN_ACQUIRE(addr) ((void)0)
 #endif
 
+/* ---- debug checks (txn.c) -------------------------------------------- */
+
+/* MC_ASSERT(cond): a precondition or invariant the engine relies on, checked
+   in builds without NDEBUG (CMake's Debug: the clang, asan, tsan and
+   valgrind stages; the fuzz targets). A failure prints the condition and
+   where it failed on stderr and aborts the process. In release builds the
+   condition is compiled (so it stays valid code) but never evaluated. */
+#ifndef NDEBUG
+#define MC_DEBUG 1
+_Noreturn void mc__assert_fail(const char *cond, const char *file, int line, const char *func);
+#define MC_ASSERT(cond) ((cond) ? (void)0 : mc__assert_fail(#cond, __FILE__, __LINE__, __func__))
+#else
+#define MC_DEBUG 0
+#define MC_ASSERT(cond) ((void)sizeof(!(cond)))
+#endif
+/* Debug builds: whether the calling thread holds h's lock (mc__lock() ..
+   mc__unlock()). Defined only when MC_DEBUG; use it through MC_ASSERT. */
+bool mc__lock_held(const mc_header *h);
+/* What "called under the lock" means, checked. */
+#define MC_ASSERT_LOCKED(h) MC_ASSERT(mc__lock_held(h))
+
 /* ---- region.c -------------------------------------------------------- */
 
-int mc_region_create(size_t want, int *memfd, void **base, size_t *size);
-void mc_region_destroy(int memfd, void *base, size_t size);
+int mc__region_create(size_t want, int *memfd, void **base, size_t *size);
+void mc__region_destroy(int memfd, void *base, size_t size);
 /* Commit the pages behind [addr, addr+len) now, so that running out of
    memory is an MC_ENOMEM here rather than a SIGBUS on first touch. */
-int mc_region_populate(void *addr, size_t len);
+int mc__region_populate(void *addr, size_t len);
 /* Allocations at least this large are populated up front. */
 #define MC_POPULATE_THRESHOLD ((uint64_t)1 << 20)
 
-static inline void *mc_ptr(mc_header *h, uint64_t off) { return (char *)h + off; }
-static inline uint64_t mc_off(mc_header *h, const void *p) { return (uint64_t)((const char *)p - (const char *)h); }
+static inline void *mc__ptr(mc_header *h, uint64_t off) { return (char *)h + off; }
+static inline uint64_t mc__off(mc_header *h, const void *p) { return (uint64_t)((const char *)p - (const char *)h); }
+
+/* Worker slot i (0 .. nworkers-1). */
+static inline mc_worker_slot *mc__slot(mc_header *h, uint32_t i)
+{
+    return (mc_worker_slot *)mc__ptr(h, h->slots_off) + i;
+}
 
 /* ---- txn.c: the lock and the undo journal ------------------------------ */
 
-int mc_lock_init(mc_header *h);
-int mc_lock(mc_header *h);     /* MC_OK or MC_ESYSTEM; rolls back a dead owner's changes */
-void mc_unlock(mc_header *h);  /* commits the open change first */
-void mc_txn_store(mc_header *h, uint64_t *word, uint64_t value);
-void mc_txn_commit(mc_header *h);
+int mc__lock_init(mc_header *h);
+int mc__lock(mc_header *h);     /* MC_OK or MC_ESYSTEM; rolls back a dead owner's changes */
+void mc__unlock(mc_header *h);  /* commits the open change first */
+void mc__txn_store(mc_header *h, uint64_t *word, uint64_t value);
+void mc__txn_commit(mc_header *h);
 /* Undo what the journal records; exposed for the fuzz/fault tests. Returns
    false if the journal is corrupt (an entry outside the region). */
-bool mc_journal_rollback(mc_header *h);
+bool mc__journal_rollback(mc_header *h);
 
-/* ---- arena.c (all under the lock) ------------------------------------ */
+/* ---- arena.c (under the lock, but block_size and check) --------------- */
 
-void mc_arena_init(mc_header *h, uint64_t start, uint64_t end);
+void mc__arena_init(mc_header *h, uint64_t start, uint64_t end);
 /* Payload offset of a new block of at least len bytes, or 0 if full. */
-uint64_t mc_arena_alloc(mc_header *h, uint64_t len);
-void mc_arena_free(mc_header *h, uint64_t payload_off);
-/* Outside the lock, before freeing a block the caller still owns: return
-   its interior pages to the kernel if it is large. */
-void mc_arena_release_pages(mc_header *h, uint64_t payload_off);
-uint64_t mc_arena_block_size(mc_header *h, uint64_t payload_off);
+uint64_t mc__arena_alloc(mc_header *h, uint64_t len);
+void mc__arena_free(mc_header *h, uint64_t payload_off);
+/* Before freeing a large block: return its interior pages to the kernel
+   (or count them as retained for the next large block). */
+void mc__arena_release_pages(mc_header *h, uint64_t payload_off);
+/* Payload bytes of the block, if its header stays inside the arena; else
+   0. Needs no lock (it reads the block's own header and the layout). */
+uint64_t mc__arena_block_size(mc_header *h, uint64_t payload_off);
 /* After a change commits (still under the lock): return the pages of a
    large range the change merged into the untouched rest. */
-void mc_arena_after_commit(mc_header *h);
-/* Full consistency check of blocks and free lists (tests, fuzzing). */
-bool mc_arena_check(mc_header *h);
+void mc__arena_after_commit(mc_header *h);
+/* Full consistency check of blocks and free lists (after a recovery,
+   tests, fuzzing): the caller makes sure nobody changes them meanwhile. */
+bool mc__arena_check(mc_header *h);
 
 /* ---- queue.c --------------------------------------------------------- */
 
 /* Under the lock. push: false if full. pop: 0 if empty. */
-bool mc_ring_push(mc_header *h, uint64_t task_off);
-uint64_t mc_ring_pop(mc_header *h);
-bool mc_ring_has_work(mc_header *h);  /* lock-free peek */
-bool mc_ring_has_room(mc_header *h);  /* lock-free peek */
-void mc_wake_workers(mc_header *h, uint32_t n);
+bool mc__ring_push(mc_header *h, uint64_t task_off);
+uint64_t mc__ring_pop(mc_header *h);
+bool mc__ring_has_work(mc_header *h);  /* lock-free peek */
+bool mc__ring_has_room(mc_header *h);  /* lock-free peek */
+/* The producer's half of the sleep protocol (queue.c): wake up to n
+   sleepers of a word, with a system call only if a sleeper is counted. */
+void mc__wake_workers(mc_header *h, uint32_t n);
 /* After queueing one task: wake a sleeping worker unless one spins. */
-void mc_wake_for_task(mc_header *h);
+void mc__wake_for_task(mc_header *h);
 /* After a task's state became final: wake callers watching completions. */
-void mc_wake_done(mc_header *h);
-void mc_wake_space(mc_header *h);
+void mc__wake_done(mc_header *h);
+void mc__wake_space(mc_header *h);
 /* Worker side: sleep until work may be there or the pool stops. */
-void mc_wait_for_work(mc_header *h);
+void mc__wait_for_work(mc_header *h);
 /* Caller side: sleep until room may be there; MC_OK, MC_ETIMEDOUT, MC_EINTR. */
-int mc_wait_for_space(mc_pool *pool, int64_t deadline_ns);
+int mc__wait_for_space(mc_pool *pool, int64_t deadline_ns);
 
-/* Task references (under the lock): drop one; the last frees the block. */
-void mc_task_unref(mc_header *h, uint64_t task_off);
+/* ---- record.c: the task record's life -------------------------------- */
+
+static inline mc_task *mc__task_at(mc_header *h, uint64_t off) { return (mc_task *)mc__ptr(h, off); }
+/* The bytes after the record: a task's arguments, a buffer's contents. */
+static inline void *mc__record_data(mc_task *t) { return (char *)t + sizeof *t; }
+/* The state without the WAITER bit. */
+static inline uint32_t mc__task_state(const mc_task *t)
+{
+    return atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK;
+}
+static inline bool mc__state_is_final(uint32_t state) { return (state & MC_TS_MASK) != MC_TS_PENDING; }
+
+/* A fresh record in a block nobody else can see yet (plain stores; a
+   rollback frees the block itself): one reference, no links. */
+void mc__record_init(mc_task *t, uint32_t state, uint64_t id, uint64_t data_len);
+/* References (under the lock, journaled): take one; drop one, the last
+   frees the block with its result and the buffers it links. */
+void mc__task_ref(mc_header *h, uint64_t task_off);
+void mc__task_unref(mc_header *h, uint64_t task_off);
+/* Move a record from PENDING to `final` (DONE or FAILED) by CAS, then wake
+   the caller sleeping on it (if its WAITER bit was set) and the watchers
+   of completions. The outcome fields are written before. false if the
+   record was no longer PENDING (the caller cancelled it). */
+bool mc__task_finish(mc_header *h, mc_task *t, uint32_t final);
+/* The caller's PENDING -> CANCELLED, waking nobody (the group cancelling
+   is the only one that waits on its tasks). false if already final. */
+bool mc__task_cancel(mc_task *t);
 
 /* ---- wait.c ---------------------------------------------------------- */
 
-int64_t mc_now_ns(void);
+int64_t mc__now_ns(void);
 /* deadline from a timeout in seconds; INT64_MAX for a negative timeout */
-int64_t mc_deadline(double timeout_s);
+int64_t mc__deadline(double timeout_s);
 /* FUTEX_WAIT on a shared word until deadline: MC_OK (woken or value
    changed), MC_ETIMEDOUT or MC_EINTR. */
-int mc_futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns);
-void mc_futex_wake(_Atomic uint32_t *word, int n);
-static inline void mc_cpu_relax(void)
+int mc__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns);
+void mc__futex_wake(_Atomic uint32_t *word, int n);
+/* Bump a sequence word and wake up to n of its sleepers. */
+void mc__futex_bump_wake(_Atomic uint32_t *seq, int n);
+static inline void mc__cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -330,10 +396,15 @@ typedef struct mc_spin {
     int64_t budget_ns;
     uint32_t waits;
 } mc_spin;
-int64_t mc_spin_budget(mc_spin *s);
-void mc_spin_done(mc_spin *s, bool found, int64_t spun_ns);
+int64_t mc__spin_budget(mc_spin *s);
+void mc__spin_done(mc_spin *s, bool found, int64_t spun_ns);
 
 /* ---- zygote.c / worker.c --------------------------------------------- */
+
+static inline double mc__stop_grace(const mc_pool_options *o)
+{
+    return o->stop_grace < 0 ? MC_STOP_GRACE_DEFAULT : o->stop_grace;
+}
 
 typedef struct mc_zygote_args {
     mc_header *hdr;
@@ -343,12 +414,12 @@ typedef struct mc_zygote_args {
     const mc_pool_options *opts;
 } mc_zygote_args;
 
-_Noreturn void mc_zygote_main(mc_zygote_args *z);
-_Noreturn void mc_worker_main(mc_header *h, int index, const mc_pool_options *opts,
+_Noreturn void mc__zygote_main(mc_zygote_args *z);
+_Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *opts,
                               const sigset_t *orig_mask);
 
 /* Store a worker's init error message in its slot (takes the lock). */
-void mc_slot_set_error(mc_header *h, mc_worker_slot *slot, const char *message);
+void mc__slot_set_error(mc_header *h, mc_worker_slot *slot, const char *message);
 
 /* A hold on a record: a task's (mc_group_hold / mc_task_hold) or a
    shared buffer's (mc_buffer_alloc, mc_group_link_hold, mc_task_link_hold). */
@@ -365,25 +436,25 @@ struct mc_hold {
 
 /* The task a crashed worker held fails; its references and pending result
    are released. Under the lock. */
-void mc_recover_worker(mc_header *h, mc_worker_slot *slot, pid_t pid, int wstatus);
+void mc__recover_worker(mc_header *h, mc_worker_slot *slot, pid_t pid, int wstatus);
 
 /* ---- hold.c ---------------------------------------------------------- */
 
-int mc_group_hold_task(mc_pool *pool, uint64_t task_off, mc_hold **hold);
-int mc_worker_hold_task(mc_header *h, mc_worker_slot *slot, uint64_t task_off, mc_hold **hold);
+int mc__group_hold_task(mc_pool *pool, uint64_t task_off, mc_hold **hold);
+int mc__worker_hold_task(mc_header *h, mc_worker_slot *slot, uint64_t task_off, mc_hold **hold);
 /* Under the lock, in the zygote: a dead worker's holds are dropped. */
-void mc_release_worker_holds(mc_header *h, mc_worker_slot *slot);
+void mc__release_worker_holds(mc_header *h, mc_worker_slot *slot);
 /* The slot of the calling worker process, or NULL outside a worker. */
-mc_worker_slot *mc_worker_own_slot(void);
-mc_header *mc_worker_own_header(void);
+mc_worker_slot *mc__worker_own_slot(void);
+mc_header *mc__worker_own_header(void);
 /* Under the lock: make task record task_off keep buffer record buf_off
    alive (once per buffer); its link index, or -1 when all are taken. */
-int mc_link_add(mc_header *h, uint64_t task_off, uint64_t buf_off);
+int mc__link_add(mc_header *h, uint64_t task_off, uint64_t buf_off);
 /* The buffer record behind link `link` of task record task_off, or 0. */
-uint64_t mc_link_get(mc_header *h, uint64_t task_off, unsigned link);
+uint64_t mc__link_get(mc_header *h, uint64_t task_off, unsigned link);
 /* Can this hold be linked to a task of the region h (a buffer record,
    taken by this process in this region)? */
-bool mc_hold_is_shareable(const mc_hold *hold, const mc_header *h);
+bool mc__hold_is_shareable(const mc_hold *hold, const mc_header *h);
 
 /* ---- pool.c ---------------------------------------------------------- */
 
@@ -391,15 +462,15 @@ bool mc_hold_is_shareable(const mc_hold *hold, const mc_header *h);
    enter/leave, so mc_pool_stop() can wait for in-flight calls before it
    unmaps. enter returns MC_OK, or MC_ESTATE once the pool is stopping or
    when called from another process than the one that started the pool. */
-int mc_pool_enter(mc_pool *pool);
-void mc_pool_leave(mc_pool *pool);
-void mc_pool_ref(mc_pool *pool);
-void mc_pool_unref(mc_pool *pool);
+int mc__pool_enter(mc_pool *pool);
+void mc__pool_leave(mc_pool *pool);
+void mc__pool_ref(mc_pool *pool);
+void mc__pool_unref(mc_pool *pool);
 /* A caller's sleep on a shared word: futex waits in slices, checking that
    the zygote lives and that the pool is not stopping. MC_OK (look again),
    MC_ETIMEDOUT at the deadline, MC_EINTR, MC_EPOOLDIED or MC_ESTATE. */
-int mc_pool_wait_word(mc_pool *pool, _Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns);
+int mc__pool_wait_word(mc_pool *pool, _Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns);
 /* Ask the zygote to stop the workers running cancelled tasks. */
-void mc_pool_kick_zygote(mc_pool *pool);
+void mc__pool_kick_zygote(mc_pool *pool);
 
 #endif /* MC_INTERNAL_H */

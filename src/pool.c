@@ -77,23 +77,23 @@ void mc_pool_options_init(mc_pool_options *opts)
     opts->stop_grace = -1;
 }
 
-void mc_pool_ref(mc_pool *p)
+void mc__pool_ref(mc_pool *p)
 {
     atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
 }
 
-void mc_pool_unref(mc_pool *p)
+void mc__pool_unref(mc_pool *p)
 {
     if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
         /* The last group or hold is gone: nothing can point into the
            region any more. */
-        mc_region_destroy(-1, p->hdr, p->region_size);
+        mc__region_destroy(-1, p->hdr, p->region_size);
         free(p->error);
         free(p);
     }
 }
 
-int mc_pool_enter(mc_pool *p)
+int mc__pool_enter(mc_pool *p)
 {
     if (!owned_here(p))
         return MC_ESTATE;
@@ -105,7 +105,7 @@ int mc_pool_enter(mc_pool *p)
     return MC_OK;
 }
 
-void mc_pool_leave(mc_pool *p)
+void mc__pool_leave(mc_pool *p)
 {
     atomic_fetch_sub_explicit(&p->active, 1, memory_order_release);
 }
@@ -128,15 +128,15 @@ static bool zygote_exited(mc_pool *p)
 static void collect_init_error(mc_pool *p)
 {
     mc_header *h = p->hdr;
-    if (__atomic_load_n(&p->error, __ATOMIC_ACQUIRE) || mc_lock(h) != MC_OK)
+    if (__atomic_load_n(&p->error, __ATOMIC_ACQUIRE) || mc__lock(h) != MC_OK)
         return;
     char *text = NULL;
     for (uint32_t i = 0; i < h->nworkers && !text; i++) {
-        mc_worker_slot *s = (mc_worker_slot *)mc_ptr(h, h->slots_off) + i;
+        mc_worker_slot *s = mc__slot(h, i);
         if (s->error_off && s->error_len)
-            text = strndup(mc_ptr(h, s->error_off), (size_t)s->error_len);
+            text = strndup(mc__ptr(h, s->error_off), (size_t)s->error_len);
     }
-    mc_unlock(h);
+    mc__unlock(h);
     if (!text)
         text = strdup("a worker's init callback failed");
     char *expected = NULL;
@@ -145,10 +145,10 @@ static void collect_init_error(mc_pool *p)
         free(text);
 }
 
-int mc_pool_wait_word(mc_pool *p, _Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns)
+int mc__pool_wait_word(mc_pool *p, _Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns)
 {
-    int64_t slice = mc_now_ns() + MC_WAIT_SLICE_NS;
-    int r = mc_futex_wait(word, expected, slice < deadline_ns ? slice : deadline_ns);
+    int64_t slice = mc__now_ns() + MC_WAIT_SLICE_NS;
+    int r = mc__futex_wait(word, expected, slice < deadline_ns ? slice : deadline_ns);
     if (atomic_load_explicit(&p->closing, memory_order_acquire))
         return MC_ESTATE;
     if (r != MC_ETIMEDOUT)
@@ -160,16 +160,16 @@ int mc_pool_wait_word(mc_pool *p, _Atomic uint32_t *word, uint32_t expected, int
        a sleeper while a worker spins; should that spinner stop running
        (stopped, or killed and not yet replaced), queued work still gets a
        worker within one slice. No system call unless a worker sleeps. */
-    if (mc_ring_has_work(h))
-        mc_wake_workers(h, 1);
+    if (mc__ring_has_work(h))
+        mc__wake_workers(h, 1);
     if (atomic_load_explicit(&h->workers_failing, memory_order_acquire) >= h->nworkers) {
         collect_init_error(p);
         return MC_EWORKERINIT; /* no worker can start: nothing would ever run */
     }
-    return mc_now_ns() >= deadline_ns ? MC_ETIMEDOUT : MC_OK;
+    return mc__now_ns() >= deadline_ns ? MC_ETIMEDOUT : MC_OK;
 }
 
-void mc_pool_kick_zygote(mc_pool *p)
+void mc__pool_kick_zygote(mc_pool *p)
 {
     uint64_t one = 1;
     /* The eventfd cannot overflow in practice; a failed write only delays
@@ -179,9 +179,6 @@ void mc_pool_kick_zygote(mc_pool *p)
 }
 
 /* ---- start ------------------------------------------------------------ */
-
-#define MC_MAX_WORKERS 65536
-#define MC_MAX_QUEUE ((size_t)1 << 26)
 
 int mc_pool_start(mc_pool **out, const mc_pool_options *opts_in)
 {
@@ -193,7 +190,7 @@ int mc_pool_start(mc_pool **out, const mc_pool_options *opts_in)
         o = *opts_in;
     else
         mc_pool_options_init(&o);
-    if (o.workers < 0 || o.workers > MC_MAX_WORKERS || o.queue_capacity > MC_MAX_QUEUE)
+    if (o.workers < 0 || o.workers > MC_WORKERS_MAX || o.queue_capacity > MC_QUEUE_MAX)
         return MC_EINVAL;
     if (o.workers == 0)
         o.workers = mc_online_cpus();
@@ -210,7 +207,7 @@ int mc_pool_start(mc_pool **out, const mc_pool_options *opts_in)
 
     void *base = NULL;
     size_t size = 0;
-    int r = mc_region_create(o.region_size, &p->memfd, &base, &size);
+    int r = mc__region_create(o.region_size, &p->memfd, &base, &size);
     if (r != MC_OK) {
         free(p);
         return r;
@@ -234,8 +231,8 @@ int mc_pool_start(mc_pool **out, const mc_pool_options *opts_in)
     h->ring_off = ring_off;
     h->ring_capacity = o.queue_capacity;
     h->next_task_id = 1;
-    mc_arena_init(h, arena_off, size);
-    if ((r = mc_lock_init(h)) != MC_OK)
+    mc__arena_init(h, arena_off, size);
+    if ((r = mc__lock_init(h)) != MC_OK)
         goto fail;
 
     int alive[2];
@@ -261,7 +258,7 @@ int mc_pool_start(mc_pool **out, const mc_pool_options *opts_in)
         close(alive[1]);
         mc_zygote_args za = {.hdr = h, .memfd = p->memfd, .alive_rd = alive[0],
                              .ctl_fd = p->zygote_ctl_fd, .opts = &p->opts};
-        mc_zygote_main(&za);
+        mc__zygote_main(&za);
     }
     int saved = errno;
     if (o.after_fork_parent)
@@ -287,7 +284,7 @@ int mc_pool_start(mc_pool **out, const mc_pool_options *opts_in)
 fail:
     saved = errno;
     close_fd(&p->zygote_ctl_fd);
-    mc_region_destroy(p->memfd, p->hdr, p->region_size);
+    mc__region_destroy(p->memfd, p->hdr, p->region_size);
     free(p);
     errno = saved;
     return r;
@@ -299,11 +296,11 @@ int mc_pool_wait_ready(mc_pool *p, double timeout)
 {
     if (!p)
         return MC_EINVAL;
-    int r = mc_pool_enter(p);
+    int r = mc__pool_enter(p);
     if (r != MC_OK)
         return r;
     mc_header *h = p->hdr;
-    int64_t deadline = mc_deadline(timeout);
+    int64_t deadline = mc__deadline(timeout);
     for (;;) {
         uint32_t seq = atomic_load_explicit(&h->ready_seq, memory_order_acquire);
         if (atomic_load_explicit(&h->init_failed, memory_order_acquire)) {
@@ -313,18 +310,18 @@ int mc_pool_wait_ready(mc_pool *p, double timeout)
         }
         uint32_t ready = 0;
         for (uint32_t i = 0; i < h->nworkers; i++) {
-            mc_worker_slot *s = (mc_worker_slot *)mc_ptr(h, h->slots_off) + i;
+            mc_worker_slot *s = mc__slot(h, i);
             ready += atomic_load_explicit(&s->state, memory_order_acquire) == MC_WS_READY;
         }
         if (ready == h->nworkers) {
             r = MC_OK;
             break;
         }
-        r = mc_pool_wait_word(p, &h->ready_seq, seq, deadline);
+        r = mc__pool_wait_word(p, &h->ready_seq, seq, deadline);
         if (r != MC_OK)
             break;
     }
-    mc_pool_leave(p);
+    mc__pool_leave(p);
     return r;
 }
 
@@ -344,13 +341,13 @@ static void unlink_live(mc_pool *p)
 
 static int reap_zygote(mc_pool *p)
 {
-    double grace = p->opts.stop_grace < 0 ? 10.0 : p->opts.stop_grace;
+    double grace = mc__stop_grace(&p->opts);
     if (p->zygote_pidfd >= 0) {
         /* The zygote needs at most the grace period; give it a margin,
            then make sure (its workers die with it). */
-        int64_t deadline = mc_deadline(grace + 5.0);
+        int64_t deadline = mc__deadline(grace + 5.0);
         for (;;) {
-            int64_t left = deadline - mc_now_ns();
+            int64_t left = deadline - mc__now_ns();
             struct pollfd pfd = {.fd = p->zygote_pidfd, .events = POLLIN};
             int n = poll(&pfd, 1, left <= 0 ? 0 : (int)(left / 1000000) + 1);
             if (n > 0)
@@ -384,12 +381,9 @@ int mc_pool_stop(mc_pool *p)
         mc_header *h = p->hdr;
         atomic_store_explicit(&h->stopping, 1, memory_order_seq_cst);
         /* Wake every sleeper: idle workers leave, blocked callers look up. */
-        atomic_fetch_add(&h->work_seq, 1);
-        mc_futex_wake(&h->work_seq, INT_MAX);
-        atomic_fetch_add(&h->space_seq, 1);
-        mc_futex_wake(&h->space_seq, INT_MAX);
-        atomic_fetch_add(&h->ready_seq, 1);
-        mc_futex_wake(&h->ready_seq, INT_MAX);
+        mc__futex_bump_wake(&h->work_seq, INT_MAX);
+        mc__futex_bump_wake(&h->space_seq, INT_MAX);
+        mc__futex_bump_wake(&h->ready_seq, INT_MAX);
         uint64_t one = 1;
         if (write(p->zygote_ctl_fd, &one, sizeof one) < 0)
             kill(p->zygote_pid, SIGKILL);
@@ -405,7 +399,7 @@ int mc_pool_stop(mc_pool *p)
     close_fd(&p->memfd);
     /* The mapping itself goes with the last reference: groups not yet
        destroyed and holds (mc_group_hold) keep their bytes readable. */
-    mc_pool_unref(p);
+    mc__pool_unref(p);
     return r;
 }
 
@@ -432,18 +426,18 @@ int mc_pool_worker_pids(const mc_pool *cp, pid_t *pids, int max)
     mc_pool *p = (mc_pool *)cp;
     if (!p || (!pids && max > 0) || max < 0)
         return MC_EINVAL;
-    int r = mc_pool_enter(p);
+    int r = mc__pool_enter(p);
     if (r != MC_OK)
         return r;
     int n = 0;
     mc_header *h = p->hdr;
     for (uint32_t i = 0; i < h->nworkers && n < max; i++) {
-        mc_worker_slot *s = (mc_worker_slot *)mc_ptr(h, h->slots_off) + i;
+        mc_worker_slot *s = mc__slot(h, i);
         pid_t pid = atomic_load_explicit(&s->pid, memory_order_acquire);
         if (pid > 0)
             pids[n++] = pid;
     }
-    mc_pool_leave(p);
+    mc__pool_leave(p);
     return n;
 }
 
@@ -451,14 +445,14 @@ int mc_pool_get_stats(mc_pool *p, mc_pool_stats *stats, mc_worker_stats *workers
 {
     if (!p || (!workers && max > 0) || max < 0)
         return MC_EINVAL;
-    int r = mc_pool_enter(p);
+    int r = mc__pool_enter(p);
     if (r != MC_OK)
         return r;
     mc_header *h = p->hdr;
     mc_pool_stats total = {.workers = (int)h->nworkers};
     int n = 0;
     for (uint32_t i = 0; i < h->nworkers; i++) {
-        mc_worker_slot *s = (mc_worker_slot *)mc_ptr(h, h->slots_off) + i;
+        mc_worker_slot *s = mc__slot(h, i);
         mc_worker_stats w = {
             .pid = atomic_load_explicit(&s->pid, memory_order_acquire),
             .tasks_done = atomic_load_explicit(&s->tasks_done, memory_order_relaxed),
@@ -485,7 +479,7 @@ int mc_pool_get_stats(mc_pool *p, mc_pool_stats *stats, mc_worker_stats *workers
         total.shm_size = h->arena.end - h->arena.start;
         *stats = total;
     }
-    mc_pool_leave(p);
+    mc__pool_leave(p);
     return n;
 }
 

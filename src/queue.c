@@ -1,6 +1,5 @@
 /*
- * queue.c — the submit ring, the sleep/wake protocol around it, and task
- * record lifetimes.
+ * queue.c — the submit ring and the sleep/wake protocol around it.
  *
  * The ring holds payload offsets of task records waiting for a worker. Its
  * indices only change under the lock through the journal, so a worker
@@ -24,93 +23,93 @@
 
 static inline uint64_t load64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 
-bool mc_ring_push(mc_header *h, uint64_t task_off)
+bool mc__ring_push(mc_header *h, uint64_t task_off)
 {
+    MC_ASSERT_LOCKED(h);
     uint64_t head = h->ring_head, tail = h->ring_tail;
     if (tail - head >= h->ring_capacity)
         return false;
-    uint64_t *ring = (uint64_t *)mc_ptr(h, h->ring_off);
-    mc_txn_store(h, &ring[tail % h->ring_capacity], task_off);
-    mc_txn_store(h, &h->ring_tail, tail + 1);
+    uint64_t *ring = (uint64_t *)mc__ptr(h, h->ring_off);
+    mc__txn_store(h, &ring[tail % h->ring_capacity], task_off);
+    mc__txn_store(h, &h->ring_tail, tail + 1);
     return true;
 }
 
-uint64_t mc_ring_pop(mc_header *h)
+uint64_t mc__ring_pop(mc_header *h)
 {
+    MC_ASSERT_LOCKED(h);
     uint64_t head = h->ring_head;
     if (head == h->ring_tail)
         return 0;
-    uint64_t *ring = (uint64_t *)mc_ptr(h, h->ring_off);
+    uint64_t *ring = (uint64_t *)mc__ptr(h, h->ring_off);
     uint64_t off = ring[head % h->ring_capacity];
-    mc_txn_store(h, &h->ring_head, head + 1);
+    mc__txn_store(h, &h->ring_head, head + 1);
     return off;
 }
 
-bool mc_ring_has_work(mc_header *h)
+bool mc__ring_has_work(mc_header *h)
 {
     return load64(&h->ring_tail) != load64(&h->ring_head);
 }
 
-bool mc_ring_has_room(mc_header *h)
+bool mc__ring_has_room(mc_header *h)
 {
     return load64(&h->ring_tail) - load64(&h->ring_head) < h->ring_capacity;
 }
 
-void mc_wake_workers(mc_header *h, uint32_t n)
+/* The producer's half of the protocol (top of file), after it changed
+   what the sleepers of seq wait for. */
+static void wake_sleepers(_Atomic uint32_t *seq, _Atomic uint32_t *sleepers, int n)
 {
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&h->work_sleepers, memory_order_relaxed) == 0)
+    if (atomic_load_explicit(sleepers, memory_order_relaxed) == 0)
         return;
-    atomic_fetch_add_explicit(&h->work_seq, 1, memory_order_seq_cst);
-    mc_futex_wake(&h->work_seq, n > INT_MAX ? INT_MAX : (int)n);
+    mc__futex_bump_wake(seq, n);
 }
 
-void mc_wake_for_task(mc_header *h)
+void mc__wake_workers(mc_header *h, uint32_t n)
+{
+    wake_sleepers(&h->work_seq, &h->work_sleepers, n > INT_MAX ? INT_MAX : (int)n);
+}
+
+void mc__wake_for_task(mc_header *h)
 {
     /* A worker spinning for work takes the task without a system call.
        The spinner ends its spin by clearing work_spin_until, then looks at
        the ring once more after registering as a sleeper (see
-       mc_wait_for_work): if we still see its mark it will see our task. A
+       mc__wait_for_work): if we still see its mark it will see our task. A
        mark past its time is ignored (a spinner preempted or killed). */
     atomic_thread_fence(memory_order_seq_cst);
     int64_t until = atomic_load_explicit(&h->work_spin_until, memory_order_relaxed);
-    if (until != 0 && mc_now_ns() < until)
+    if (until != 0 && mc__now_ns() < until)
         return;
-    mc_wake_workers(h, 1);
+    mc__wake_workers(h, 1);
 }
 
-void mc_wake_done(mc_header *h)
+void mc__wake_done(mc_header *h)
 {
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&h->done_watchers, memory_order_relaxed) == 0)
-        return;
-    atomic_fetch_add_explicit(&h->done_seq, 1, memory_order_seq_cst);
-    mc_futex_wake(&h->done_seq, INT_MAX);
+    wake_sleepers(&h->done_seq, &h->done_watchers, INT_MAX);
 }
 
-void mc_wake_space(mc_header *h)
+void mc__wake_space(mc_header *h)
 {
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&h->space_sleepers, memory_order_relaxed) == 0)
-        return;
-    atomic_fetch_add_explicit(&h->space_seq, 1, memory_order_seq_cst);
-    mc_futex_wake(&h->space_seq, INT_MAX);
+    wake_sleepers(&h->space_seq, &h->space_sleepers, INT_MAX);
 }
 
 static bool worker_should_look(mc_header *h)
 {
-    return mc_ring_has_work(h) || atomic_load_explicit(&h->stopping, memory_order_acquire);
+    return mc__ring_has_work(h) || atomic_load_explicit(&h->stopping, memory_order_acquire);
 }
 
 /* Spin for work for a while, if no other idle worker already does: true
    if work (or a stop) showed up. One spinner is enough to take the next
    task at once; more would only compete with the caller for the CPUs (it
    spins too, waiting for the result). The spinner that takes a task wakes
-   a sleeping worker if more work is queued (mc_worker_main). */
+   a sleeping worker if more work is queued (mc__worker_main). */
 static bool spin_for_work(mc_header *h)
 {
     static mc_spin spin; /* a worker has one thread that waits for work */
-    int64_t start = mc_now_ns(), now = start, until = start + mc_spin_budget(&spin);
+    int64_t start = mc__now_ns(), now = start, until = start + mc__spin_budget(&spin);
     int64_t held = atomic_load_explicit(&h->work_spin_until, memory_order_relaxed);
     if ((held != 0 && held > start) ||
         !atomic_compare_exchange_strong_explicit(&h->work_spin_until, &held, until, memory_order_seq_cst,
@@ -120,20 +119,20 @@ static bool spin_for_work(mc_header *h)
     do {
         for (int i = 0; i < 64 && !found; i++) {
             found = worker_should_look(h);
-            mc_cpu_relax();
+            mc__cpu_relax();
         }
-        now = mc_now_ns();
+        now = mc__now_ns();
         if (!found && now - start > MC_SPIN_YIELD_NS)
             sched_yield(); /* let a caller woken on this CPU run */
     } while (!found && now < until);
     int64_t mine = until;
     atomic_compare_exchange_strong_explicit(&h->work_spin_until, &mine, 0, memory_order_seq_cst,
                                             memory_order_relaxed);
-    mc_spin_done(&spin, found, now - start);
+    mc__spin_done(&spin, found, now - start);
     return found;
 }
 
-void mc_wait_for_work(mc_header *h)
+void mc__wait_for_work(mc_header *h)
 {
     /* A short spin first: handing over a task to a spinning worker costs
        well under a microsecond, waking a sleeping one tens of them. */
@@ -145,47 +144,20 @@ void mc_wait_for_work(mc_header *h)
     atomic_thread_fence(memory_order_seq_cst);
     if (!worker_should_look(h)) {
         /* No timeout needed: if the zygote dies, PR_SET_PDEATHSIG kills us. */
-        mc_futex_wait(&h->work_seq, seq, INT64_MAX);
+        mc__futex_wait(&h->work_seq, seq, INT64_MAX);
     }
     atomic_fetch_sub_explicit(&h->work_sleepers, 1, memory_order_seq_cst);
 }
 
-int mc_wait_for_space(mc_pool *pool, int64_t deadline_ns)
+int mc__wait_for_space(mc_pool *pool, int64_t deadline_ns)
 {
     mc_header *h = pool->hdr;
     uint32_t seq = atomic_load_explicit(&h->space_seq, memory_order_acquire);
     atomic_fetch_add_explicit(&h->space_sleepers, 1, memory_order_seq_cst);
     atomic_thread_fence(memory_order_seq_cst);
     int r = MC_OK;
-    if (!mc_ring_has_room(h))
-        r = mc_pool_wait_word(pool, &h->space_seq, seq, deadline_ns);
+    if (!mc__ring_has_room(h))
+        r = mc__pool_wait_word(pool, &h->space_seq, seq, deadline_ns);
     atomic_fetch_sub_explicit(&h->space_sleepers, 1, memory_order_seq_cst);
     return r;
-}
-
-void mc_task_unref(mc_header *h, uint64_t task_off)
-{
-    mc_task *t = (mc_task *)mc_ptr(h, task_off);
-    uint64_t refs = t->refs - 1;
-    mc_txn_store(h, &t->refs, refs);
-    if (refs != 0)
-        return;
-    uint32_t state = atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK;
-    /* The links are read before the block is freed: freeing writes into it. */
-    uint64_t links[MC_SHARE_MAX], n = t->nlinks <= MC_SHARE_MAX ? t->nlinks : 0;
-    for (uint64_t i = 0; i < n; i++)
-        links[i] = t->links[i];
-    if (state == MC_TS_DONE && t->result_off) {
-        mc_arena_release_pages(h, t->result_off);
-        mc_arena_free(h, t->result_off);
-    }
-    mc_arena_release_pages(h, task_off);
-    mc_arena_free(h, task_off);
-    for (uint64_t i = 0; i < n; i++) {
-        /* mc_link_add() only links buffers, which link nothing themselves */
-        if (mc_arena_block_size(h, links[i]) >= sizeof(mc_task) &&
-            (atomic_load_explicit(&((mc_task *)mc_ptr(h, links[i]))->state, memory_order_relaxed) &
-             MC_TS_MASK) == MC_TS_BUFFER)
-            mc_task_unref(h, links[i]);
-    }
 }

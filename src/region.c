@@ -21,8 +21,6 @@
 #define MADV_POPULATE_WRITE 23
 #endif
 
-#define MC_MIN_REGION ((size_t)64 << 20)
-
 static size_t default_region_size(void)
 {
     struct sysinfo si;
@@ -37,13 +35,13 @@ static size_t default_region_size(void)
     return (size_t)want;
 }
 
-int mc_region_create(size_t want, int *memfd, void **base, size_t *size)
+int mc__region_create(size_t want, int *memfd, void **base, size_t *size)
 {
     bool explicit_size = want != 0;
     if (!explicit_size)
         want = default_region_size();
     want = (size_t)MC_ALIGN_UP(want, (size_t)sysconf(_SC_PAGESIZE));
-    if (want < MC_MIN_REGION)
+    if (want < MC_REGION_MIN)
         return MC_EINVAL;
 
     int fd = memfd_create("multicore", MFD_CLOEXEC);
@@ -62,7 +60,7 @@ int mc_region_create(size_t want, int *memfd, void **base, size_t *size)
                 return MC_OK;
             }
         }
-        if (explicit_size || want / 2 < MC_MIN_REGION) {
+        if (explicit_size || want / 2 < MC_REGION_MIN) {
             int saved = errno;
             close(fd);
             errno = saved;
@@ -72,7 +70,7 @@ int mc_region_create(size_t want, int *memfd, void **base, size_t *size)
     }
 }
 
-void mc_region_destroy(int memfd, void *base, size_t size)
+void mc__region_destroy(int memfd, void *base, size_t size)
 {
     if (base)
         munmap(base, size);
@@ -80,7 +78,7 @@ void mc_region_destroy(int memfd, void *base, size_t size)
         close(memfd);
 }
 
-int mc_region_populate(void *addr, size_t len)
+int mc__region_populate(void *addr, size_t len)
 {
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uintptr_t lo = (uintptr_t)addr & ~(page - 1);

@@ -11,7 +11,7 @@
 int mc_online_cpus(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : (n > 65536 ? 65536 : (int)n);
+    return n < 1 ? 1 : (n > MC_WORKERS_MAX ? MC_WORKERS_MAX : (int)n);
 }
 
 int mc_loadavg(double *one_minute)

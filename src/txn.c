@@ -6,7 +6,7 @@
  * the kernel hands it to the next locker with EOWNERDEAD instead of leaving
  * it held forever. That alone is not enough, because the dead owner may have
  * been half-way through updating the queue or the allocator. So every store
- * to shared state inside the lock goes through mc_txn_store(), which first
+ * to shared state inside the lock goes through mc__txn_store(), which first
  * records the word's old value in the journal:
  *
  *     journal.e[n] = {offset, old};  journal.count = n + 1;  *word = new;
@@ -25,7 +25,7 @@
  * offsets the worker slots hold must pass a full check. If anything fails,
  * the state cannot be followed safely: the mutex is released without being
  * marked consistent, which makes it ENOTRECOVERABLE, and this and every
- * later mc_lock() in every process returns MC_ESYSTEM (errno
+ * later mc__lock() in every process returns MC_ESYSTEM (errno
  * ENOTRECOVERABLE) instead of handing over a corrupt region.
  */
 #define _GNU_SOURCE
@@ -36,7 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-int mc_lock_init(mc_header *h)
+int mc__lock_init(mc_header *h)
 {
     pthread_mutexattr_t a;
     int r = pthread_mutexattr_init(&a);
@@ -75,7 +75,7 @@ static bool journal_target_ok(uint64_t size, uint64_t off)
     return true;
 }
 
-bool mc_journal_rollback(mc_header *h)
+bool mc__journal_rollback(mc_header *h)
 {
     bool intact = true;
     uint64_t size = h->region_size;
@@ -94,14 +94,14 @@ bool mc_journal_rollback(mc_header *h)
             intact = false;
             continue;
         }
-        __atomic_store_n((uint64_t *)mc_ptr(h, e->off), e->old, __ATOMIC_RELAXED);
+        __atomic_store_n((uint64_t *)mc__ptr(h, e->off), e->old, __ATOMIC_RELAXED);
     }
     atomic_store_explicit(&h->journal.count, 0, memory_order_release);
     return intact;
 }
 
 /* A payload offset of a block in the arena with at least `len` bytes
-   before top (the arena itself has passed mc_arena_check()). */
+   before top (the arena itself has passed mc__arena_check()). */
 static bool block_ok(const mc_header *h, uint64_t off, uint64_t len)
 {
     const mc_arena *a = &h->arena;
@@ -113,21 +113,20 @@ static bool block_ok(const mc_header *h, uint64_t off, uint64_t len)
    worker slot holds: its task, unpublished result, init error message and
    holds (the zygote fails, frees or releases these when a worker dies).
    Task fields written outside the lock (result_off) are checked where they
-   are freed (mc_arena_free). Walks the whole arena: only on EOWNERDEAD. */
+   are freed (mc__arena_free). Walks the whole arena: only on EOWNERDEAD. */
 static bool recovered_state_ok(mc_header *h)
 {
-    if (!mc_arena_check(h))
+    if (!mc__arena_check(h))
         return false;
     uint64_t head = h->ring_head, tail = h->ring_tail, cap = h->ring_capacity;
     if (tail - head > cap)
         return false;
-    const uint64_t *ring = (const uint64_t *)mc_ptr(h, h->ring_off);
+    const uint64_t *ring = (const uint64_t *)mc__ptr(h, h->ring_off);
     for (uint64_t i = head; i != tail; i++)
         if (!block_ok(h, ring[i % cap], sizeof(mc_task)))
             return false;
-    const mc_worker_slot *slots = (const mc_worker_slot *)mc_ptr(h, h->slots_off);
     for (uint32_t i = 0; i < h->nworkers; i++) {
-        const mc_worker_slot *s = &slots[i];
+        const mc_worker_slot *s = mc__slot(h, i);
         if ((s->task_off && !block_ok(h, s->task_off, sizeof(mc_task))) ||
             (s->pending_result && !block_ok(h, s->pending_result, 0)) ||
             (s->error_off && !block_ok(h, s->error_off, s->error_len)))
@@ -139,12 +138,48 @@ static bool recovered_state_ok(mc_header *h)
     return true;
 }
 
-int mc_lock(mc_header *h)
+/* ---- debug checks ------------------------------------------------------ */
+
+#if MC_DEBUG
+/* The region whose lock this thread holds. One at a time: the engine never
+   nests two pools' locks (nor takes one lock twice, which would deadlock). */
+static _Thread_local const mc_header *t_locked;
+
+bool mc__lock_held(const mc_header *h)
+{
+    return h != NULL && t_locked == h;
+}
+
+void mc__assert_fail(const char *cond, const char *file, int line, const char *func)
+{
+    fprintf(stderr, "libmulticore: internal error: assertion failed: %s (%s:%d, in %s)\n", cond, file,
+            line, func);
+    abort();
+}
+
+static void note_locked(const mc_header *h, bool locked)
+{
+    /* The fuzz targets fake a dead owner while this thread holds the lock,
+       so taking the same region's lock again is let through here. */
+    MC_ASSERT(!locked || t_locked == NULL || t_locked == h);
+    t_locked = locked ? h : NULL;
+}
+#else
+static inline void note_locked(const mc_header *h, bool locked)
+{
+    (void)h;
+    (void)locked;
+}
+#endif
+
+/* ---- the lock ------------------------------------------------------------ */
+
+int mc__lock(mc_header *h)
 {
     int r = pthread_mutex_lock(&h->lock);
     if (r == EOWNERDEAD) {
         /* The previous owner died inside its critical section. */
-        if (!mc_journal_rollback(h) || !recovered_state_ok(h)) {
+        if (!mc__journal_rollback(h) || !recovered_state_ok(h)) {
             /* Unlocking an inconsistent robust mutex makes it unusable for
                good: every process of the pool now gets ENOTRECOVERABLE. */
             static _Atomic int said;
@@ -152,32 +187,38 @@ int mc_lock(mc_header *h)
                 fputs("libmulticore: the shared region is corrupt after a process died holding its lock; "
                       "the pool cannot be used any more\n", stderr);
             pthread_mutex_unlock(&h->lock);
+            note_locked(h, false);
             errno = ENOTRECOVERABLE;
             return MC_ESYSTEM;
         }
         r = pthread_mutex_consistent(&h->lock);
     }
     if (r != 0) {
+        note_locked(h, false);
         errno = r;
         return MC_ESYSTEM;
     }
+    note_locked(h, true);
     return MC_OK;
 }
 
-void mc_txn_commit(mc_header *h)
+void mc__txn_commit(mc_header *h)
 {
+    MC_ASSERT_LOCKED(h);
     atomic_store_explicit(&h->journal.count, 0, memory_order_release);
-    mc_arena_after_commit(h);
+    mc__arena_after_commit(h);
 }
 
-void mc_unlock(mc_header *h)
+void mc__unlock(mc_header *h)
 {
-    mc_txn_commit(h);
+    mc__txn_commit(h);
+    note_locked(h, false);
     pthread_mutex_unlock(&h->lock);
 }
 
-void mc_txn_store(mc_header *h, uint64_t *word, uint64_t value)
+void mc__txn_store(mc_header *h, uint64_t *word, uint64_t value)
 {
+    MC_ASSERT_LOCKED(h);
     uint64_t old = __atomic_load_n(word, __ATOMIC_RELAXED);
     if (old == value)
         return;
@@ -188,7 +229,7 @@ void mc_txn_store(mc_header *h, uint64_t *word, uint64_t value)
         fputs("libmulticore: internal error: undo journal overflow\n", stderr);
         abort();
     }
-    h->journal.e[n].off = mc_off(h, word);
+    h->journal.e[n].off = mc__off(h, word);
     h->journal.e[n].old = old;
     /* The entry is visible before the count that covers it, and the count
        before the store it protects (release orders all earlier stores). */

@@ -18,41 +18,41 @@
 #include <time.h>
 #include <unistd.h>
 
-int64_t mc_now_ns(void)
+int64_t mc__now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-int64_t mc_spin_budget(mc_spin *s)
+int64_t mc__spin_budget(mc_spin *s)
 {
     if (s->budget_ns < MC_SPIN_MIN_NS || s->budget_ns > MC_SPIN_NS)
         s->budget_ns = MC_SPIN_NS;
     return (s->waits++ & 15) == 0 ? MC_SPIN_NS : s->budget_ns;
 }
 
-void mc_spin_done(mc_spin *s, bool found, int64_t spun_ns)
+void mc__spin_done(mc_spin *s, bool found, int64_t spun_ns)
 {
     int64_t b = found ? (4 * spun_ns > s->budget_ns ? 4 * spun_ns : s->budget_ns)
                       : s->budget_ns - s->budget_ns / 4;
     s->budget_ns = b < MC_SPIN_MIN_NS ? MC_SPIN_MIN_NS : b > MC_SPIN_NS ? MC_SPIN_NS : b;
 }
 
-int64_t mc_deadline(double timeout_s)
+int64_t mc__deadline(double timeout_s)
 {
     if (timeout_s < 0 || isnan(timeout_s))
         return INT64_MAX;
     if (timeout_s > 1e9) /* ~31 years: forever, without overflow */
         return INT64_MAX;
-    return mc_now_ns() + (int64_t)(timeout_s * 1e9);
+    return mc__now_ns() + (int64_t)(timeout_s * 1e9);
 }
 
-int mc_futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns)
+int mc__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns)
 {
     struct timespec ts, *tp = NULL;
     if (deadline_ns != INT64_MAX) {
-        if (deadline_ns <= mc_now_ns())
+        if (deadline_ns <= mc__now_ns())
             return MC_ETIMEDOUT;
         ts.tv_sec = deadline_ns / 1000000000;
         ts.tv_nsec = deadline_ns % 1000000000;
@@ -74,7 +74,13 @@ int mc_futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns
     }
 }
 
-void mc_futex_wake(_Atomic uint32_t *word, int n)
+void mc__futex_wake(_Atomic uint32_t *word, int n)
 {
     syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);
+}
+
+void mc__futex_bump_wake(_Atomic uint32_t *seq, int n)
+{
+    atomic_fetch_add_explicit(seq, 1, memory_order_seq_cst);
+    mc__futex_wake(seq, n);
 }

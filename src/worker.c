@@ -43,12 +43,12 @@ int mc_worker_index(void)
     return g_worker_index;
 }
 
-mc_worker_slot *mc_worker_own_slot(void)
+mc_worker_slot *mc__worker_own_slot(void)
 {
     return g_slot;
 }
 
-mc_header *mc_worker_own_header(void)
+mc_header *mc__worker_own_header(void)
 {
     return g_hdr;
 }
@@ -58,18 +58,18 @@ int mc_task_hold(mc_task_ctx *ctx, mc_hold **hold)
     if (!ctx || !ctx->h || !hold)
         return MC_EINVAL;
     *hold = NULL;
-    return mc_worker_hold_task(ctx->h, ctx->slot, mc_off(ctx->h, ctx->task), hold);
+    return mc__worker_hold_task(ctx->h, ctx->slot, mc__off(ctx->h, ctx->task), hold);
 }
 
 int mc_result_share(mc_task_ctx *ctx, const mc_hold *buffer, unsigned *link)
 {
-    if (!ctx || !ctx->h || !link || !mc_hold_is_shareable(buffer, ctx->h))
+    if (!ctx || !ctx->h || !link || !mc__hold_is_shareable(buffer, ctx->h))
         return MC_EINVAL;
-    int r = mc_lock(ctx->h);
+    int r = mc__lock(ctx->h);
     if (r != MC_OK)
         return r;
-    int k = mc_link_add(ctx->h, mc_off(ctx->h, ctx->task), buffer->task_off);
-    mc_unlock(ctx->h);
+    int k = mc__link_add(ctx->h, mc__off(ctx->h, ctx->task), buffer->task_off);
+    mc__unlock(ctx->h);
     if (k < 0)
         return MC_ENOMEM;
     *link = (unsigned)k;
@@ -81,13 +81,13 @@ const void *mc_task_link_data(mc_task_ctx *ctx, unsigned link, size_t *len)
     if (!ctx || !ctx->h)
         return NULL;
     /* The task in hand keeps its links: no lock needed to read one. */
-    uint64_t off = mc_link_get(ctx->h, mc_off(ctx->h, ctx->task), link);
+    uint64_t off = mc__link_get(ctx->h, mc__off(ctx->h, ctx->task), link);
     if (!off)
         return NULL;
-    const mc_task *b = (const mc_task *)mc_ptr(ctx->h, off);
+    mc_task *b = mc__task_at(ctx->h, off);
     if (len)
         *len = (size_t)b->arg_len;
-    return (const char *)b + sizeof *b;
+    return mc__record_data(b);
 }
 
 int mc_task_link_hold(mc_task_ctx *ctx, unsigned link, mc_hold **hold)
@@ -95,24 +95,20 @@ int mc_task_link_hold(mc_task_ctx *ctx, unsigned link, mc_hold **hold)
     if (!ctx || !ctx->h || !hold)
         return MC_EINVAL;
     *hold = NULL;
-    uint64_t off = mc_link_get(ctx->h, mc_off(ctx->h, ctx->task), link);
+    uint64_t off = mc__link_get(ctx->h, mc__off(ctx->h, ctx->task), link);
     if (!off)
         return MC_EINVAL;
-    return mc_worker_hold_task(ctx->h, ctx->slot, off, hold);
-}
-
-static mc_worker_slot *slot_of(mc_header *h, int index)
-{
-    return (mc_worker_slot *)mc_ptr(h, h->slots_off) + index;
+    return mc__worker_hold_task(ctx->h, ctx->slot, off, hold);
 }
 
 /* Under the lock: free the slot's unpublished result, if any. */
 static void drop_pending_result(mc_header *h, mc_worker_slot *slot)
 {
+    MC_ASSERT_LOCKED(h);
     if (slot->pending_result) {
-        mc_arena_release_pages(h, slot->pending_result);
-        mc_arena_free(h, slot->pending_result);
-        mc_txn_store(h, &slot->pending_result, 0);
+        mc__arena_release_pages(h, slot->pending_result);
+        mc__arena_free(h, slot->pending_result);
+        mc__txn_store(h, &slot->pending_result, 0);
     }
 }
 
@@ -121,20 +117,20 @@ void *mc_result_alloc(mc_task_ctx *ctx, size_t len)
     if (!ctx || !ctx->h)
         return NULL;
     mc_header *h = ctx->h;
-    if (mc_lock(h) != MC_OK)
+    if (mc__lock(h) != MC_OK)
         return NULL;
     drop_pending_result(h, ctx->slot);
-    uint64_t off = mc_arena_alloc(h, len);
+    uint64_t off = mc__arena_alloc(h, len);
     if (off)
-        mc_txn_store(h, &ctx->slot->pending_result, off);
-    mc_unlock(h);
+        mc__txn_store(h, &ctx->slot->pending_result, off);
+    mc__unlock(h);
     if (!off)
         return NULL;
-    void *p = mc_ptr(h, off);
-    if (len >= MC_POPULATE_THRESHOLD && mc_region_populate(p, len) != MC_OK) {
-        if (mc_lock(h) == MC_OK) {
+    void *p = mc__ptr(h, off);
+    if (len >= MC_POPULATE_THRESHOLD && mc__region_populate(p, len) != MC_OK) {
+        if (mc__lock(h) == MC_OK) {
             drop_pending_result(h, ctx->slot);
-            mc_unlock(h);
+            mc__unlock(h);
         }
         return NULL;
     }
@@ -154,25 +150,25 @@ int mc_result_set(mc_task_ctx *ctx, const void *data, size_t len)
     return MC_OK;
 }
 
-void mc_slot_set_error(mc_header *h, mc_worker_slot *slot, const char *message)
+void mc__slot_set_error(mc_header *h, mc_worker_slot *slot, const char *message)
 {
     size_t len = strlen(message);
-    if (mc_lock(h) != MC_OK)
+    if (mc__lock(h) != MC_OK)
         return;
     if (slot->error_off)
-        mc_arena_free(h, slot->error_off);
-    uint64_t off = mc_arena_alloc(h, len);
+        mc__arena_free(h, slot->error_off);
+    uint64_t off = mc__arena_alloc(h, len);
     if (off)
-        memcpy(mc_ptr(h, off), message, len);
-    mc_txn_store(h, &slot->error_off, off);
-    mc_txn_store(h, &slot->error_len, off ? len : 0);
-    mc_unlock(h);
+        memcpy(mc__ptr(h, off), message, len);
+    mc__txn_store(h, &slot->error_off, off);
+    mc__txn_store(h, &slot->error_len, off ? len : 0);
+    mc__unlock(h);
 }
 
 void mc_worker_set_error(const char *message)
 {
     if (g_hdr && message)
-        mc_slot_set_error(g_hdr, g_slot, message);
+        mc__slot_set_error(g_hdr, g_slot, message);
 }
 
 /* Publish a finished task's outcome; false if the caller had cancelled it
@@ -187,17 +183,26 @@ static bool publish(mc_header *h, mc_task *t, mc_worker_slot *slot, int code)
     t->worker_pid = (int32_t)g_worker_pid;
     t->term_signal = 0;
     t->exit_status = 0;
-    uint32_t old = atomic_load_explicit(&t->state, memory_order_relaxed);
-    while ((old & MC_TS_MASK) == MC_TS_PENDING) {
-        if (atomic_compare_exchange_weak_explicit(&t->state, &old, MC_TS_DONE, memory_order_acq_rel,
-                                                  memory_order_relaxed)) {
-            if (old & MC_TS_WAITER)
-                mc_futex_wake(&t->state, INT_MAX);
-            mc_wake_done(h);
-            return true;
-        }
+    return mc__task_finish(h, t, MC_TS_DONE);
+}
+
+/* Under the lock, in its own journal transaction: the slot lets go of the
+   task in hand (if any) and of its result: handed to the task if it was
+   published, else freed. */
+static void release_task_in_hand(mc_header *h, mc_worker_slot *slot, bool published)
+{
+    MC_ASSERT_LOCKED(h);
+    MC_ASSERT(!published || slot->task_off);
+    if (published)
+        mc__txn_store(h, &slot->pending_result, 0); /* now owned by the task */
+    else
+        drop_pending_result(h, slot);
+    if (slot->task_off) {
+        mc__task_unref(h, slot->task_off);
+        mc__txn_store(h, &slot->task_off, 0);
+        mc__txn_store(h, &slot->task_id, 0);
     }
-    return false;
+    mc__txn_commit(h);
 }
 
 /* Under the lock: release the finished task (if any) and, unless the
@@ -206,31 +211,24 @@ static bool publish(mc_header *h, mc_task *t, mc_worker_slot *slot, int code)
 static uint64_t finish_and_take(mc_header *h, mc_worker_slot *slot, bool published, bool retire,
                                 bool *took)
 {
+    MC_ASSERT_LOCKED(h);
     *took = false;
-    if (slot->task_off) {
-        if (published)
-            mc_txn_store(h, &slot->pending_result, 0); /* now owned by the task */
-        else
-            drop_pending_result(h, slot);
-        mc_task_unref(h, slot->task_off);
-        mc_txn_store(h, &slot->task_off, 0);
-        mc_txn_store(h, &slot->task_id, 0);
-        mc_txn_commit(h);
-    }
+    if (slot->task_off)
+        release_task_in_hand(h, slot, published);
     if (retire || atomic_load_explicit(&h->stopping, memory_order_acquire) ||
         atomic_load_explicit(&slot->doomed, memory_order_acquire))
         return 0;
     uint64_t off;
-    while ((off = mc_ring_pop(h)) != 0) {
+    while ((off = mc__ring_pop(h)) != 0) {
         *took = true;
-        mc_task *t = (mc_task *)mc_ptr(h, off);
-        if ((atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK) == MC_TS_PENDING) {
-            mc_txn_store(h, &slot->task_off, off);
-            mc_txn_store(h, &slot->task_id, t->id);
+        mc_task *t = mc__task_at(h, off);
+        if (mc__task_state(t) == MC_TS_PENDING) {
+            mc__txn_store(h, &slot->task_off, off);
+            mc__txn_store(h, &slot->task_id, t->id);
             return off;
         }
-        mc_task_unref(h, off); /* cancelled while queued: drop the queue's reference */
-        mc_txn_commit(h);
+        mc__task_unref(h, off); /* cancelled while queued: drop the queue's reference */
+        mc__txn_commit(h);
     }
     return 0;
 }
@@ -247,21 +245,20 @@ static void become_ready(mc_header *h, mc_worker_slot *slot, uint32_t state)
         if (atomic_exchange(&slot->failing, 0))
             atomic_fetch_sub_explicit(&h->workers_failing, 1, memory_order_acq_rel);
     }
-    atomic_fetch_add_explicit(&h->ready_seq, 1, memory_order_acq_rel);
-    mc_futex_wake(&h->ready_seq, INT_MAX);
+    mc__futex_bump_wake(&h->ready_seq, INT_MAX);
 }
 
-_Noreturn void mc_worker_main(mc_header *h, int index, const mc_pool_options *opts,
+_Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *opts,
                               const sigset_t *orig_mask)
 {
     /* Die with the zygote; and if it is already gone, do not start. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != h->zygote_pid)
-        _exit(1);
+        _exit(MC_EXIT_ZYGOTE_GONE);
 
     g_worker_index = index;
     g_hdr = h;
-    g_slot = slot_of(h, index);
+    g_slot = mc__slot(h, (uint32_t)index);
     mc_worker_slot *slot = g_slot;
     g_worker_pid = getpid();
     atomic_store_explicit(&slot->pid, (int32_t)g_worker_pid, memory_order_release);
@@ -272,7 +269,7 @@ _Noreturn void mc_worker_main(mc_header *h, int index, const mc_pool_options *op
 
     if (opts->worker_init && opts->worker_init(index, opts->worker_init_arg) != 0) {
         become_ready(h, slot, MC_WS_INIT_FAILED);
-        _exit(3);
+        _exit(MC_EXIT_INIT_FAILED);
     }
     become_ready(h, slot, MC_WS_READY);
 
@@ -282,10 +279,10 @@ _Noreturn void mc_worker_main(mc_header *h, int index, const mc_pool_options *op
     uint64_t ran = 0, limit = opts->max_tasks_per_worker;
     for (;;) {
         bool took, retire = limit && ran >= limit;
-        if (mc_lock(h) != MC_OK)
-            _exit(4);
+        if (mc__lock(h) != MC_OK)
+            _exit(MC_EXIT_LOCK_FAILED);
         uint64_t off = finish_and_take(h, slot, published, retire, &took);
-        mc_unlock(h);
+        mc__unlock(h);
         if (retire) {
             /* The last task is released: leave as at a stop, but tell the
                zygote first that this exit is a retirement, not a death. */
@@ -294,32 +291,32 @@ _Noreturn void mc_worker_main(mc_header *h, int index, const mc_pool_options *op
             break;
         }
         if (took) {
-            mc_wake_space(h);
+            mc__wake_space(h);
             /* Idle workers do not all spin (queue.c): a burst of tasks
                queued while one spun is spread by waking the next. */
-            if (off && mc_ring_has_work(h))
-                mc_wake_for_task(h);
+            if (off && mc__ring_has_work(h))
+                mc__wake_for_task(h);
         }
         if (!off) {
             if (atomic_load_explicit(&slot->doomed, memory_order_acquire))
-                _exit(5); /* the zygote's SIGKILL is on its way */
+                _exit(MC_EXIT_CANCELLED); /* the zygote's SIGKILL is on its way */
             if (atomic_load_explicit(&h->stopping, memory_order_acquire))
                 break;
-            mc_wait_for_work(h);
+            mc__wait_for_work(h);
             published = false;
             continue;
         }
 
-        mc_task *t = (mc_task *)mc_ptr(h, off);
+        mc_task *t = mc__task_at(h, off);
         mc_task_ctx ctx = {h, slot, t};
         mc_task_fn fn = (mc_task_fn)(uintptr_t)t->fn;
         t->result_len = 0;
-        int64_t began = mc_now_ns();
-        int code = fn((const char *)t + sizeof(mc_task), (size_t)t->arg_len, &ctx);
+        int64_t began = mc__now_ns();
+        int code = fn(mc__record_data(t), (size_t)t->arg_len, &ctx);
         uint64_t result_len = slot->pending_result ? t->result_len : 0;
         published = publish(h, t, slot, code);
         /* Counters only this worker writes: no contention, relaxed. */
-        atomic_fetch_add_explicit(&slot->busy_ns, (uint64_t)(mc_now_ns() - began), memory_order_relaxed);
+        atomic_fetch_add_explicit(&slot->busy_ns, (uint64_t)(mc__now_ns() - began), memory_order_relaxed);
         atomic_fetch_add_explicit(&slot->bytes_out, result_len, memory_order_relaxed);
         atomic_fetch_add_explicit(&slot->tasks_done, 1, memory_order_relaxed);
         ran++;
@@ -330,15 +327,15 @@ _Noreturn void mc_worker_main(mc_header *h, int index, const mc_pool_options *op
     _exit(0);
 }
 
-void mc_recover_worker(mc_header *h, mc_worker_slot *slot, pid_t pid, int wstatus)
+void mc__recover_worker(mc_header *h, mc_worker_slot *slot, pid_t pid, int wstatus)
 {
-    mc_release_worker_holds(h, slot);
-    uint64_t off = slot->task_off;
+    MC_ASSERT_LOCKED(h);
+    mc__release_worker_holds(h, slot);
     bool published = false;
-    if (off) {
-        mc_task *t = (mc_task *)mc_ptr(h, off);
-        uint32_t old = atomic_load_explicit(&t->state, memory_order_acquire);
-        if ((old & MC_TS_MASK) == MC_TS_PENDING) {
+    if (slot->task_off) {
+        mc_task *t = mc__task_at(h, slot->task_off);
+        uint32_t state = mc__task_state(t);
+        if (state == MC_TS_PENDING) {
             t->result_off = 0;
             t->result_len = 0;
             t->status = MC_EWORKERDIED;
@@ -346,28 +343,9 @@ void mc_recover_worker(mc_header *h, mc_worker_slot *slot, pid_t pid, int wstatu
             t->worker_pid = (int32_t)pid;
             t->term_signal = WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0;
             t->exit_status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 0;
-            while ((old & MC_TS_MASK) == MC_TS_PENDING) {
-                if (atomic_compare_exchange_weak_explicit(&t->state, &old, MC_TS_FAILED,
-                                                          memory_order_acq_rel, memory_order_relaxed)) {
-                    if (old & MC_TS_WAITER)
-                        mc_futex_wake(&t->state, INT_MAX);
-                    mc_wake_done(h);
-                    break;
-                }
-            }
-        } else {
-            published = (old & MC_TS_MASK) == MC_TS_DONE;
+            mc__task_finish(h, t, MC_TS_FAILED);
         }
-        if (published)
-            mc_txn_store(h, &slot->pending_result, 0);
-        else
-            drop_pending_result(h, slot);
-        mc_task_unref(h, off);
-        mc_txn_store(h, &slot->task_off, 0);
-        mc_txn_store(h, &slot->task_id, 0);
-        mc_txn_commit(h);
-    } else {
-        drop_pending_result(h, slot);
-        mc_txn_commit(h);
+        published = state == MC_TS_DONE;
     }
+    release_task_in_hand(h, slot, published);
 }

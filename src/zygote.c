@@ -53,26 +53,20 @@ typedef struct zygote {
     int64_t stop_deadline;
 } zygote;
 
-static mc_worker_slot *slot_at(mc_header *h, unsigned i)
-{
-    return (mc_worker_slot *)mc_ptr(h, h->slots_off) + i;
-}
-
 static void mark_init_failed(mc_header *h, mc_worker_slot *slot, const char *why)
 {
     if (!slot->error_off)
-        mc_slot_set_error(h, slot, why);
+        mc__slot_set_error(h, slot, why);
     atomic_store_explicit(&slot->state, MC_WS_INIT_FAILED, memory_order_release);
     atomic_store_explicit(&h->init_failed, 1, memory_order_release);
-    atomic_fetch_add_explicit(&h->ready_seq, 1, memory_order_acq_rel);
-    mc_futex_wake(&h->ready_seq, INT_MAX);
+    mc__futex_bump_wake(&h->ready_seq, INT_MAX);
 }
 
 static void schedule_retry(zygote *z, mc_worker_slot *slot);
 
 static void spawn(zygote *z, unsigned i)
 {
-    mc_worker_slot *slot = slot_at(z->h, i);
+    mc_worker_slot *slot = mc__slot(z->h, i);
     slot->respawn_at_ns = 0;
     atomic_store_explicit(&slot->doomed, 0, memory_order_relaxed);
     atomic_store_explicit(&slot->state, MC_WS_STARTING, memory_order_release);
@@ -83,7 +77,7 @@ static void spawn(zygote *z, unsigned i)
         close(z->sfd);
         close(z->alive_rd);
         close(z->ctl_fd);
-        mc_worker_main(z->h, (int)i, z->opts, &z->orig_mask);
+        mc__worker_main(z->h, (int)i, z->opts, &z->orig_mask);
     }
     int saved = errno;
     if (z->opts->after_fork_parent)
@@ -94,7 +88,7 @@ static void spawn(zygote *z, unsigned i)
         if (atomic_load_explicit(&slot->respawns, memory_order_relaxed) == 0) {
             mark_init_failed(z->h, slot, why);
         } else {
-            mc_slot_set_error(z->h, slot, why);
+            mc__slot_set_error(z->h, slot, why);
             schedule_retry(z, slot);
         }
         return;
@@ -106,7 +100,7 @@ static unsigned live_workers(zygote *z)
 {
     unsigned n = 0;
     for (unsigned i = 0; i < z->h->nworkers; i++)
-        n += atomic_load_explicit(&slot_at(z->h, i)->pid, memory_order_relaxed) != 0;
+        n += atomic_load_explicit(&mc__slot(z->h, i)->pid, memory_order_relaxed) != 0;
     return n;
 }
 
@@ -134,7 +128,7 @@ static void schedule_retry(zygote *z, mc_worker_slot *slot)
     if (delay > MC_BACKOFF_MAX_NS)
         delay = MC_BACKOFF_MAX_NS;
     atomic_store_explicit(&slot->state, MC_WS_EMPTY, memory_order_release);
-    slot->respawn_at_ns = mc_now_ns() + delay;
+    slot->respawn_at_ns = mc__now_ns() + delay;
 }
 
 static _Noreturn void finish(zygote *z);
@@ -145,15 +139,15 @@ static void on_worker_exit(zygote *z, pid_t pid, int wstatus)
     mc_worker_slot *slot = NULL;
     unsigned i;
     for (i = 0; i < h->nworkers; i++) {
-        if (atomic_load_explicit(&slot_at(h, i)->pid, memory_order_relaxed) == pid) {
-            slot = slot_at(h, i);
+        if (atomic_load_explicit(&mc__slot(h, i)->pid, memory_order_relaxed) == pid) {
+            slot = mc__slot(h, i);
             break;
         }
     }
     if (!slot)
         return;
 
-    if (mc_lock(h) != MC_OK) {
+    if (mc__lock(h) != MC_OK) {
         /* The shared state failed its check after a crash (the lock is
            unrecoverable): nothing can run any more. Rather than respawn
            workers that would die on the lock at once, take the pool down;
@@ -163,8 +157,8 @@ static void on_worker_exit(zygote *z, pid_t pid, int wstatus)
             finish(z);
         return;
     }
-    mc_recover_worker(h, slot, pid, wstatus);
-    mc_unlock(h);
+    mc__recover_worker(h, slot, pid, wstatus);
+    mc__unlock(h);
     atomic_store_explicit(&slot->pid, 0, memory_order_release);
     uint32_t state = atomic_load_explicit(&slot->state, memory_order_acquire);
     if (z->stopping || atomic_load_explicit(&h->stopping, memory_order_acquire))
@@ -181,7 +175,7 @@ static void on_worker_exit(zygote *z, pid_t pid, int wstatus)
         /* A replacement (killed while it starts by the OOM killer, or its
            init callback failed): keep the reason, retry with back-off. */
         if (state == MC_WS_STARTING)
-            mc_slot_set_error(h, slot, why);
+            mc__slot_set_error(h, slot, why);
         schedule_retry(z, slot);
         return;
     }
@@ -193,9 +187,9 @@ static void on_worker_exit(zygote *z, pid_t pid, int wstatus)
    timeout in ms until the next one (-1: none pending). */
 static int respawn_due(zygote *z)
 {
-    int64_t now = mc_now_ns(), next = INT64_MAX;
+    int64_t now = mc__now_ns(), next = INT64_MAX;
     for (unsigned i = 0; i < z->h->nworkers; i++) {
-        mc_worker_slot *slot = slot_at(z->h, i);
+        mc_worker_slot *slot = mc__slot(z->h, i);
         if (!slot->respawn_at_ns)
             continue;
         if (slot->respawn_at_ns <= now) {
@@ -217,21 +211,21 @@ static int respawn_due(zygote *z)
 static void stop_cancelled(zygote *z)
 {
     mc_header *h = z->h;
-    if (mc_lock(h) != MC_OK)
+    if (mc__lock(h) != MC_OK)
         return;
     for (unsigned i = 0; i < h->nworkers; i++) {
-        mc_worker_slot *slot = slot_at(h, i);
+        mc_worker_slot *slot = mc__slot(h, i);
         pid_t pid = atomic_load_explicit(&slot->pid, memory_order_relaxed);
         if (pid <= 0 || !slot->task_off || atomic_load_explicit(&slot->doomed, memory_order_relaxed))
             continue;
-        mc_task *t = (mc_task *)mc_ptr(h, slot->task_off);
-        if ((atomic_load_explicit(&t->state, memory_order_acquire) & MC_TS_MASK) != MC_TS_CANCELLED)
+        mc_task *t = mc__task_at(h, slot->task_off);
+        if (mc__task_state(t) != MC_TS_CANCELLED)
             continue;
         atomic_store_explicit(&slot->doomed, 1, memory_order_release);
         atomic_fetch_add_explicit(&slot->cancel_kills, 1, memory_order_relaxed);
         kill(pid, SIGKILL);
     }
-    mc_unlock(h);
+    mc__unlock(h);
 }
 
 static void reap(zygote *z, bool block)
@@ -254,7 +248,7 @@ static void reap(zygote *z, bool block)
 static void kill_workers(zygote *z)
 {
     for (unsigned i = 0; i < z->h->nworkers; i++) {
-        pid_t pid = atomic_load_explicit(&slot_at(z->h, i)->pid, memory_order_relaxed);
+        pid_t pid = atomic_load_explicit(&mc__slot(z->h, i)->pid, memory_order_relaxed);
         if (pid > 0)
             kill(pid, SIGKILL);
     }
@@ -268,7 +262,7 @@ static _Noreturn void finish(zygote *z)
     _exit(0);
 }
 
-_Noreturn void mc_zygote_main(mc_zygote_args *a)
+_Noreturn void mc__zygote_main(mc_zygote_args *a)
 {
     zygote z = {.h = a->hdr, .opts = a->opts, .alive_rd = a->alive_rd, .ctl_fd = a->ctl_fd};
     mc_header *h = z.h;
@@ -292,7 +286,7 @@ _Noreturn void mc_zygote_main(mc_zygote_args *a)
     sigdelset(&z.orig_mask, SIGCHLD);
     z.sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
     if (z.sfd < 0)
-        _exit(2);
+        _exit(MC_EXIT_ZYGOTE_SETUP);
 
     for (unsigned i = 0; i < h->nworkers; i++)
         spawn(&z, i);
@@ -305,7 +299,7 @@ _Noreturn void mc_zygote_main(mc_zygote_args *a)
         };
         int timeout = z.stopping ? -1 : respawn_due(&z);
         if (z.stopping) {
-            int64_t left = z.stop_deadline - mc_now_ns();
+            int64_t left = z.stop_deadline - mc__now_ns();
             timeout = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
         }
         int n = poll(p, 3, timeout);
@@ -324,9 +318,9 @@ _Noreturn void mc_zygote_main(mc_zygote_args *a)
                 finish(&z);
             stop_cancelled(&z);
             if (atomic_load_explicit(&h->stopping, memory_order_acquire) && !z.stopping) {
-                double grace = z.opts->stop_grace < 0 ? 10.0 : z.opts->stop_grace;
+                double grace = mc__stop_grace(z.opts);
                 z.stopping = true;
-                z.stop_deadline = mc_deadline(grace);
+                z.stop_deadline = mc__deadline(grace);
             }
         }
         if (n > 0 && p[0].revents) {
@@ -339,7 +333,7 @@ _Noreturn void mc_zygote_main(mc_zygote_args *a)
             reap(&z, false);
             if (live_workers(&z) == 0)
                 _exit(0);
-            if (mc_now_ns() >= z.stop_deadline)
+            if (mc__now_ns() >= z.stop_deadline)
                 finish(&z);
         }
     }

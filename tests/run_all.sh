@@ -281,7 +281,7 @@ stage_valgrind() {
    Memcheck:Leak
    match-leak-kinds: definite
    fun:malloc
-   fun:mc_worker_hold_task
+   fun:mc__worker_hold_task
    fun:mc_task_hold
    fun:hold_many_then_die
 }

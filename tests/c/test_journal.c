@@ -5,7 +5,7 @@
  * A child process takes the pool lock and is killed inside its critical
  * section — at a chosen point, then at random points under a stress loop of
  * allocations and frees. The parent must then get the lock (EOWNERDEAD is
- * handled inside mc_lock), find every shared word exactly as it was before
+ * handled inside mc__lock), find every shared word exactly as it was before
  * the dead child's unfinished change, and an arena whose blocks and free
  * lists still agree.
  */
@@ -17,13 +17,13 @@
 static mc_header *setup(int *memfd, size_t *size)
 {
     void *base;
-    if (mc_region_create((size_t)1 << 32, memfd, &base, size) != MC_OK)
+    if (mc__region_create((size_t)1 << 32, memfd, &base, size) != MC_OK)
         return NULL;
     mc_header *h = base;
     h->magic = MC_MAGIC;
     h->region_size = *size;
-    mc_arena_init(h, 1 << 20, *size);
-    if (mc_lock_init(h) != MC_OK)
+    mc__arena_init(h, 1 << 20, *size);
+    if (mc__lock_init(h) != MC_OK)
         return NULL;
     return h;
 }
@@ -36,22 +36,22 @@ TEST(killed_inside_critical_section_is_rolled_back)
     REQUIRE(h);
 
     /* Some state to be changed: a few allocations, one freed. */
-    REQUIRE_OK(mc_lock(h));
-    uint64_t a = mc_arena_alloc(h, 100), b = mc_arena_alloc(h, 5000), c = mc_arena_alloc(h, 300);
-    mc_arena_free(h, b);
-    mc_unlock(h);
-    REQUIRE(a && b && c && mc_arena_check(h));
+    REQUIRE_OK(mc__lock(h));
+    uint64_t a = mc__arena_alloc(h, 100), b = mc__arena_alloc(h, 5000), c = mc__arena_alloc(h, 300);
+    mc__arena_free(h, b);
+    mc__unlock(h);
+    REQUIRE(a && b && c && mc__arena_check(h));
     mc_arena saved = h->arena;
     uint64_t saved_ring_tail = h->ring_tail;
 
     pid_t pid = fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
-        mc_lock(h);
-        mc_arena_alloc(h, 64);
-        mc_arena_free(h, a);
-        mc_arena_alloc(h, 1 << 20);
-        mc_txn_store(h, &h->ring_tail, 99);
+        mc__lock(h);
+        mc__arena_alloc(h, 64);
+        mc__arena_free(h, a);
+        mc__arena_alloc(h, 1 << 20);
+        mc__txn_store(h, &h->ring_tail, 99);
         raise(SIGKILL); /* dies holding the lock, journal open */
         _exit(1);
     }
@@ -59,19 +59,19 @@ TEST(killed_inside_critical_section_is_rolled_back)
     REQUIRE(waitpid(pid, &st, 0) == pid);
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
 
-    CHECK_OK(mc_lock(h)); /* recovers */
+    CHECK_OK(mc__lock(h)); /* recovers */
     CHECK_EQ_INT(h->journal.count, 0);
     CHECK(memcmp(&saved, &h->arena, sizeof saved) == 0);
     CHECK_EQ_INT(h->ring_tail, saved_ring_tail);
-    CHECK(mc_arena_check(h));
-    uint64_t d = mc_arena_alloc(h, 64);
+    CHECK(mc__arena_check(h));
+    uint64_t d = mc__arena_alloc(h, 64);
     CHECK(d != 0);
-    mc_arena_free(h, d);
-    mc_unlock(h);
+    mc__arena_free(h, d);
+    mc__unlock(h);
     /* The lock is usable again, without recovery. */
-    CHECK_OK(mc_lock(h));
-    mc_unlock(h);
-    mc_region_destroy(memfd, h, size);
+    CHECK_OK(mc__lock(h));
+    mc__unlock(h);
+    mc__region_destroy(memfd, h, size);
 }
 
 #define STRESS_ROUNDS 500
@@ -87,25 +87,25 @@ static _Noreturn void stress_child(mc_header *h, unsigned seed, mc_t_gate *insid
     uint64_t live[64] = {0};
     int stop_at = inside ? (int)(seed % 8) : -1;
     for (;;) {
-        mc_lock(h);
+        mc__lock(h);
         for (int k = 0; k < 8; k++) {
             unsigned i = rand_r(&seed) % 64;
             if (live[i]) {
-                mc_arena_free(h, live[i]);
+                mc__arena_free(h, live[i]);
                 live[i] = 0;
             } else {
                 uint64_t len = (uint64_t)(rand_r(&seed) % 4 == 0 ? rand_r(&seed) % (256 << 10)
                                                                   : rand_r(&seed) % 2048);
-                live[i] = mc_arena_alloc(h, len);
+                live[i] = mc__arena_alloc(h, len);
             }
             if (k == stop_at && h->journal.count != 0) {
                 mc_t_gate_open(inside); /* journal open, lock held: kill me */
                 for (;;)
                     pause();
             }
-            mc_txn_commit(h);
+            mc__txn_commit(h);
         }
-        mc_unlock(h);
+        mc__unlock(h);
         if (inside) /* the chosen step changed nothing: stop at the next */
             stop_at = 0;
     }
@@ -142,10 +142,10 @@ TEST(random_kills_never_corrupt_the_arena)
             CHECK(open);
             forced += open;
         }
-        REQUIRE_OK(mc_lock(h));
+        REQUIRE_OK(mc__lock(h));
         recovered += open;
-        bool ok = mc_arena_check(h);
-        mc_unlock(h);
+        bool ok = mc__arena_check(h);
+        mc__unlock(h);
         if (!ok) {
             fprintf(stderr, "  arena inconsistent after round %d\n", round);
             CHECK(ok);
@@ -156,13 +156,13 @@ TEST(random_kills_never_corrupt_the_arena)
            recovered, forced);
     CHECK_EQ_INT(forced, STRESS_ROUNDS / FORCED_EVERY);
     mc_t_gate_free(inside);
-    REQUIRE_OK(mc_lock(h));
-    uint64_t x = mc_arena_alloc(h, 12345);
+    REQUIRE_OK(mc__lock(h));
+    uint64_t x = mc__arena_alloc(h, 12345);
     CHECK(x != 0);
-    mc_arena_free(h, x);
-    CHECK(mc_arena_check(h));
-    mc_unlock(h);
-    mc_region_destroy(memfd, h, size);
+    mc__arena_free(h, x);
+    CHECK(mc__arena_check(h));
+    mc__unlock(h);
+    mc__region_destroy(memfd, h, size);
 }
 
 TEST(corrupt_journal_is_refused_not_followed)
@@ -180,12 +180,12 @@ TEST(corrupt_journal_is_refused_not_followed)
     h->journal.e[2].old = before;        /* a valid one still applies */
     h->arena.top = before + 4096;
     atomic_store(&h->journal.count, 3);
-    CHECK(!mc_journal_rollback(h));
+    CHECK(!mc__journal_rollback(h));
     CHECK_EQ_INT(h->arena.top, before);
     CHECK_EQ_INT(h->journal.count, 0);
     atomic_store(&h->journal.count, MC_JOURNAL_MAX + 5);
-    CHECK(!mc_journal_rollback(h));
-    mc_region_destroy(memfd, h, size);
+    CHECK(!mc__journal_rollback(h));
+    mc__region_destroy(memfd, h, size);
 }
 
 static int nap_task(const void *a, size_t n, mc_task_ctx *c)
@@ -222,7 +222,7 @@ TEST(refused_region_takes_the_pool_down)
     pid_t pid = fork();
     REQUIRE(pid >= 0);
     if (pid == 0) { /* dies holding the lock, with a journal entry outside the region */
-        mc_lock(h);
+        mc__lock(h);
         h->journal.e[0].off = h->region_size + 4096;
         h->journal.e[0].old = 1;
         atomic_store(&h->journal.count, 1);

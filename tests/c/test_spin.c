@@ -72,7 +72,7 @@ TEST(a_spinner_that_never_comes_strands_no_task)
     double worst = 0;
     for (int i = 0; i < 5; i++) {
         mc_t_sleep_ms(20); /* both workers asleep */
-        atomic_store(&h->work_spin_until, mc_now_ns() + (int64_t)60 * 1000000000);
+        atomic_store(&h->work_spin_until, mc__now_ns() + (int64_t)60 * 1000000000);
         mc_group *g;
         REQUIRE_OK(mc_group_create(pool, &g));
         double t0 = mc_t_now();

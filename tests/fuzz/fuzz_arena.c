@@ -10,7 +10,7 @@
  *   free block's links, anywhere in the arena) — what a task overrunning
  *   its argument or result buffer does to the block after it.
  *
- * Before any corruption the allocator must be exact: mc_arena_check()
+ * Before any corruption the allocator must be exact: mc__arena_check()
  * passes after every operation, blocks never overlap (each payload keeps
  * the tag written into it) and are large enough.
  *
@@ -18,7 +18,7 @@
  * nor the check may crash, hang or touch memory outside the region (guard
  * pages), and the check must be complete: whenever it passes, fresh
  * allocations and frees keep it passing. That is the property that lets
- * the engine trust a state that passed mc_arena_check() (mc_lock() checks
+ * the engine trust a state that passed mc__arena_check() (mc__lock() checks
  * the arena after recovering a dead owner's change).
  */
 #include "fuzz_common.h"
@@ -34,35 +34,35 @@ static uint64_t tag_of(uint64_t off, unsigned i) { return (off * 0x9e3779b97f4a7
 static void put_tags(mc_header *h, const fz_block *b)
 {
     if (b->len >= 8)
-        memcpy(mc_ptr(h, b->off), &b->tag, 8);
+        memcpy(mc__ptr(h, b->off), &b->tag, 8);
     if (b->len >= 16)
-        memcpy((char *)mc_ptr(h, b->off) + b->len - 8, &b->tag, 8);
+        memcpy((char *)mc__ptr(h, b->off) + b->len - 8, &b->tag, 8);
 }
 
 static bool tags_ok(mc_header *h, const fz_block *b)
 {
     uint64_t x = b->tag, y = b->tag;
     if (b->len >= 8)
-        memcpy(&x, mc_ptr(h, b->off), 8);
+        memcpy(&x, mc__ptr(h, b->off), 8);
     if (b->len >= 16)
-        memcpy(&y, (char *)mc_ptr(h, b->off) + b->len - 8, 8);
+        memcpy(&y, (char *)mc__ptr(h, b->off) + b->len - 8, 8);
     return x == b->tag && y == b->tag;
 }
 
 /* On a state that passed the check: fresh blocks keep it consistent. */
 static void probe(mc_header *h)
 {
-    uint64_t x = mc_arena_alloc(h, 40), y = mc_arena_alloc(h, 5000), z = mc_arena_alloc(h, 200000);
-    mc_txn_commit(h);
-    FZ_ASSERT(mc_arena_check(h));
+    uint64_t x = mc__arena_alloc(h, 40), y = mc__arena_alloc(h, 5000), z = mc__arena_alloc(h, 200000);
+    mc__txn_commit(h);
+    FZ_ASSERT(mc__arena_check(h));
     if (y)
-        mc_arena_free(h, y);
+        mc__arena_free(h, y);
     if (x)
-        mc_arena_free(h, x);
+        mc__arena_free(h, x);
     if (z)
-        mc_arena_free(h, z);
-    mc_txn_commit(h);
-    FZ_ASSERT(mc_arena_check(h));
+        mc__arena_free(h, z);
+    mc__txn_commit(h);
+    FZ_ASSERT(mc__arena_check(h));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -74,7 +74,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool corrupted = false;
     const uint64_t start = h->arena.start;
 
-    FZ_ASSERT(mc_lock(h) == MC_OK);
+    FZ_ASSERT(mc__lock(h) == MC_OK);
     for (unsigned steps = 0; fz_more(&in) && steps < 256; steps++) {
         uint8_t code = fz_u8(&in);
         unsigned i = fz_u8(&in) % FZ_LIVE;
@@ -88,12 +88,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                          : (uint64_t)fz_u16(&in) * 24;
             if ((code & 0xf8) == 0xf8)
                 len = ((uint64_t)1 << 20) + fz_u16(&in);  /* a large block now and then */
-            uint64_t off = mc_arena_alloc(h, len);
+            uint64_t off = mc__arena_alloc(h, len);
             if (!off)
                 break;
             FZ_ASSERT(off % MC_BLOCK_ALIGN == 0 && off >= h->arena.start && off + len <= FZ_REGION);
             if (!corrupted)
-                FZ_ASSERT(mc_arena_block_size(h, off) >= len);
+                FZ_ASSERT(mc__arena_block_size(h, off) >= len);
             b->off = off;
             b->len = len;
             b->tag = tag_of(off, i);
@@ -105,8 +105,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 break;
             if (!corrupted)
                 FZ_ASSERT(tags_ok(h, b));
-            mc_arena_release_pages(h, b->off);
-            mc_arena_free(h, b->off);
+            mc__arena_release_pages(h, b->off);
+            mc__arena_free(h, b->off);
             b->off = 0;
             break;
         case 5: { /* corrupt one word */
@@ -125,7 +125,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     off += 8;
                 break;
             case 2: /* just past a live block: the next header */
-                off = b->off ? b->off + mc_arena_block_size(h, b->off) + (where >> 2) % 2 * 8
+                off = b->off ? b->off + mc__arena_block_size(h, b->off) + (where >> 2) % 2 * 8
                              : h->arena.top - MC_BLOCK_HDR;
                 break;
             default:
@@ -142,44 +142,44 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (!((off >= a_lo && off + 8 <= a_hi) || (off >= start - MC_BLOCK_HDR && off <= FZ_REGION - 8)))
                 break;
             uint64_t old;
-            memcpy(&old, mc_ptr(h, off), 8);
+            memcpy(&old, mc__ptr(h, off), 8);
             uint64_t v = fz_value(&in, old);
-            memcpy(mc_ptr(h, off), &v, 8);
+            memcpy(mc__ptr(h, off), &v, 8);
             corrupted |= v != old;
             break;
         }
         case 6: /* check */
             if (corrupted) {
-                if (mc_arena_check(h))
+                if (mc__arena_check(h))
                     probe(h);
             } else {
-                FZ_ASSERT(mc_arena_check(h));
+                FZ_ASSERT(mc__arena_check(h));
             }
             break;
         default: /* size */
             if (b->off && !corrupted)
-                FZ_ASSERT(mc_arena_block_size(h, b->off) >= b->len);
+                FZ_ASSERT(mc__arena_block_size(h, b->off) >= b->len);
             break;
         }
-        mc_txn_commit(h);
+        mc__txn_commit(h);
         if (!corrupted) {
-            FZ_ASSERT(mc_arena_check(h));
+            FZ_ASSERT(mc__arena_check(h));
             for (unsigned k = 0; k < FZ_LIVE; k++)
                 if (live[k].off)
                     FZ_ASSERT(tags_ok(h, &live[k]));
         }
     }
     if (corrupted) {
-        if (mc_arena_check(h))
+        if (mc__arena_check(h))
             probe(h);
     } else {
         for (unsigned k = 0; k < FZ_LIVE; k++)
             if (live[k].off)
-                mc_arena_free(h, live[k].off);
-        mc_txn_commit(h);
-        FZ_ASSERT(mc_arena_check(h));
+                mc__arena_free(h, live[k].off);
+        mc__txn_commit(h);
+        FZ_ASSERT(mc__arena_check(h));
         FZ_ASSERT(h->arena.in_use == 0 && h->arena.top == h->arena.start);
     }
-    mc_unlock(h);
+    mc__unlock(h);
     return 0;
 }

@@ -4,7 +4,7 @@
  * Each target builds a small but real pool region (header, two worker
  * slots, a task ring, an arena), lets its input decide what is in the
  * words that cross process boundaries, and then runs the engine's own code
- * on it: the EOWNERDEAD recovery in mc_lock(), the allocator, the check,
+ * on it: the EOWNERDEAD recovery in mc__lock(), the allocator, the check,
  * the recovery of a dead worker's task.
  *
  * The region is mapped MAP_SHARED (like the real memfd) between two
@@ -14,7 +14,7 @@
  * look (it does not instrument accesses into mmap'd memory it did not
  * poison).
  *
- * Recovery is driven through the real mc_lock(): a robust mutex whose lock
+ * Recovery is driven through the real mc__lock(): a robust mutex whose lock
  * word carries FUTEX_OWNER_DIED is what the kernel leaves when the owner
  * dies, and glibc then returns EOWNERDEAD to the next locker, exactly as
  * after a worker was killed inside its critical section. Faking that word
@@ -76,8 +76,8 @@ static inline mc_header *fz_reset(void)
     h->ring_off = ring_off;
     h->ring_capacity = FZ_RING;
     h->next_task_id = 1;
-    mc_arena_init(h, arena_off, FZ_REGION);
-    if (mc_lock_init(h) != MC_OK)
+    mc__arena_init(h, arena_off, FZ_REGION);
+    if (mc__lock_init(h) != MC_OK)
         abort();
     return h;
 }
@@ -90,7 +90,7 @@ static inline void fz_owner_died(mc_header *h)
 
 static inline mc_worker_slot *fz_slot(mc_header *h, unsigned i)
 {
-    return (mc_worker_slot *)mc_ptr(h, h->slots_off) + i;
+    return mc__slot(h, i);
 }
 
 /* Reading the input. */

@@ -1,6 +1,6 @@
 /*
  * fuzz_journal.c — the undo journal, as replayed by whoever takes the lock
- * after its owner died (mc_lock() on EOWNERDEAD, txn.c).
+ * after its owner died (mc__lock() on EOWNERDEAD, txn.c).
  *
  * Input:
  *   byte 0      how many allocations/frees build the starting state
@@ -11,10 +11,10 @@
  *   rest        edits to the journal: its count and up to 64 entries
  *               (offset, old value) rewritten
  *
- * Then the lock is made to look abandoned and mc_lock() recovers. The
- * engine must either report the state as unrecoverable (mc_lock() !=
+ * Then the lock is made to look abandoned and mc__lock() recovers. The
+ * engine must either report the state as unrecoverable (mc__lock() !=
  * MC_OK, and so for every later locker) or hand over a state that is
- * consistent: mc_arena_check() passes and allocations and frees work. It
+ * consistent: mc__arena_check() passes and allocations and frees work. It
  * must never write outside the region (guard pages: SEGV), loop forever
  * (libFuzzer's -timeout) or trip ASan/UBSan. With no edit to the journal,
  * recovery must succeed and restore the starting state exactly.
@@ -33,7 +33,7 @@ static void op(mc_header *h, fz_in *in, fz_live *live)
     uint8_t b = fz_u8(in);
     unsigned i = b % FZ_LIVE;
     if (live->off[i]) {
-        mc_arena_free(h, live->off[i]);
+        mc__arena_free(h, live->off[i]);
         live->off[i] = 0;
         return;
     }
@@ -52,7 +52,7 @@ static void op(mc_header *h, fz_in *in, fz_live *live)
         len = ((uint64_t)1 << 20) + fz_u8(in); /* one large block */
         break;
     }
-    live->off[i] = mc_arena_alloc(h, len);
+    live->off[i] = mc__arena_alloc(h, len);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -62,23 +62,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_live live = {{0}};
 
     /* The starting state, committed. */
-    FZ_ASSERT(mc_lock(h) == MC_OK);
+    FZ_ASSERT(mc__lock(h) == MC_OK);
     for (unsigned n = fz_u8(&in) % 48; n > 0; n--) {
         op(h, &in, &live);
-        mc_txn_commit(h);
+        mc__txn_commit(h);
     }
-    FZ_ASSERT(mc_arena_check(h));
-    mc_unlock(h);
+    FZ_ASSERT(mc__arena_check(h));
+    mc__unlock(h);
     mc_arena saved = h->arena;
     uint64_t saved_tail = h->ring_tail;
 
     /* The dead owner's unfinished change: genuine journal entries. */
-    FZ_ASSERT(mc_lock(h) == MC_OK);
+    FZ_ASSERT(mc__lock(h) == MC_OK);
     fz_live dead = live;
     for (unsigned n = fz_u8(&in) % 16; n > 0; n--)
         op(h, &in, &dead);
     if (fz_u8(&in) & 1)
-        mc_txn_store(h, &h->ring_tail, fz_value(&in, h->ring_tail));
+        mc__txn_store(h, &h->ring_tail, fz_value(&in, h->ring_tail));
 
     /* Edits to the journal. */
     bool edited = false;
@@ -110,39 +110,39 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* The owner is gone; the next locker recovers. */
     fz_owner_died(h);
-    int r = mc_lock(h);
+    int r = mc__lock(h);
     if (r != MC_OK) {
         /* Refused: so must every later attempt be. */
         FZ_ASSERT(edited);
-        FZ_ASSERT(mc_lock(h) != MC_OK);
+        FZ_ASSERT(mc__lock(h) != MC_OK);
         return 0;
     }
     FZ_ASSERT(atomic_load(&h->journal.count) == 0);
-    FZ_ASSERT(mc_arena_check(h));
+    FZ_ASSERT(mc__arena_check(h));
     if (!edited) {
         FZ_ASSERT(memcmp(&saved, &h->arena, sizeof saved) == 0);
         FZ_ASSERT(h->ring_tail == saved_tail);
     }
 
     /* The recovered state works: allocate, free, check. */
-    uint64_t a = mc_arena_alloc(h, 100), b = mc_arena_alloc(h, 7000), c = mc_arena_alloc(h, 70000);
-    mc_txn_commit(h);
-    FZ_ASSERT(mc_arena_check(h));
+    uint64_t a = mc__arena_alloc(h, 100), b = mc__arena_alloc(h, 7000), c = mc__arena_alloc(h, 70000);
+    mc__txn_commit(h);
+    FZ_ASSERT(mc__arena_check(h));
     if (!edited) {
         for (unsigned i = 0; i < FZ_LIVE; i++)
             if (live.off[i])
-                mc_arena_free(h, live.off[i]);
+                mc__arena_free(h, live.off[i]);
     }
     if (a)
-        mc_arena_free(h, a);
+        mc__arena_free(h, a);
     if (c)
-        mc_arena_free(h, c);
+        mc__arena_free(h, c);
     if (b)
-        mc_arena_free(h, b);
-    mc_txn_commit(h);
-    FZ_ASSERT(mc_arena_check(h));
+        mc__arena_free(h, b);
+    mc__txn_commit(h);
+    FZ_ASSERT(mc__arena_check(h));
     if (!edited)
         FZ_ASSERT(h->arena.in_use == 0 && h->arena.top == h->arena.start);
-    mc_unlock(h);
+    mc__unlock(h);
     return 0;
 }

@@ -1,8 +1,8 @@
 /*
  * fuzz_ring.c — the task ring, the worker slots and the task records, as
  * found by whoever recovers after a process died holding the lock, and as
- * then used by the zygote (mc_recover_worker(): fail the dead worker's
- * task, free its unpublished result), by workers (mc_ring_pop() and the
+ * then used by the zygote (mc__recover_worker(): fail the dead worker's
+ * task, free its unpublished result), by workers (mc__ring_pop() and the
  * task reference they drop) and by the caller (its group's references).
  *
  * Input:
@@ -16,7 +16,7 @@
  *   - edits to the journal aimed at the ring indices and entries, the slot
  *     words (holds included) and the task records (or anywhere).
  *
- * mc_lock() then recovers. If it accepts the state, everything the pool
+ * mc__lock() then recovers. If it accepts the state, everything the pool
  * does next with it must stay inside the region and terminate: both
  * workers are recovered as dead, the ring is drained, the caller drops its
  * references. With a genuine journal the result must be exact: nothing
@@ -33,25 +33,25 @@ typedef struct {
     unsigned n;
 } fz_pool;
 
-static mc_task *task(mc_header *h, uint64_t off) { return (mc_task *)mc_ptr(h, off); }
+static mc_task *task(mc_header *h, uint64_t off) { return (mc_task *)mc__ptr(h, off); }
 
 static void submit(mc_header *h, fz_pool *p, uint64_t arg_len)
 {
-    uint64_t off = mc_arena_alloc(h, sizeof(mc_task) + arg_len);
+    uint64_t off = mc__arena_alloc(h, sizeof(mc_task) + arg_len);
     if (!off)
         return;
-    mc_txn_store(h, &h->next_task_id, h->next_task_id + 1);
+    mc__txn_store(h, &h->next_task_id, h->next_task_id + 1);
     mc_task *t = task(h, off);
     memset(t, 0, sizeof *t);
     atomic_init(&t->state, MC_TS_PENDING);
     t->refs = 1;
     t->id = h->next_task_id - 1;
     t->arg_len = arg_len;
-    if (!mc_ring_push(h, off)) {
-        mc_arena_free(h, off);
+    if (!mc__ring_push(h, off)) {
+        mc__arena_free(h, off);
         return;
     }
-    mc_txn_store(h, &t->refs, 2);
+    mc__txn_store(h, &t->refs, 2);
     p->group[p->n++] = off;
 }
 
@@ -59,14 +59,14 @@ static void submit(mc_header *h, fz_pool *p, uint64_t arg_len)
 static void take(mc_header *h, mc_worker_slot *s)
 {
     uint64_t off;
-    while ((off = mc_ring_pop(h)) != 0) {
+    while ((off = mc__ring_pop(h)) != 0) {
         mc_task *t = task(h, off);
         if ((atomic_load(&t->state) & MC_TS_MASK) == MC_TS_PENDING) {
-            mc_txn_store(h, &s->task_off, off);
-            mc_txn_store(h, &s->task_id, t->id);
+            mc__txn_store(h, &s->task_off, off);
+            mc__txn_store(h, &s->task_id, t->id);
             return;
         }
-        mc_task_unref(h, off);
+        mc__task_unref(h, off);
     }
 }
 
@@ -74,12 +74,12 @@ static void take(mc_header *h, mc_worker_slot *s)
 static void result(mc_header *h, mc_worker_slot *s, uint64_t len)
 {
     if (s->pending_result) {
-        mc_arena_free(h, s->pending_result);
-        mc_txn_store(h, &s->pending_result, 0);
+        mc__arena_free(h, s->pending_result);
+        mc__txn_store(h, &s->pending_result, 0);
     }
-    uint64_t off = mc_arena_alloc(h, len);
+    uint64_t off = mc__arena_alloc(h, len);
     if (off)
-        mc_txn_store(h, &s->pending_result, off);
+        mc__txn_store(h, &s->pending_result, off);
 }
 
 /* The worker publishes (outside the lock) and releases its task. */
@@ -91,28 +91,28 @@ static void finish(mc_header *h, mc_worker_slot *s, bool publish)
     uint32_t pending = MC_TS_PENDING;
     if (publish && atomic_compare_exchange_strong(&t->state, &pending, MC_TS_DONE)) {
         t->result_off = s->pending_result;
-        mc_txn_store(h, &s->pending_result, 0);
+        mc__txn_store(h, &s->pending_result, 0);
     } else if (s->pending_result) {
-        mc_arena_free(h, s->pending_result);
-        mc_txn_store(h, &s->pending_result, 0);
+        mc__arena_free(h, s->pending_result);
+        mc__txn_store(h, &s->pending_result, 0);
     }
-    mc_task_unref(h, s->task_off);
-    mc_txn_store(h, &s->task_off, 0);
-    mc_txn_store(h, &s->task_id, 0);
+    mc__task_unref(h, s->task_off);
+    mc__txn_store(h, &s->task_off, 0);
+    mc__txn_store(h, &s->task_id, 0);
 }
 
 /* A task function keeps its task's bytes past the task (hold.c:
-   mc_worker_hold_task), or lets a hold go (mc_hold_release). */
+   mc__worker_hold_task), or lets a hold go (mc_hold_release). */
 static void hold(mc_header *h, mc_worker_slot *s, unsigned k)
 {
     k %= MC_WORKER_HOLDS;
     if (!s->holds[k] && s->task_off) {
-        mc_txn_store(h, &s->holds[k], s->task_off);
-        mc_txn_store(h, &task(h, s->task_off)->refs, task(h, s->task_off)->refs + 1);
+        mc__txn_store(h, &s->holds[k], s->task_off);
+        mc__txn_store(h, &task(h, s->task_off)->refs, task(h, s->task_off)->refs + 1);
     } else if (s->holds[k]) {
         uint64_t off = s->holds[k];
-        mc_txn_store(h, &s->holds[k], 0);
-        mc_task_unref(h, off);
+        mc__txn_store(h, &s->holds[k], 0);
+        mc__task_unref(h, off);
     }
 }
 
@@ -146,14 +146,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_pool pool = {{0}, 0};
 
     /* The committed state. */
-    FZ_ASSERT(mc_lock(h) == MC_OK);
+    FZ_ASSERT(mc__lock(h) == MC_OK);
     for (unsigned n = 1 + fz_u8(&in) % FZ_TASKS; n > 0 && pool.n < FZ_TASKS; n--) {
         submit(h, &pool, fz_u16(&in) % 3000);
-        mc_txn_commit(h);
+        mc__txn_commit(h);
     }
     for (unsigned n = fz_u8(&in) % 12; n > 0; n--) {
         worker_step(h, &in);
-        mc_txn_commit(h);
+        mc__txn_commit(h);
     }
     uint8_t cancel = fz_u8(&in);
     for (unsigned i = 0; i < pool.n; i++) {
@@ -161,12 +161,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (cancel >> (i % 8) & 1)
             atomic_compare_exchange_strong(&task(h, pool.group[i])->state, &pending, MC_TS_CANCELLED);
     }
-    FZ_ASSERT(mc_arena_check(h));
-    mc_unlock(h);
+    FZ_ASSERT(mc__arena_check(h));
+    mc__unlock(h);
 
     /* A worker dies inside its next critical section: exactly one, as in
        worker.c (its publication, outside the lock, came before it). */
-    FZ_ASSERT(mc_lock(h) == MC_OK);
+    FZ_ASSERT(mc__lock(h) == MC_OK);
     worker_step(h, &in);
 
     /* Edits to the journal. */
@@ -203,7 +203,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         uint64_t old;
-        memcpy(&old, mc_ptr(h, off < FZ_REGION - 8 ? off : 0), 8);
+        memcpy(&old, mc__ptr(h, off < FZ_REGION - 8 ? off : 0), 8);
         h->journal.e[i].off = off;
         h->journal.e[i].old = fz_value(&in, old);
         if (i >= n && n <= MC_JOURNAL_MAX)
@@ -212,36 +212,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     fz_owner_died(h);
-    if (mc_lock(h) != MC_OK) {
+    if (mc__lock(h) != MC_OK) {
         FZ_ASSERT(edited);
         return 0;
     }
-    FZ_ASSERT(mc_arena_check(h));
+    FZ_ASSERT(mc__arena_check(h));
 
     /* The zygote recovers both workers as dead, ... */
     for (unsigned i = 0; i < FZ_WORKERS; i++) {
-        mc_recover_worker(h, fz_slot(h, i), 4242 + (pid_t)i, SIGKILL);
-        mc_txn_commit(h);
+        mc__recover_worker(h, fz_slot(h, i), 4242 + (pid_t)i, SIGKILL);
+        mc__txn_commit(h);
     }
     /* ... their replacements drain the ring, ... */
     uint64_t off;
-    for (unsigned k = 0; (off = mc_ring_pop(h)) != 0; k++) {
+    for (unsigned k = 0; (off = mc__ring_pop(h)) != 0; k++) {
         FZ_ASSERT(k <= FZ_RING);
-        mc_task_unref(h, off);
-        mc_txn_commit(h);
+        mc__task_unref(h, off);
+        mc__txn_commit(h);
     }
     FZ_ASSERT(h->ring_head == h->ring_tail);
     /* ... and the caller destroys its group. */
     for (unsigned i = 0; i < pool.n; i++) {
         uint32_t pending = MC_TS_PENDING;
         atomic_compare_exchange_strong(&task(h, pool.group[i])->state, &pending, MC_TS_CANCELLED);
-        mc_task_unref(h, pool.group[i]);
-        mc_txn_commit(h);
+        mc__task_unref(h, pool.group[i]);
+        mc__txn_commit(h);
     }
     if (!edited) {
-        FZ_ASSERT(mc_arena_check(h));
+        FZ_ASSERT(mc__arena_check(h));
         FZ_ASSERT(h->arena.in_use == 0 && h->arena.top == h->arena.start);
     }
-    mc_unlock(h);
+    mc__unlock(h);
     return 0;
 }

@@ -8,7 +8,7 @@
  *       h->region_size, and the older entries were then bounds-checked
  *       against the forged size and replayed past the region's end.
  *   journal_forges_free_list  every entry inside the region, but the words
- *       restored point a free list into a live block's data: mc_lock()
+ *       restored point a free list into a live block's data: mc__lock()
  *       reported a successful recovery and the next allocation followed a
  *       forged block size out of the region.
  *   overrun_into_next_header  a task writing 16 bytes past its buffer
@@ -30,58 +30,58 @@ static void journal_rewrites_region_size(void)
     h->journal.e[1].old = (uint64_t)1 << 40;
     atomic_store(&h->journal.count, 2);
     fz_owner_died(h);
-    FZ_ASSERT(mc_lock(h) == MC_ESYSTEM); /* refused, and for good */
-    FZ_ASSERT(mc_lock(h) == MC_ESYSTEM);
+    FZ_ASSERT(mc__lock(h) == MC_ESYSTEM); /* refused, and for good */
+    FZ_ASSERT(mc__lock(h) == MC_ESYSTEM);
     FZ_ASSERT(h->region_size == FZ_REGION);
 }
 
 static void journal_forges_free_list(void)
 {
     mc_header *h = fz_reset();
-    FZ_ASSERT(mc_lock(h) == MC_OK);
-    uint64_t a = mc_arena_alloc(h, 256);
-    mc_unlock(h);
+    FZ_ASSERT(mc__lock(h) == MC_OK);
+    uint64_t a = mc__arena_alloc(h, 256);
+    mc__unlock(h);
     uint64_t fake = a + 64; /* inside a's payload: a task's bytes */
-    *(uint64_t *)mc_ptr(h, fake - 16) = (uint64_t)1 << 40;
-    *(uint64_t *)mc_ptr(h, fake) = 0;
-    *(uint64_t *)mc_ptr(h, fake + 8) = 0;
+    *(uint64_t *)mc__ptr(h, fake - 16) = (uint64_t)1 << 40;
+    *(uint64_t *)mc__ptr(h, fake) = 0;
+    *(uint64_t *)mc__ptr(h, fake + 8) = 0;
     h->journal.e[0].off = offsetof(mc_header, arena.bitmap[0]);
     h->journal.e[0].old = 1;
     h->journal.e[1].off = offsetof(mc_header, arena.bins[0]);
     h->journal.e[1].old = fake;
     atomic_store(&h->journal.count, 2);
     fz_owner_died(h);
-    FZ_ASSERT(mc_lock(h) == MC_ESYSTEM);
+    FZ_ASSERT(mc__lock(h) == MC_ESYSTEM);
 }
 
 static void overrun_into_next_header(void)
 {
     mc_header *h = fz_reset();
-    FZ_ASSERT(mc_lock(h) == MC_OK);
-    uint64_t a = mc_arena_alloc(h, 100), b = mc_arena_alloc(h, 100), c = mc_arena_alloc(h, 100);
-    mc_unlock(h);
+    FZ_ASSERT(mc__lock(h) == MC_OK);
+    uint64_t a = mc__arena_alloc(h, 100), b = mc__arena_alloc(h, 100), c = mc__arena_alloc(h, 100);
+    mc__unlock(h);
     uint64_t overrun[2] = {128 | 1 /* in use, PREV_INUSE cleared */, (uint64_t)1 << 40 /* previous size */};
-    memcpy((char *)mc_ptr(h, a) + mc_arena_block_size(h, a), overrun, sizeof overrun);
-    FZ_ASSERT(mc_lock(h) == MC_OK);
-    mc_arena_free(h, b);          /* refused: left where it is */
-    mc_txn_commit(h);
-    FZ_ASSERT(!mc_arena_check(h)); /* and the corruption is visible */
-    mc_arena_free(h, c);          /* the rest of the arena still works */
-    mc_unlock(h);
+    memcpy((char *)mc__ptr(h, a) + mc__arena_block_size(h, a), overrun, sizeof overrun);
+    FZ_ASSERT(mc__lock(h) == MC_OK);
+    mc__arena_free(h, b);          /* refused: left where it is */
+    mc__txn_commit(h);
+    FZ_ASSERT(!mc__arena_check(h)); /* and the corruption is visible */
+    mc__arena_free(h, c);          /* the rest of the arena still works */
+    mc__unlock(h);
 }
 
 static void double_free(void)
 {
     mc_header *h = fz_reset();
-    FZ_ASSERT(mc_lock(h) == MC_OK);
-    uint64_t a = mc_arena_alloc(h, 100), b = mc_arena_alloc(h, 100);
+    FZ_ASSERT(mc__lock(h) == MC_OK);
+    uint64_t a = mc__arena_alloc(h, 100), b = mc__arena_alloc(h, 100);
     (void)b;
-    mc_arena_free(h, a);
-    mc_txn_commit(h);
-    mc_arena_free(h, a); /* refused */
-    mc_txn_commit(h);
-    FZ_ASSERT(mc_arena_check(h));
-    mc_unlock(h);
+    mc__arena_free(h, a);
+    mc__txn_commit(h);
+    mc__arena_free(h, a); /* refused */
+    mc__txn_commit(h);
+    FZ_ASSERT(mc__arena_check(h));
+    mc__unlock(h);
 }
 
 static const struct {

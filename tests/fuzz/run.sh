@@ -10,7 +10,7 @@
 # First tests/fuzz/regress.c runs: the bugs the targets found, as plain
 # deterministic cases. Then the targets (tests/fuzz/fuzz_<name>.c; see the
 # comment at the top of each):
-#   journal  the undo journal replayed on EOWNERDEAD (mc_lock, txn.c)
+#   journal  the undo journal replayed on EOWNERDEAD (mc__lock, txn.c)
 #   arena    block headers, boundary tags, free lists (arena.c)
 #   ring     ring indices, worker slots, task records after a recovery
 #

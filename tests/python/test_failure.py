@@ -411,6 +411,24 @@ def test_shared_memory_argument_is_checked(bad, exc):
         initialize(workers=1, shared_memory=bad)
 
 
+def test_shared_memory_below_the_engine_floor_names_value_and_limit():
+    # 2 MiB: the binding used to accept it (its own 1 MiB floor) and the
+    # engine refused it with a bare "invalid argument". Now the binding
+    # checks the engine's floor (MC_REGION_MIN, 64 MiB) and says so.
+    with pytest.raises(ValueError) as info:
+        initialize(workers=1, shared_memory=2 << 20)
+    message = str(info.value)
+    assert "shared_memory" in message
+    assert str(2 << 20) in message      # the value given
+    assert str(64 << 20) in message     # the limit it hit
+    assert child_pids() == []           # refused before anything was forked
+    # the floor itself is accepted
+    initialize(workers=1, shared_memory=64 << 20)
+    task = Task()
+    task.run(len, b"abc")
+    assert task.get(timeout=60) == [3]
+
+
 # ---------------------------------------------------------------------------
 # More ways to die
 # ---------------------------------------------------------------------------

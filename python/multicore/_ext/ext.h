@@ -78,7 +78,7 @@ typedef struct {
 
 /* Payloads up to this size are submitted with mc_submit(), which copies
    them under the lock it takes anyway (the engine's one-lock limit). */
-#define MCX_SMALL_SUBMIT 4096
+#define MCX_SMALL_SUBMIT MC_SUBMIT_INLINE_MAX
 
 /* Copies above this size run with the GIL released. */
 #define MCX_BIG_COPY ((size_t)1 << 20)

@@ -196,10 +196,10 @@ int mcx_parse_pool_args(PyObject *workers_obj, PyObject *init_obj, PyObject *exi
         long w = PyLong_AsLongAndOverflow(workers_obj, &overflow);
         if (w == -1 && PyErr_Occurred())
             return -1;
-        if (overflow != 0 || w < 1 || w > 65536) {
+        if (overflow != 0 || w < 1 || w > MC_WORKERS_MAX) {
             PyErr_Format(PyExc_ValueError,
-                         "workers must be between 1 and 65536, got %R",
-                         workers_obj);
+                         "workers must be between 1 and %d, got %R",
+                         MC_WORKERS_MAX, workers_obj);
             return -1;
         }
         workers = (int)w;
@@ -221,10 +221,10 @@ int mcx_parse_pool_args(PyObject *workers_obj, PyObject *init_obj, PyObject *exi
         long long n = PyLong_AsLongLongAndOverflow(shm_obj, &overflow);
         if (n == -1 && PyErr_Occurred())
             return -1;
-        if (overflow != 0 || n < (1 << 20)) {
+        if (overflow != 0 || n < (long long)MC_REGION_MIN) {
             PyErr_Format(PyExc_ValueError,
-                         "shared_memory must be at least 1 MiB (1048576), got %R",
-                         shm_obj);
+                         "shared_memory must be at least %zu MiB (%zu bytes), got %R",
+                         MC_REGION_MIN >> 20, MC_REGION_MIN, shm_obj);
             return -1;
         }
         region_size = (size_t)n;
