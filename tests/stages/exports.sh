@@ -9,8 +9,7 @@
 #
 # The public API is every function include/multicore.h declares MC_EXPORT.
 # Checks, one "check: ...: ok/FAILED" line each:
-#   - libmulticore.so's dynamic symbols are exactly the public API (the same
-#     check as exports_match_header in tests/run_all.sh);
+#   - libmulticore.so's dynamic symbols are exactly the public API;
 #   - libmulticore.a's global symbols named mc_ (one underscore, then a
 #     letter or digit) are exactly the public API: internal functions are
 #     named mc__ (src/internal.h), so a user's program and a reader can tell
