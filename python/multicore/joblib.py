@@ -113,7 +113,7 @@ class MulticoreBackend(AutoBatchingMixin, ParallelBackendBase):
     uses_threads = False
     default_n_jobs = 1
 
-    _executor = None
+    _workers = None
     _shares = False
 
     def effective_n_jobs(self, n_jobs):
@@ -150,8 +150,8 @@ class MulticoreBackend(AutoBatchingMixin, ParallelBackendBase):
                             f"{sorted(unknown)}")
         self.parallel = parallel
         self._n_jobs = n_jobs
-        if self._executor is None:
-            self._executor, _, self._shares = _acquire(n_jobs)
+        if self._workers is None:
+            self._workers, _, self._shares = _acquire(n_jobs)
         self._futures = set()
         self._futures_lock = threading.Lock()
         return n_jobs
@@ -160,7 +160,7 @@ class MulticoreBackend(AutoBatchingMixin, ParallelBackendBase):
         buffers = []
         payload = cloudpickle.dumps(func, protocol=5,
                                     buffer_callback=buffers.append)
-        future = self._executor.submit(run_batch, payload, *buffers)
+        future = self._workers.submit(run_batch, payload, *buffers)
         with self._futures_lock:
             self._futures.add(future)
         future.add_done_callback(self._forget)
@@ -186,12 +186,12 @@ class MulticoreBackend(AutoBatchingMixin, ParallelBackendBase):
             self.terminate()
 
     def terminate(self):
-        if self._executor is not None:
+        if self._workers is not None:
             if self._shares:
                 _release()
             else:
-                self._executor.shutdown(wait=True)
-            self._executor = None
+                self._workers.shutdown(wait=True)
+            self._workers = None
         self.reset_batch_stats()
 
 
