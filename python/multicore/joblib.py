@@ -55,9 +55,23 @@ _own = None        # (Pool, Executor) of this module, or None
 _users = 0         # Parallel calls running on _own
 
 
-def run_batch(payload, *buffers):
-    """Runs in a worker: one joblib batch, pickled by the caller."""
-    return pickle.loads(payload, buffers=buffers)()
+_controller = None  # in a worker: threadpoolctl's view of its BLAS/OpenMP pools
+
+
+def run_batch(payload, inner_threads, *buffers):
+    """Runs in a worker: one joblib batch, pickled by the caller, with the
+    BLAS/OpenMP thread pools limited to inner_threads meanwhile (as loky
+    limits them: else n_jobs workers each run a pool of all the cores)."""
+    global _controller
+    batch = pickle.loads(payload, buffers=buffers)
+    if _controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:                 # no threadpoolctl: no limit
+            return batch()
+        _controller = ThreadpoolController()
+    with _controller.limit(limits=inner_threads):
+        return batch()
 
 
 def _in_worker():
@@ -107,6 +121,7 @@ class MulticoreBackend(AutoBatchingMixin, ParallelBackendBase):
     """Runs joblib batches on multicore's workers."""
 
     supports_retrieve_callback = True
+    supports_inner_max_num_threads = True
     supports_timeout = True
     supports_return_generator = True
     supports_sharedmem = False
@@ -150,6 +165,8 @@ class MulticoreBackend(AutoBatchingMixin, ParallelBackendBase):
                             f"{sorted(unknown)}")
         self.parallel = parallel
         self._n_jobs = n_jobs
+        self._inner_threads = self.inner_max_num_threads or \
+            max(joblib.cpu_count() // n_jobs, 1)
         if self._workers is None:
             self._workers, _, self._shares = _acquire(n_jobs)
         self._futures = set()
@@ -160,7 +177,8 @@ class MulticoreBackend(AutoBatchingMixin, ParallelBackendBase):
         buffers = []
         payload = cloudpickle.dumps(func, protocol=5,
                                     buffer_callback=buffers.append)
-        future = self._workers.submit(run_batch, payload, *buffers)
+        future = self._workers.submit(run_batch, payload, self._inner_threads,
+                                      *buffers)
         with self._futures_lock:
             self._futures.add(future)
         future.add_done_callback(self._forget)

@@ -9,10 +9,9 @@ import os
 import time
 import warnings
 
+import joblib  # the test extra has joblib and scikit-learn (CI installs it)
+import numpy as np
 import pytest
-
-joblib = pytest.importorskip("joblib")
-np = pytest.importorskip("numpy")
 
 import multicore
 import multicore.joblib as mcjoblib
@@ -162,7 +161,6 @@ def test_unknown_option_is_a_type_error():
 
 # -- scikit-learn -----------------------------------------------------------
 
-sklearn = pytest.importorskip("sklearn")
 from sklearn.datasets import make_classification  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.model_selection import (GridSearchCV, cross_val_score,  # noqa: E402
@@ -201,3 +199,19 @@ def test_sklearn_cross_val_score_and_grid_search_match_n_jobs_1():
                                   serial_grid.cv_results_["mean_test_score"])
     assert search.best_params_ == serial_grid.best_params_
     assert {e.fit_pid_ for e in fitted} <= pids and os.getpid() not in pids
+
+
+def blas_threads():
+    import threadpoolctl
+    return [m["num_threads"] for m in threadpoolctl.threadpool_info()]
+
+
+def test_inner_thread_pools_limited_as_loky_does():
+    assert blas_threads(), "numpy should load a BLAS threadpoolctl sees"
+    with parallel_config(backend="multicore", n_jobs=2, inner_max_num_threads=1):
+        limited = Parallel()(delayed(blas_threads)() for _ in range(2))
+    with parallel_config(backend="multicore", n_jobs=2):
+        default = Parallel()(delayed(blas_threads)() for _ in range(2))
+    assert all(n == 1 for out in limited for n in out)
+    expected = max(joblib.cpu_count() // 2, 1)
+    assert all(n == expected for out in default for n in out)

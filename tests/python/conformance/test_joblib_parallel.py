@@ -44,8 +44,7 @@ from time import sleep
 
 import pytest
 
-pytest.importorskip("joblib")
-np = pytest.importorskip("numpy")
+import numpy as np  # noqa: E402
 
 import multicore.joblib as mcjoblib  # noqa: E402  (registers "multicore")
 from joblib import parallel  # noqa: E402
