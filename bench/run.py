@@ -13,8 +13,9 @@ Markdown, default bench/results/latest.md), --scenarios a,b,..,h,
 Scenarios: (a) round trip of one trivial task, (b) 20,000 tasks one by one,
 (c) the same with each library's best batching, (d) CPU-bound scaling,
 (e) numpy arrays to and from a worker, (f) start-up and shutdown, (g) CPU
-of an idle pool, (h) the C API against futex and spin floors. See
-docs/benchmarks.md.
+of an idle pool, (h) the C API against futex and spin floors, (i) a
+scikit-learn grid search on joblib's multicore backend against loky
+(bench/joblib_grid.py). See docs/benchmarks.md.
 
 Each library runs in its own child process (bench/measure.py) per scenario
 (per library with --quick), its pool started once per scenario and shut
@@ -53,6 +54,7 @@ TITLES = {
     "f": "start-up to first result, shutdown",
     "g": "CPU used by an idle pool",
     "h": "C API round trip vs floors",
+    "i": "scikit-learn grid search, joblib backend multicore vs loky",
 }
 
 
@@ -131,7 +133,7 @@ def main():
     ap.add_argument("--png", default=os.path.join(HERE, "results", "latest.png"))
     ap.add_argument("--no-png", action="store_true")
     ap.add_argument("--md", default=os.path.join(HERE, "results", "latest.md"))
-    ap.add_argument("--scenarios", default="a,b,c,d,e,f,g,h")
+    ap.add_argument("--scenarios", default="a,b,c,d,e,f,g,h,i")
     ap.add_argument("--libs", default=",".join(ALL_LIBS))
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--quiet-wait", type=float, default=None,
@@ -303,6 +305,26 @@ def main():
         data["strays"] += [{"after": "h", "pid": p, "comm": c, "cmdline": cl}
                            for p, c, cl in procs.reap_strays()]
 
+    # -- (i) scikit-learn grid search, joblib backends (own process) ---------
+    if "i" in scen:
+        log(f"[{time.perf_counter() - t_start:6.1f}s] joblib: scenario i")
+        out = os.path.join(logdir, "joblib_i.json")
+        logpath = out[:-5] + ".log"
+        if os.path.exists(out):
+            os.unlink(out)
+        cmd = [sys.executable, os.path.join(HERE, "joblib_grid.py"), "--json", out,
+               "--workers", str(args.workers)] + (["--quick"] if args.quick else [])
+        if args.quiet_wait > 0:
+            procs.wait_quiet(give_up=args.quiet_wait)
+        with Interference() as itf:
+            ok, why, secs, strays = run_child(cmd, logpath, 240 if args.quick else 1800)
+        note_child("joblib i", ok, why, secs, strays, logpath)
+        try:
+            with open(out) as f:
+                data["scenarios"]["i"] = dict(json.load(f), interference_percent=round(itf.percent, 1))
+        except (OSError, ValueError):
+            data["scenarios"]["i"] = {"title": TITLES["i"], "error": why or "no result (see log)"}
+
     # -- output -------------------------------------------------------------
     for lib in libs:
         data["peers"].setdefault(lib, {"available": None, "version": None, "error": "not run"})
@@ -315,6 +337,15 @@ def main():
     print(text)
     print("Targets of issue 4" + (" (QUICK RUN: figures are not meaningful)" if args.quick else ""))
     print(report.render_targets(data["targets"]))
+    i = data["scenarios"].get("i")
+    if i is not None:
+        if "error" in i:
+            print(f"\n(i) {TITLES['i']}: failed: {i['error']}")
+        else:
+            r = i["results"]
+            print(f"\n(i) {TITLES['i']}: {i['fits']} fits on {i['workers']} workers: "
+                  f"loky {r['loky']['best_s']:.3f} s, multicore {r['multicore']['best_s']:.3f} s, "
+                  f"loky / multicore = {i['ratio_loky_over_multicore']:.2f}x")
     missing = [l for l, p in data["peers"].items() if p.get("available") is False]
     if missing:
         print("\nMissing peers: " + "; ".join(f"{l}: {data['peers'][l]['error']}" for l in missing))
