@@ -420,8 +420,11 @@ stage_python() {
 # is not instrumented, so the runtimes are preloaded, PYTHONMALLOC=malloc
 # lets ASan see object allocations, leak checking is off (the interpreter
 # frees little at exit), and handle_segv=0 lets the tests whose worker
-# crashes on purpose see a real SIGSEGV. test_typing (mypy on stubs) runs
-# no C code and is left to the python stage. Runs after the python stage
+# crashes on purpose see a real SIGSEGV. Left to the python stage: test_typing
+# (mypy on stubs, no C code), test_bench (bench/run.py's verdict) and the
+# peers' conformance suites in tests/python/conformance (the Python glue's
+# behaviour against CPython's and joblib's own tests: the C calls they make
+# are the ones the other tests make, at several times the run time). Runs after the python stage
 # (its venv sees the packages that stage installed).
 stage_pyasan() {
     local venv=$BUILD_ROOT/venv-asan base=$PYTHON
@@ -441,7 +444,9 @@ stage_pyasan() {
         ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1:handle_segv=0 \
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         "$venv/bin/python" -m pytest "$ROOT/tests/python" -q -p no:cacheprovider \
-            --ignore "$ROOT/tests/python/test_typing.py")
+            --ignore "$ROOT/tests/python/test_typing.py" \
+            --ignore "$ROOT/tests/python/test_bench.py" \
+            --ignore "$ROOT/tests/python/conformance")
 }
 
 # bench: the benchmark suite in its quick mode, only to prove that every
