@@ -34,6 +34,38 @@ def child_pids(pid=None):
     return found
 
 
+def exited(pid):
+    """True once pid has exited: gone from /proc, or a zombie nobody reaped
+    yet (an orphan's new parent may reap late; it has still exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state == "Z"
+
+
+def shm_mappings(pid):
+    """What process pid maps or holds open under /dev/shm: its maps lines
+    and fd targets. The pool's memory is a memfd and must never be POSIX
+    shared memory; only the process's own mappings and descriptors count,
+    not what other programs on the machine keep in /dev/shm."""
+    found = []
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            found += [line.strip() for line in f if "/dev/shm" in line]
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("/dev/shm"):
+                found.append(target)
+    except FileNotFoundError:
+        pass
+    return found
+
+
 def assert_no_children(timeout=2.0):
     deadline = time.monotonic() + timeout
     while True:

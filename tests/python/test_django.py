@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import child_pids
+from conftest import child_pids, exited
 
 PROJECT = Path(__file__).resolve().parent / "django_project"
 
@@ -95,21 +95,11 @@ print("RESULT " + json.dumps(out), flush=True)
 """
 
 
-def _exited(pid):
-    """True once pid has exited (gone, or a zombie nobody reaped yet)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state == "Z"
-
-
 def wait_exited(pids, timeout=5.0):
     deadline = time.monotonic() + timeout
-    while not all(_exited(p) for p in pids) and time.monotonic() < deadline:
+    while not all(exited(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.01)
-    return [p for p in pids if not _exited(p)]
+    return [p for p in pids if not exited(p)]
 
 
 def site_env(tmp_path, **extra):

@@ -24,7 +24,7 @@ from multicore.exceptions import (
     WorkerInitError,
 )
 
-from conftest import child_pids
+from conftest import child_pids, exited, shm_mappings
 
 # ---------------------------------------------------------------------------
 # Task functions
@@ -362,24 +362,6 @@ def test_initialize_while_other_threads_print_and_log():
             t.join()
 
 
-def dev_shm_refs(pid):
-    """/dev/shm files that process pid maps or holds open (the pool's memory
-    is a memfd: it must never use POSIX shared memory). Only the process's
-    own mappings and descriptors count, not what other programs on the
-    machine keep in /dev/shm."""
-    refs = []
-    with open(f"/proc/{pid}/maps") as f:
-        refs += [line.split()[-1] for line in f if " /dev/shm/" in line]
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("/dev/shm/"):
-            refs.append(target)
-    return refs
-
-
 def test_1000_initialize_shutdown_cycles_leave_nothing():
     # 1,000 cycles; 200 under AddressSanitizer (the pyasan stage preloads its
     # runtime), where a cycle costs ~10x more: 1,000 ran past 300 s beside a
@@ -396,7 +378,7 @@ def test_1000_initialize_shutdown_cycles_leave_nothing():
             task.run(square, i)
             assert task.get(timeout=30) == [i * i]
             pool = [os.getpid(), _multicore._zygote_pid()] + _multicore._worker_pids()
-            assert [dev_shm_refs(p) for p in pool] == [[]] * len(pool)
+            assert [shm_mappings(p) for p in pool] == [[]] * len(pool)
         shutdown()
     after = proc_counts()
     print(f"after {cycles} cycles: {before} -> {after}")
@@ -404,9 +386,9 @@ def test_1000_initialize_shutdown_cycles_leave_nothing():
     assert after["children"] == before["children"] == 0
     assert after["memfd_maps"] == before["memfd_maps"] == 0
     # Python's own allocator may map an arena or two meanwhile; a leak of
-    # one mapping per cycle would be 1,000.
+    # one mapping per cycle would be one per cycle.
     assert after["maps"] - before["maps"] <= 8
-    assert dev_shm_refs(os.getpid()) == []
+    assert shm_mappings(os.getpid()) == []
 
 
 # ---------------------------------------------------------------------------
@@ -509,16 +491,6 @@ def test_queued_parts_of_a_cancelled_task_never_run(tmp_path):
     assert after.get(timeout=30) == [i * i for i in range(20)]
     time.sleep(0.2)
     assert not os.path.exists(MARKS["path"])
-
-
-def exited(pid):
-    """True once pid has exited: gone, or a zombie its new parent has not
-    reaped yet (an orphan is reaped by init, in its own time)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def test_zygote_killed_from_outside_is_a_clear_error_and_recoverable():

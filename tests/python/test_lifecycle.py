@@ -11,7 +11,7 @@ import multicore
 from multicore import Task, initialize, shutdown
 from multicore import _multicore
 
-from conftest import assert_no_children, child_pids
+from conftest import assert_no_children, child_pids, exited, shm_mappings
 
 
 def square(x):
@@ -21,24 +21,6 @@ def square(x):
 def sleep_then(value, seconds):
     time.sleep(seconds)
     return value
-
-
-def shm_mappings(pid):
-    """Lines of /proc/PID/maps and fd links that point into /dev/shm."""
-    found = []
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            found += [line.strip() for line in f if "/dev/shm" in line]
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("/dev/shm"):
-                found.append(target)
-    except FileNotFoundError:
-        pass
-    return found
 
 
 def test_no_leftover_processes_after_shutdown():
@@ -242,17 +224,6 @@ def test_shutdown_from_inside_result_decoding_is_refused():
     assert task.get() == [16]
 
 
-def _exited(pid):
-    """True once pid has exited: gone from /proc, or a zombie nobody reaped
-    yet (an orphan's new parent may reap late; it has still exited)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state == "Z"
-
-
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
 def test_caller_killed_by_sigkill_takes_the_pool_along(busy):
     # busy: both workers are inside tasks (one spinning, one sleeping) when
@@ -277,14 +248,14 @@ def test_caller_killed_by_sigkill_takes_the_pool_along(busy):
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
         assert len(pids) == 3
-        assert not any(_exited(p) for p in pids)
+        assert not any(exited(p) for p in pids)
         proc.kill()                    # SIGKILL: no atexit, no shutdown()
         proc.wait(timeout=10)
         t0 = time.monotonic()
-        while not all(_exited(p) for p in pids) and time.monotonic() - t0 < 30:
+        while not all(exited(p) for p in pids) and time.monotonic() - t0 < 30:
             time.sleep(0.005)
         took = time.monotonic() - t0
-        assert all(_exited(p) for p in pids), "zygote or a worker outlived its caller"
+        assert all(exited(p) for p in pids), "zygote or a worker outlived its caller"
         # Tens of ms when idle; the margin is for a loaded machine.
         assert took < 10.0, f"pool processes took {took:.3f} s to exit"
     finally:
