@@ -1,10 +1,19 @@
+# Copied from CPython 3.13.0, Lib/test/test_concurrent_futures/executor.py
+# (the copy the 3.13.0 interpreter ships in lib/python3.13/test/).
+# Copyright (c) 2001-2024 Python Software Foundation; All Rights Reserved.
+# Licensed under the PSF License Agreement, version 2: LICENSE-PSF.txt here.
+# Run against multicore.Executor: every change is marked "# multicore:" and
+# listed, with why, in docs/executor.md ("Differences from
+# concurrent.futures"). The assertions are CPython's.
+
 import threading
 import time
 import unittest
 import weakref
 from concurrent import futures
 from test import support
-from test.support import Py_GIL_DISABLED
+# multicore: test.support has Py_GIL_DISABLED from 3.13; the GIL is on before
+Py_GIL_DISABLED = getattr(support, "Py_GIL_DISABLED", False)
 
 
 def mul(x, y):

@@ -1,3 +1,11 @@
+# Copied from CPython 3.13.0, Lib/test/test_concurrent_futures/test_as_completed.py
+# (the copy the 3.13.0 interpreter ships in lib/python3.13/test/).
+# Copyright (c) 2001-2024 Python Software Foundation; All Rights Reserved.
+# Licensed under the PSF License Agreement, version 2: LICENSE-PSF.txt here.
+# Run against multicore.Executor: every change is marked "# multicore:" and
+# listed, with why, in docs/executor.md ("Differences from
+# concurrent.futures"). The assertions are CPython's.
+
 import itertools
 import time
 import unittest
