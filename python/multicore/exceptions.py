@@ -61,8 +61,10 @@ class WorkerDiedError(MulticoreError):
         return (type(self), (str(self), self.pid, self.signal, self.exit_status))
 
 
-class PoolNotRunningError(MulticoreError):
-    """run() or get() after shutdown() stopped the pool."""
+class PoolNotRunningError(MulticoreError, RuntimeError):
+    """run() or get() after shutdown() stopped the pool. Also a
+    RuntimeError, which concurrent.futures raises for work submitted to an
+    executor that is shut down."""
 
 
 class CallableNotFoundError(MulticoreError):

@@ -5,91 +5,342 @@
         for f in concurrent.futures.as_completed(futures): ...
         results = list(ex.map(fn, items, chunksize=64))
 
-Each submit() is one Task of one part; a collector thread sleeps in
-wait_first() (woken by the workers, no polling) and settles futures as
-their tasks finish. It watches the oldest pending tasks only: the pool runs
-tasks first in, first out, so the next to finish are among them.
+A submitted call waits, PENDING, in the executor's queue until the pool
+has room: at most two tasks per worker, plus one, are handed to the pool at
+once (each one Task of one part), as ProcessPoolExecutor keeps a few calls
+queued for its workers. Handing a call over is what makes its future
+RUNNING (set_running_or_notify_cancel(): a future cancelled while pending
+is skipped and reported done). submit() hands over at once when there is
+room; otherwise the collector thread does as tasks finish. The collector
+sleeps in wait_first() on the tasks handed over (woken by the workers) and
+settles their futures.
 
-Differences from ProcessPoolExecutor, by design: a Future can be cancelled
-even while its task runs (the worker running it is stopped and replaced),
-and shutdown(cancel_futures=True) cancels every unfinished future. The
-executor uses the process-wide pool (if none runs, it starts one with
-max_workers workers and stops it at shutdown()), or the multicore.Pool
-given as pool= (which it never stops).
+The collector thread holds the executor's state (_Collector), never the
+executor: an executor dropped without shutdown() is collected, and its
+thread exits once the calls it still owes are done, as
+ProcessPoolExecutor's manager thread does. At interpreter exit (a
+threading._register_atexit hook, which runs before multicore's own atexit
+shutdown()) every executor's pending calls are run first, as the standard
+library does.
+
+Differences from ProcessPoolExecutor, by design (docs/executor.md lists
+them all): cancel() also works on a RUNNING future (the worker running it
+is stopped and replaced). The executor uses the process-wide pool (if none
+runs, it starts one with max_workers workers and stops it at shutdown()),
+or the multicore.Pool given as pool= (which it never stops), or, with
+initializer=, a multicore.Pool of its own.
 
 This is glue over Task and wait_first (the C extension does the work).
 """
 
 import concurrent.futures as _cf
+import functools
 import itertools
 import threading
+import weakref
 from collections import deque
 
 from multicore import _multicore
 from multicore._multicore import Task, wait_first
 from multicore.exceptions import PoolNotRunningError
-from multicore.mapping import _run_chunk
+from multicore.mapping import _in_flight_limit, _pool_workers, _run_chunk
 
 __all__ = ["Executor"]
 
-_WINDOW = 64  # pending tasks the collector watches at once
+_RUN_OPTIONS = ("serialization_format", "use_dill")  # keywords Task.run() takes
+_SLICE = 0.05   # the collector looks at newly handed-over tasks this often
+
+_PENDING = _cf._base.PENDING
+_RUNNING = _cf._base.RUNNING
+_FINISHED = _cf._base.FINISHED
+_CANCELLED = (_cf._base.CANCELLED, _cf._base.CANCELLED_AND_NOTIFIED)
+
+# Set at interpreter exit; submit() refuses work from then on, as the
+# standard library's executors do.
+_global_shutdown = False
+_collectors = weakref.WeakSet()   # those with a live thread
 
 
-class _Future(_cf.Future):
-    """A Future whose cancel() also stops a running task."""
+def _python_exit():
+    global _global_shutdown
+    _global_shutdown = True
+    collectors = list(_collectors)
+    for collector in collectors:
+        collector.wake()
+    for collector in collectors:
+        collector.join()
 
-    def __init__(self, executor):
+
+threading._register_atexit(_python_exit)
+
+
+class Future(_cf.Future):
+    """A concurrent.futures.Future whose cancel() also stops a running task."""
+
+    def __init__(self, collector):
         super().__init__()
-        self._executor = executor
+        self._collector = collector
 
     def cancel(self):
         with self._condition:
-            if self._state == _cf._base.FINISHED:
+            if self._state == _FINISHED:
                 return False
-        self._executor._forget(self)     # drops the Task: cancels its part
-        return super().cancel()
+            if self._state in _CANCELLED:
+                return True
+            was_running = self._state == _RUNNING
+            self._state = _cf._base.CANCELLED
+            self._condition.notify_all()
+        unqueued = self._collector.forget(self)  # a running task is stopped
+        if was_running or unqueued:
+            # Nobody else will call set_running_or_notify_cancel() (which
+            # tells wait() and as_completed()); otherwise the collector,
+            # about to hand the call over, does and skips it.
+            self.set_running_or_notify_cancel()
+        self._invoke_callbacks()
+        return True
+
+
+class _Collector:
+    """An executor's calls, pending and handed over, and the thread that
+    hands them over and settles their futures."""
+
+    def __init__(self, new_task, handle, private_pool):
+        self.new_task = new_task         # Task, or a multicore.Pool's Task
+        self.handle = handle             # that Pool's PoolHandle, or None
+        self.private_pool = private_pool  # a multicore.Pool closed at the end
+        self.lock = threading.Lock()
+        self.wakeup = threading.Condition(self.lock)
+        self.queue = deque()             # [future, fn, args, kwargs], pending
+        self.running = deque()           # (future, task), handed over
+        self.in_flight = 0               # handed over or being handed over
+        self.shutdown = False            # shutdown() called
+        self.dropped = False             # the executor was collected
+        self.thread = None
+        self.executor = None             # weakref to the executor
+
+    def limit(self):
+        return _in_flight_limit(_pool_workers(self.handle))
+
+    def start(self):                     # under self.lock
+        if self.thread is None:
+            self.thread = threading.Thread(target=self.run, daemon=True,
+                                           name="multicore-executor")
+            self.thread.start()
+            _collectors.add(self)
+
+    def wake(self):
+        with self.lock:
+            self.wakeup.notify()
+
+    def drop(self, _ref):
+        with self.lock:
+            self.dropped = True
+            self.wakeup.notify()
+
+    def join(self):
+        thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    # -- handing calls over ------------------------------------------------
+
+    def fill(self):
+        """Hand pending calls to the pool while it has room."""
+        try:
+            limit = self.limit()
+        except PoolNotRunningError as e:
+            self.fail_all(e)
+            return
+        while True:
+            with self.lock:
+                if self.in_flight >= limit or not self.queue:
+                    return
+                item = self.queue.popleft()
+                self.in_flight += 1
+            self.hand_over(*item)
+
+    def hand_over(self, future, fn, args, kwargs):
+        if not future.set_running_or_notify_cancel():
+            with self.lock:              # cancelled while pending
+                self.in_flight -= 1
+            return
+        try:
+            task = self.new_task()
+            if task is None:
+                raise PoolNotRunningError("the multicore pool is not running")
+            if any(key in kwargs for key in _RUN_OPTIONS):
+                # Task.run() would take these as its own options.
+                task.run(_call, fn, args, kwargs)
+            else:
+                task.run(fn, *args, **kwargs)
+        except BaseException as e:       # fn or an argument cannot be sent
+            with self.lock:
+                self.in_flight -= 1
+            _settle(future, False, e.with_traceback(None))
+            if not isinstance(e, Exception):
+                raise
+            return
+        with self.lock:
+            self.running.append((future, task))
+            self.start()
+            self.wakeup.notify()
+        if future.cancelled():           # cancel() came while handing over
+            self.forget(future)
+
+    # -- settling futures (collector thread) -------------------------------
+
+    def run(self):
+        try:
+            while self.settle_some():
+                pass
+        finally:
+            _collectors.discard(self)
+            if self.private_pool is not None:
+                self.private_pool.close()
+
+    def settle_some(self):
+        """Hand over and settle what can be; False once nothing is left.
+        Keeps no reference to a settled future or its result once it
+        returns (the thread then sleeps in here again)."""
+        with self.lock:
+            while not self.running:
+                if self.queue and self.in_flight == 0:
+                    break                # pending calls to hand over
+                if (self.shutdown or self.dropped or _global_shutdown) and \
+                        not self.queue and self.in_flight == 0:
+                    return False
+                self.wakeup.wait()
+        self.fill()
+        with self.lock:
+            window = list(self.running)
+        if not window:
+            return True
+        try:
+            done = wait_first([task for _, task in window], timeout=_SLICE)
+        except PoolNotRunningError as e:
+            self.fail_all(e)
+            return True
+        for i in done:
+            future, task = window[i]
+            with self.lock:
+                try:
+                    self.running.remove((future, task))
+                except ValueError:
+                    continue             # cancelled meanwhile: forget() had it
+                self.in_flight -= 1
+            try:
+                result = task.get(timeout=0)[0]
+            except BaseException as e:   # the task's own exception
+                # its traceback would only show (and keep alive) this frame;
+                # the worker's is its __cause__
+                _settle(future, False, e.with_traceback(None))
+            else:
+                _settle(future, True, result)
+        return True
+
+    def forget(self, future):
+        """Drop a cancelled future's call: True if it was still pending."""
+        with self.lock:
+            for item in self.queue:
+                if item[0] is future:
+                    self.queue.remove(item)
+                    return True
+            for entry in self.running:
+                if entry[0] is future:
+                    self.running.remove(entry)
+                    self.in_flight -= 1
+                    entry[1].cancel()    # its part never runs, or is stopped
+                    break
+        return False
+
+    def cancel_pending(self):
+        with self.lock:
+            pending = [item[0] for item in self.queue]
+        for future in pending:
+            future.cancel()
+
+    def fail_all(self, error):
+        with self.lock:
+            pending = [item[0] for item in self.queue]
+            running = [future for future, _ in self.running]
+            self.in_flight -= len(self.running)
+            self.queue.clear()
+            self.running.clear()
+        for future in pending:
+            if future.set_running_or_notify_cancel():
+                _settle(future, False, error)
+        for future in running:
+            _settle(future, False, error)
+
+
+def _settle(future, ok, value):
+    """Complete a future unless cancel() won the race (set_result() checks
+    the state under the future's own condition)."""
+    try:
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+    except _cf.InvalidStateError:
+        pass                             # cancelled: the result is not wanted
 
 
 class Executor(_cf.Executor):
-    def __init__(self, max_workers: "int | None" = None, *,
-                 pool: "object | None" = None) -> None:
-        if max_workers is not None and (isinstance(max_workers, bool) or
-                                        not isinstance(max_workers, int) or
-                                        max_workers < 1):
-            raise ValueError(f"max_workers must be a positive int or None, "
-                             f"not {max_workers!r}")
+    """Executor(max_workers=None, mp_context=None, initializer=None,
+    initargs=(), *, pool=None): see docs/executor.md."""
+
+    def __init__(self, max_workers=None, mp_context=None, initializer=None,
+                 initargs=(), *, pool=None):
+        if max_workers is not None:
+            if isinstance(max_workers, bool) or not isinstance(max_workers, int):
+                raise TypeError(f"max_workers must be an int or None, "
+                                f"not {max_workers!r}")
+            if max_workers <= 0:
+                raise ValueError(f"max_workers must be greater than 0, "
+                                 f"not {max_workers}")
+        if mp_context is not None and mp_context.get_start_method() != "fork":
+            raise ValueError(
+                f"multicore forks its workers once, from the program as it is "
+                f"then: mp_context must be None or a 'fork' context, not "
+                f"{mp_context.get_start_method()!r}")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if pool is not None and (max_workers is not None or initializer is not None):
+            raise ValueError("give pool, or max_workers and initializer, not both")
+        private_pool = None
+        self._owns_pool = False
+        if initializer is not None:
+            # The workers of the process-wide pool may already run, without
+            # this initializer: a pool of the executor's own.
+            from multicore.pool import Pool
+            pool = private_pool = Pool(max_workers, worker_init=functools.partial(
+                initializer, *initargs))
         if pool is not None:
-            if max_workers is not None:
-                raise ValueError("give max_workers or pool, not both")
-            self._new_task = pool.Task          # a multicore.Pool's
-            self._owns_pool = False
+            state = _Collector(pool.Task, pool._handle, private_pool)
         else:
-            self._new_task = Task
             self._owns_pool = _multicore._zygote_pid() is None
             if self._owns_pool:
                 _multicore.initialize(workers=max_workers)
-        self._lock = threading.Lock()
-        self._wakeup = threading.Condition(self._lock)
-        self._pending = deque()          # (future, task) in submission order
-        self._shutdown = False
-        self._collector = threading.Thread(target=self._collect, daemon=True,
-                                           name="multicore-executor")
-        self._collector.start()
-
-    # -- submitting ------------------------------------------------------
+            state = _Collector(Task, None, None)
+        self._state = state
+        # held by the state, which outlives the executor (a weakref held by
+        # garbage alone would not call back)
+        state.executor = weakref.ref(self, state.drop)
 
     def submit(self, fn, /, *args, **kwargs):
-        with self._lock:
-            if self._shutdown:
+        state = self._state
+        with state.lock:
+            if state.shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-        task = self._new_task()
-        if task is None:
-            raise PoolNotRunningError("the multicore pool is not running")
-        task.run(fn, *args, **kwargs)
-        future = _Future(self)
-        with self._lock:
-            self._pending.append((future, task))
-            self._wakeup.notify()
+            if _global_shutdown:
+                raise RuntimeError("cannot schedule new futures after "
+                                   "interpreter shutdown")
+        _pool_workers(state.handle)      # PoolNotRunningError if it stopped
+        future = Future(state)
+        with state.lock:
+            state.queue.append([future, fn, args, kwargs])
+            state.start()
+        state.fill()
         return future
 
     def map(self, fn, *iterables, timeout=None, chunksize=1):
@@ -102,67 +353,29 @@ class Executor(_cf.Executor):
                               chunks, timeout=timeout)
         return itertools.chain.from_iterable(results)
 
-    # -- settling futures (collector thread) -------------------------------
-
-    def _collect(self):
-        while True:
-            with self._lock:
-                while not self._pending and not self._shutdown:
-                    self._wakeup.wait()
-                if not self._pending and self._shutdown:
-                    return
-                window = list(itertools.islice(self._pending, _WINDOW))
-            try:
-                done = wait_first([task for _, task in window], timeout=0.1)
-            except PoolNotRunningError as e:
-                self._fail_all(e)
-                return
-            for i in done:
-                future, task = window[i]
-                with self._lock:
-                    try:
-                        self._pending.remove((future, task))
-                    except ValueError:
-                        continue         # cancelled meanwhile
-                try:
-                    result = task.get(timeout=0)[0]
-                except BaseException as e:   # the task's own exception
-                    if not future.cancelled():
-                        future.set_exception(e)
-                else:
-                    if not future.cancelled():
-                        future.set_result(result)
-
-    def _forget(self, future):
-        with self._lock:
-            for entry in self._pending:
-                if entry[0] is future:
-                    self._pending.remove(entry)
-                    entry[1].cancel()   # its part never runs, or is stopped
-                    break
-
-    def _fail_all(self, error):
-        with self._lock:
-            pending, self._pending = list(self._pending), deque()
-        for future, _ in pending:
-            if not future.done():
-                future.set_exception(error)
-
-    # -- shutting down -----------------------------------------------------
-
     def shutdown(self, wait=True, *, cancel_futures=False):
-        with self._lock:
-            self._shutdown = True
-            self._wakeup.notify()
-            cancelled = list(self._pending) if cancel_futures else []
-        for future, _ in cancelled:
-            future.cancel()
+        state = self._state
+        with state.lock:
+            state.shutdown = True
+            state.wakeup.notify()
+            private = state.private_pool if state.thread is None else None
+        if cancel_futures:
+            state.cancel_pending()
+        if private is not None:          # no collector ever ran to close it
+            private.close()
         if wait:
-            self._collector.join()
+            state.join()
             if self._owns_pool:
                 _multicore.shutdown()
-        # without wait, a pool this executor started stops at exit (or at
-        # multicore.shutdown()), once the futures no longer need it
+        # without wait, the collector runs what is pending and then closes
+        # a pool of the executor's own; a process-wide pool this executor
+        # started stops at exit (or at multicore.shutdown())
+
+
+def _call(fn, args, kwargs):
+    """Runs in a worker: fn(*args, **kwargs), for keywords Task.run() would
+    take as its own."""
+    return fn(*args, **kwargs)
 
 
 def _chunks(iterator, size):

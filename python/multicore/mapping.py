@@ -87,6 +87,12 @@ class _Chunker:
         self.size = max(1, min(size, self.cap))
 
 
+def _in_flight_limit(workers):
+    """Tasks a map (or an Executor) keeps queued or running at once: two
+    per worker, plus one, so that no worker waits for its next task."""
+    return 2 * workers + 1
+
+
 def _pool_workers(handle):
     """Workers of the pool a map runs on (the process-wide one when handle
     is None), or PoolNotRunningError."""
@@ -141,7 +147,7 @@ def _result_chunks(fn, iterable, chunksize, star, ordered, progress, timeout,
     bar = make_progress(progress, chunker.total)
     deadline = None if timeout is None else time.monotonic() + timeout
     in_flight = deque()          # (task, n_items), in submission order
-    limit = 2 * workers + 1
+    limit = _in_flight_limit(workers)
 
     def left():
         if deadline is None:
