@@ -20,6 +20,8 @@
 #include <Python.h>
 #include <pythread.h>
 
+#include "compat.h"   /* shims for APIs newer than requires-python */
+
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
