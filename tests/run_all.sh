@@ -11,10 +11,13 @@
 #   valgrind gcc -O1 -g, no sanitizers; every C test under valgrind memcheck,
 #            the zygote and workers it forks included (see stage_valgrind)
 #   fuzz     the libFuzzer targets of tests/fuzz/ (clang, ASan + UBSan), each
-#            for MULTICORE_FUZZ_SECONDS (default 25) on its corpus
+#            for MULTICORE_FUZZ_SECONDS (default 10) on its corpus
 #   install  cmake --install into a temp prefix; the README example built with
 #            pkg-config against the shared and against the static library
 #   python   pip install ".[test]" (-Werror), pytest, python -m multicore demo
+#   pyversions  every other CPython of the machine from requires-python up
+#            (pyenv's 3.9 to 3.13 here): built with -Werror in a venv each,
+#            the core tests and the demo (tests/stages/pyversions.sh)
 #   pyasan   the extension built with ASan + UBSan in a venv over the python
 #            stage's packages; the Python tests run with the sanitizer
 #            runtimes preloaded into the (uninstrumented) interpreter
@@ -25,7 +28,7 @@
 # MULTICORE_BUILD_ROOT (default build-ci/) holds build trees and logs;
 # PYTHON (default python3) is the interpreter for the python stage;
 # MULTICORE_CTEST_JOBS (default 1) runs C tests in parallel;
-# MULTICORE_FUZZ_SECONDS (default 25) is the fuzz stage's time per target;
+# MULTICORE_FUZZ_SECONDS (default 10) is the fuzz stage's time per target;
 # MULTICORE_TEST_PG_DSN, when set, is the PostgreSQL server the Python
 # tests use (otherwise one is started for the run, tests/lib/postgres.sh).
 # Debian, run as root: what the selected stages need and the machine lacks
@@ -35,7 +38,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-STAGES=${MULTICORE_STAGES:-"gcc clang asan tsan valgrind fuzz install python pyasan bench"}
+STAGES=${MULTICORE_STAGES:-"gcc clang asan tsan valgrind fuzz install python pyversions pyasan bench"}
 BUILD_ROOT=${MULTICORE_BUILD_ROOT:-$ROOT/build-ci}
 PYTHON=${PYTHON:-python3}
 JOBS=$(nproc 2>/dev/null || echo 2)
@@ -327,7 +330,7 @@ EOF
 
 stage_fuzz() {
     # libFuzzer (Debian's libclang-rt-<version>-dev) is a prerequisite.
-    MULTICORE_BUILD_ROOT=$BUILD_ROOT bash "$ROOT/tests/fuzz/run.sh" "${MULTICORE_FUZZ_SECONDS:-25}"
+    MULTICORE_BUILD_ROOT=$BUILD_ROOT bash "$ROOT/tests/fuzz/run.sh" "${MULTICORE_FUZZ_SECONDS:-10}"
 }
 
 check() {   # check NAME COMMAND...: one line per check, counted in the summary
@@ -413,6 +416,10 @@ stage_python() {
     "$py" -m pytest tests/python -q -p no:cacheprovider || rc=$?
     check "python -m multicore demo" "$py" -m multicore demo || rc=1
     return "$rc"
+}
+
+stage_pyversions() {
+    PYTHON=$PYTHON MULTICORE_BUILD_ROOT=$BUILD_ROOT bash "$ROOT/tests/stages/pyversions.sh"
 }
 
 # pyasan: the C extension (and the engine inside it) under AddressSanitizer
@@ -501,6 +508,11 @@ count() {
         for n in $(grep -oE '[0-9]+ passed' <<<"$line" | cut -d' ' -f1); do P=$((P + n)); done
         for n in $(grep -oE '[0-9]+ (failed|errors?)' <<<"$line" | cut -d' ' -f1); do F=$((F + n)); done
     fi
+    # pyversions: "pyversions 3.9.18: 1 failed, 125 passed in 30.1s", one a line
+    while read -r line; do
+        for n in $(grep -oE '[0-9]+ passed' <<<"$line" | cut -d' ' -f1); do P=$((P + n)); done
+        for n in $(grep -oE '[0-9]+ (failed|errors?)' <<<"$line" | cut -d' ' -f1); do F=$((F + n)); done
+    done < <(grep -E '^pyversions [0-9.]+: ' "$log" || true)
     # our own checks
     P=$((P + $(grep -cE '^check: .*: ok$' "$log" || true)))
     F=$((F + $(grep -cE '^check: .*: FAILED$' "$log" || true)))
@@ -509,7 +521,7 @@ count() {
 overall=0
 for stage in $STAGES; do
     if ! declare -F "stage_$stage" >/dev/null; then
-        echo "unknown stage: $stage (known: gcc clang asan tsan valgrind fuzz install python pyasan bench)" >&2
+        echo "unknown stage: $stage (known: gcc clang asan tsan valgrind fuzz install python pyversions pyasan bench)" >&2
         exit 2
     fi
     banner "stage: $stage"

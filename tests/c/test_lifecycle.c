@@ -61,9 +61,9 @@ TEST(test_start_stop_cycles_leave_nothing)
     int memfd0 = mc_t_count_maps_matching("memfd:");
     int kids0 = mc_t_count_children();
     int gone_bad = 0;
-    /* 1,000 cycles; 100 under valgrind, where each costs ~20x more (every
+    /* 1,000 cycles; 30 under valgrind, where each costs ~20x more (every
        other stage runs all 1,000) */
-    int cycles = mc_t_under_valgrind() ? 100 : 1000;
+    int cycles = mc_t_under_valgrind() ? 30 : 1000;
     double t0 = mc_t_now();
     for (int i = 0; i < cycles; i++) {
         pool = NULL;
