@@ -18,6 +18,10 @@
 #   pyversions  every other CPython of the machine from requires-python up
 #            (pyenv's 3.9 to 3.13 here): built with -Werror in a venv each,
 #            the core tests and the demo (tests/stages/pyversions.sh)
+#   wheel    `python -m build --wheel` plus `auditwheel repair` make a
+#            manylinux wheel; installed into a fresh venv with no C compiler
+#            on PATH, it runs the demo and the seed example
+#            (tests/stages/wheel.sh)
 #   pyasan   the extension built with ASan + UBSan in a venv over the python
 #            stage's packages; the Python tests run with the sanitizer
 #            runtimes preloaded into the (uninstrumented) interpreter
@@ -39,7 +43,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-STAGES=${MULTICORE_STAGES:-"gcc clang asan tsan valgrind fuzz install python pyversions pyasan bench"}
+ALL_STAGES="gcc clang asan tsan valgrind fuzz install python pyversions wheel pyasan bench"
+STAGES=${MULTICORE_STAGES:-$ALL_STAGES}
 BUILD_ROOT=${MULTICORE_BUILD_ROOT:-$ROOT/build-ci}
 PYTHON=${PYTHON:-python3}
 JOBS=$(nproc 2>/dev/null || echo 2)
@@ -89,7 +94,7 @@ probe_all() {
     MISSING=()
     local need_c=0 need_py=0
     c_stages && need_c=1
-    { has_stage python || has_stage pyasan || has_stage bench; } && need_py=1
+    { has_stage python || has_stage pyversions || has_stage wheel || has_stage pyasan || has_stage bench; } && need_py=1
     command -v gcc >/dev/null 2>&1 || MISSING+=("gcc:gcc")
     command -v cmake >/dev/null 2>&1 || MISSING+=("cmake:cmake")
     command -v make >/dev/null 2>&1 || command -v ninja >/dev/null 2>&1 || MISSING+=("make:make")
@@ -443,6 +448,10 @@ stage_pyversions() {
     PYTHON=$PYTHON MULTICORE_BUILD_ROOT=$BUILD_ROOT bash "$ROOT/tests/stages/pyversions.sh"
 }
 
+stage_wheel() {
+    PYTHON=$PYTHON bash "$ROOT/tests/stages/wheel.sh"
+}
+
 # pyasan: the C extension (and the engine inside it) under AddressSanitizer
 # and UndefinedBehaviorSanitizer, driven by the Python tests. CPython itself
 # is not instrumented, so the runtimes are preloaded, PYTHONMALLOC=malloc
@@ -542,7 +551,7 @@ count() {
 overall=0
 for stage in $STAGES; do
     if ! declare -F "stage_$stage" >/dev/null; then
-        echo "unknown stage: $stage (known: gcc clang asan tsan valgrind fuzz install python pyversions pyasan bench)" >&2
+        echo "unknown stage: $stage (known: $ALL_STAGES)" >&2
         exit 2
     fi
     banner "stage: $stage"
