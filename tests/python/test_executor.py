@@ -252,6 +252,26 @@ def test_shutdown_after_cancelling_every_running_call(pool, tmp_path):
     assert all(f.cancelled() for f in futures)
 
 
+def voluntary_switches(thread):
+    with open(f"/proc/self/task/{thread.native_id}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches in /proc")
+
+
+def test_an_idle_collector_does_not_wake(pool):
+    with multicore.Executor() as ex:
+        assert ex.submit(square, 2).result(timeout=30) == 4
+        thread = ex._executor_manager_thread
+        wait_until(lambda: sys._current_frames()[thread.ident].f_code.co_name == "wait",
+                   what="the collector to go back to sleep")
+        before = voluntary_switches(thread)
+        time.sleep(0.5)                      # a 50 ms poll would wake it 10 times
+        assert voluntary_switches(thread) - before <= 1
+        assert thread.is_alive()
+
+
 # -- shutdown and interpreter exit run what is pending ----------------------
 
 def test_shutdown_without_wait_runs_pending_calls(pool, tmp_path):
