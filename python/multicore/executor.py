@@ -158,6 +158,7 @@ class _Collector:
         self.starter = starter           # makes the executor's own Pool
         self.private_pool = None         # that Pool, closed at the end
         self.broken = False              # why the executor is broken
+        self.broken_by = None            # the WorkerInitError that broke it
         self.start_lock = threading.Lock()
         self.lock = threading.Lock()
         self.wakeup = threading.Condition(self.lock)
@@ -178,7 +179,7 @@ class _Collector:
             return
         with self.start_lock:
             if self.broken:
-                raise BrokenProcessPool(self.broken)
+                raise BrokenProcessPool(self.broken) from self.broken_by
             if self.starter is None:
                 return
             try:
@@ -195,6 +196,7 @@ class _Collector:
         """The executor's own workers cannot start: log the initializer's
         failure (as ProcessPoolExecutor's workers do) and refuse work."""
         _LOGGER.critical("Exception in initializer:\n%s", error)
+        self.broken_by = error.with_traceback(None)
         self.broken = ("A process in the process pool failed its initializer; "
                        "the executor is not usable anymore (see the cause)")
 
@@ -527,7 +529,7 @@ class Executor(_cf.Executor):
         state = self._state
         with state.lock:
             if state.broken:
-                raise BrokenProcessPool(state.broken)
+                raise BrokenProcessPool(state.broken) from state.broken_by
             if state.shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if _global_shutdown:

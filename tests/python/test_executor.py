@@ -435,8 +435,9 @@ def test_failing_initializer_breaks_the_executor(caplog):
     assert any("ValueError: no database here" in r.getMessage()
                for r in caplog.records if r.name == "concurrent.futures")
     assert ex._broken
-    with pytest.raises(BrokenProcessPool):
+    with pytest.raises(BrokenProcessPool) as info:
         ex.submit(square, 2)
+    assert isinstance(info.value.__cause__, WorkerInitError)
     with pytest.raises(BrokenProcessPool):
         list(ex.map(square, range(3)))
     ex.shutdown()
