@@ -4,10 +4,19 @@ Every error multicore itself raises is a MulticoreError. A task's own
 exception is re-raised in the caller as its original type, with the
 worker's traceback attached as ``__cause__`` (a RemoteTraceback), as
 concurrent.futures does.
+
+The errors that say a task could not be run or received by the pool's
+machinery (its worker died, its callable or arguments did not load in the
+worker, its result did not load in the caller, no worker could start) are
+also concurrent.futures.process.BrokenProcessPool, which ProcessPoolExecutor
+raises in those cases, so that code written for it catches them. Unlike
+ProcessPoolExecutor, multicore fails only the task concerned; the pool goes
+on.
 """
 
 import multiprocessing as _mp
 import multiprocessing.pool as _mp_pool
+from concurrent.futures.process import BrokenProcessPool as _BrokenProcessPool
 
 __all__ = [
     "MulticoreError",
@@ -20,6 +29,7 @@ __all__ = [
     "CallableNotFoundError",
     "ArgumentsUnpicklingError",
     "WorkerInitError",
+    "ResultUnpicklingError",
     "RemoteTraceback",
     "PoolClosedError",
 ]
@@ -48,8 +58,9 @@ class TaskCompleteError(MulticoreError):
     """run() or get() on a task whose get() has already finished."""
 
 
-class WorkerDiedError(MulticoreError):
-    """The worker process running a task died (signal or exit)."""
+class WorkerDiedError(MulticoreError, _BrokenProcessPool):
+    """The worker process running a task died (signal or exit). Also a
+    BrokenProcessPool, as ProcessPoolExecutor raises when a worker dies."""
 
     def __init__(self, message="", pid=None, signal=None, exit_status=None):
         super().__init__(message)
@@ -67,17 +78,27 @@ class PoolNotRunningError(MulticoreError, RuntimeError):
     executor that is shut down."""
 
 
-class CallableNotFoundError(MulticoreError):
+class CallableNotFoundError(MulticoreError, _BrokenProcessPool):
     """The callable does not exist in the workers (defined after
-    initialize(); pass use_dill=True to send it by value)."""
+    initialize(); pass use_dill=True to send it by value). Also a
+    BrokenProcessPool (ProcessPoolExecutor's worker dies of it)."""
 
 
-class ArgumentsUnpicklingError(MulticoreError):
-    """A task's arguments could not be unpickled in a worker."""
+class ArgumentsUnpicklingError(MulticoreError, _BrokenProcessPool):
+    """A task's arguments could not be unpickled in a worker. Also a
+    BrokenProcessPool (ProcessPoolExecutor's worker dies of it)."""
 
 
-class WorkerInitError(MulticoreError):
-    """worker_init raised in a worker; the message holds its traceback."""
+class WorkerInitError(MulticoreError, _BrokenProcessPool):
+    """worker_init raised in a worker; the message holds its traceback.
+    Also a BrokenProcessPool, as ProcessPoolExecutor raises when its
+    initializer fails."""
+
+
+class ResultUnpicklingError(MulticoreError, _BrokenProcessPool):
+    """multicore.Executor: a task's result came back but could not be
+    unpickled in the caller (the exception that stopped it is __cause__).
+    Also a BrokenProcessPool, as ProcessPoolExecutor raises then."""
 
 
 # The formatted traceback of an exception raised in a worker, set as the

@@ -7,8 +7,5 @@
 # the whole package on an ASan/MSan build of CPython itself) is not used:
 # pytest collects the modules directly, and the interpreter here is not an
 # ASan build. Left out: test_thread_pool.py (ThreadPoolExecutor's own) and
-# test_future.py (tests the Future class, which multicore reuses), and for
-# now test_deadlock.py (12 of its 16 tests expect BrokenProcessPool or
-# SystemExit where multicore raises WorkerDiedError or
-# ArgumentsUnpicklingError; not yet sorted out). Every
+# test_future.py (tests the Future class, which multicore reuses). Every
 # difference is listed in docs/executor.md.

@@ -35,9 +35,10 @@ class EventfulGCObj():
 class ProcessPoolExecutorTest(ExecutorTest):
 
     # multicore: test_max_workers_too_large (Windows) and test_killed_child
-    # (a killed worker breaks ProcessPoolExecutor for good; multicore fails
-    # that one future with WorkerDiedError and replaces the worker)
-    # excluded.
+    # (a killed worker breaks ProcessPoolExecutor for good, and the test
+    # asserts that submit() then raises; multicore fails that one future
+    # with WorkerDiedError, a BrokenProcessPool, replaces the worker and
+    # goes on) excluded.
 
     def test_map_chunksize(self):
         def bad_map():
@@ -57,8 +58,9 @@ class ProcessPoolExecutorTest(ExecutorTest):
 
     # multicore: test_traceback excluded: it asserts the exact private type
     # concurrent.futures.process._RemoteTraceback of the __cause__;
-    # multicore's is multicore.exceptions.RemoteTraceback, with the same
-    # .tb (tests/python/test_executor.py checks the rest of it).
+    # multicore's is multicore.exceptions.RemoteTraceback (multiprocessing's
+    # public type), with the same .tb (tests/python/test_executor.py checks
+    # the rest of it).
 
     @hashlib_helper.requires_hashdigest('md5')
     def test_ressources_gced_in_workers(self):
@@ -82,10 +84,16 @@ class ProcessPoolExecutorTest(ExecutorTest):
 
     # multicore: test_saturation, test_idle_process_reuse_one and _multiple
     # excluded (ProcessPoolExecutor's private _processes, _max_workers);
-    # test_max_tasks_per_child, _defaults_to_spawn_context and
-    # test_max_tasks_early_shutdown excluded (max_tasks_per_child is not
-    # supported yet); test_python_finalization_error excluded (mocks
-    # ProcessPoolExecutor's threads).
+    # test_max_tasks_per_child excluded: with a "fork" context it asserts the
+    # ValueError ProcessPoolExecutor raises (forking from a threaded
+    # process is unsafe), and multicore, whose single-threaded zygote forks
+    # the replacements, supports max_tasks_per_child there; its other
+    # branch reads _processes. _defaults_to_spawn_context excluded (the
+    # private _mp_context: multicore only forks), test_max_tasks_early_shutdown
+    # excluded (it skips itself under "fork", the only context multicore
+    # has; tests/python/test_executor.py runs its body).
+    # test_python_finalization_error excluded (it makes the creation of
+    # ProcessPoolExecutor's second internal thread fail; multicore has one).
 
 create_executor_tests(globals(), ProcessPoolExecutorTest,
                       executor_mixins=(MulticoreMixin,))  # multicore: was the three ProcessPool*Mixins
