@@ -201,10 +201,19 @@ def test_executor_with_asyncio_run_in_executor(pool):
         assert asyncio.run(main(ex)) == [i * i for i in range(10)]
 
 
-def test_cancelling_a_running_future_stops_its_worker(pool):
+def mark_then_sleep(path, seconds):
+    open(path, "w").close()                     # the task has started
+    time.sleep(seconds)
+
+
+def test_cancelling_a_running_future_stops_its_worker(pool, tmp_path):
+    started = tmp_path / "started"
     with multicore.Executor() as ex:
-        future = ex.submit(sleep_then, "never", 3600)
-        time.sleep(0.3)                         # now running in a worker
+        future = ex.submit(mark_then_sleep, str(started), 3600)
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert started.exists()                 # now running in a worker
         assert future.cancel() and future.cancelled()
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and \
