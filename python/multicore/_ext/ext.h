@@ -27,15 +27,7 @@
 #include <sys/types.h>
 
 #include "multicore.h"
-
-/* ---------------------------------------------------------------------
- * Serialization formats of a task's result (chosen at run()).
- * --------------------------------------------------------------------- */
-enum {
-    MCX_FMT_PICKLE = 0,
-    MCX_FMT_JSON = 1,
-    MCX_FMT_STRING = 2
-};
+#include "frame.h"    /* the byte layouts in shared memory (Python-free) */
 
 /* ---------------------------------------------------------------------
  * Task codes a worker returns (mc_result.task_code with MC_ETASK), and
@@ -51,33 +43,6 @@ enum {
     MCX_RC_NOMEM = 5      /* UTF-8: the result did not fit in shared memory */
 };
 
-/* ---------------------------------------------------------------------
- * Payload header (caller -> worker). Both ends are the same program image
- * (the workers are forked from the caller), so fields are native-endian.
- *
- *   0  u8   magic  MCX_WIRE_MAGIC
- *   1  u8   version MCX_WIRE_VERSION
- *   2  u8   format (MCX_FMT_*)
- *   3  u8   flags  (MCX_WIRE_DILL)
- *   4  u32  offset of the (args, kwargs) frame (64-byte aligned)
- *   8  u64  length of the callable's part
- *  16       callable part; then, from the offset above to the end, the
- *           (args, kwargs) as an out-of-band frame (oob.c)
- * --------------------------------------------------------------------- */
-#define MCX_WIRE_MAGIC 0x6du
-#define MCX_WIRE_VERSION 2u
-#define MCX_WIRE_DILL 0x01u
-#define MCX_WIRE_HEADER_SIZE 16u
-
-typedef struct {
-    int format;
-    int use_dill;
-    const char *fn;      /* callable part */
-    size_t fn_len;
-    const char *args;    /* (args, kwargs) part */
-    size_t args_len;
-} mcx_wire_task;
-
 /* Payloads up to this size are submitted with mc_submit(), which copies
    them under the lock it takes anyway (the engine's one-lock limit). */
 #define MCX_SMALL_SUBMIT MC_SUBMIT_INLINE_MAX
@@ -88,21 +53,6 @@ typedef struct {
 /* Buffers from this size travel out of band (oob.c); smaller ones stay in
    the pickle stream, where they cost less than a view would. */
 #define MCX_OOB_MIN ((Py_ssize_t)64 << 10)
-
-/* A parsed out-of-band frame (oob.c). */
-typedef struct {
-    const char *pickle;
-    size_t pickle_len;
-    size_t nbuf;
-    const unsigned char *table;   /* nbuf x {u64 offset, u64 length} */
-} mcx_frame;
-
-/* A buffer-table entry with this bit set in its offset is not in the
-   frame: it is a range of a shared buffer linked to the task, bits 48-55
-   naming the link and bits 0-47 the offset in the buffer. */
-#define MCX_FRAME_LINK ((uint64_t)1 << 63)
-#define MCX_FRAME_LINK_SHIFT 48
-#define MCX_FRAME_OFF_MASK (((uint64_t)1 << MCX_FRAME_LINK_SHIFT) - 1)
 
 /* An object pickled for a frame, not yet written. Buffers that lie in a
    shared buffer of the destination pool travel as links, not bytes. */
@@ -263,11 +213,6 @@ PyObject *mcx_exception_summary(void);
 int mcx_load_dill(void);
 PyObject *mcx_dumps(PyObject *obj, int use_dill);
 PyObject *mcx_loads(const void *data, size_t len, int use_dill);
-void mcx_wire_write_header(void *dst, int format, int use_dill,
-                           size_t fn_len, size_t args_off);
-/* Where the args frame starts after a callable part of fn_len bytes. */
-size_t mcx_wire_args_offset(size_t fn_len);
-int mcx_wire_parse(const void *data, size_t len, mcx_wire_task *out);
 int mcx_encode_result(PyObject *result, int format, mcx_buffer *out);
 PyObject *mcx_decode_result(const void *data, size_t len, int format);
 PyObject *mcx_encode_exception(void);   /* from the current exception */
@@ -276,10 +221,6 @@ void mcx_buffer_release(mcx_buffer *buf);
 
 /* ---- oob.c ---- */
 extern PyTypeObject mcx_SharedMemoryType;
-int mcx_frame_parse(const void *data, size_t len, mcx_frame *out);
-void mcx_frame_buffer(const mcx_frame *f, size_t i, uint64_t *off, size_t *len);
-/* Does the frame carry buffers of its own (not only links)? */
-int mcx_frame_has_inline(const mcx_frame *f);
 extern PyTypeObject mcx_BytesLikeType;
 int mcx_oob_encode(PyObject *obj, int is_call, int use_dill, const void *tag, mcx_oob *out);
 int mcx_oob_write(const mcx_oob *src, void *dst, mcx_share_fn share, void *share_arg);

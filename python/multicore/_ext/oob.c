@@ -18,79 +18,15 @@
  * very same memory. Such buffers always go out of band, whatever their
  * size, so that a write on one side is seen on the other.
  *
- * Frame layout (native-endian; the frame starts 64-byte aligned):
- *
- *   0   u64  pickle_len
- *   8   u64  nbuf
- *   16  nbuf x {u64 offset, u64 length}   offsets from the frame start,
- *                                         or MCX_FRAME_LINK | link | offset
- *   ..  pickle stream (pickle_len bytes)
- *   ..  each buffer at a 64-byte aligned offset
- *
- * mcx_frame_parse() validates every offset and length against the frame's
- * size before anything is read through them: a frame crosses processes.
+ * The frame's layout, and the code that writes its head and validates it
+ * when read back, are frame.h / frame.c's (Python-free, and fuzzed by
+ * tests/fuzz/fuzz_frame.c); everything here reads a frame only through
+ * mcx_frame_parse() and mcx_frame_link_parse().
  */
 #include "ext.h"
 
 #include <string.h>
 #include <unistd.h>
-
-#define MCX_FRAME_ALIGN 64u
-#define ALIGN_UP(x) (((x) + (MCX_FRAME_ALIGN - 1)) & ~(size_t)(MCX_FRAME_ALIGN - 1))
-
-/* ---------------------------------------------------------------------
- * Frame parsing (pure C: also built into the fuzz harness)
- * --------------------------------------------------------------------- */
-
-int mcx_frame_parse(const void *data, size_t len, mcx_frame *out)
-{
-    const unsigned char *p = data;
-    uint64_t pickle_len, nbuf;
-    if (data == NULL || len < 16)
-        return -1;
-    memcpy(&pickle_len, p, 8);
-    memcpy(&nbuf, p + 8, 8);
-    if (nbuf > (len - 16) / 16)
-        return -1;
-    size_t table_end = 16 + (size_t)nbuf * 16;
-    if (pickle_len > len - table_end)
-        return -1;
-    for (uint64_t i = 0; i < nbuf; i++) {
-        uint64_t off, n;
-        memcpy(&off, p + 16 + i * 16, 8);
-        memcpy(&n, p + 24 + i * 16, 8);
-        if (off & MCX_FRAME_LINK)
-            continue;   /* checked against the linked buffer when resolved */
-        if (off < table_end + pickle_len || off > len || n > len - off)
-            return -1;
-    }
-    out->pickle = (const char *)p + table_end;
-    out->pickle_len = (size_t)pickle_len;
-    out->nbuf = (size_t)nbuf;
-    out->table = p + 16;
-    return 0;
-}
-
-void mcx_frame_buffer(const mcx_frame *f, size_t i, uint64_t *off, size_t *len)
-{
-    uint64_t o, n;
-    memcpy(&o, f->table + i * 16, 8);
-    memcpy(&n, f->table + i * 16 + 8, 8);
-    *off = o;
-    *len = (size_t)n;
-}
-
-int mcx_frame_has_inline(const mcx_frame *f)
-{
-    for (size_t i = 0; i < f->nbuf; i++) {
-        uint64_t off;
-        size_t n;
-        mcx_frame_buffer(f, i, &off, &n);
-        if (!(off & MCX_FRAME_LINK))
-            return 1;
-    }
-    return 0;
-}
 
 /* ---------------------------------------------------------------------
  * The exporter: shared memory kept alive by an engine hold
@@ -293,7 +229,7 @@ fail:
 static int plan_buffers(mcx_oob *out, const void *tag)
 {
     size_t nbuf = out->buffers ? (size_t)PyList_GET_SIZE(out->buffers) : 0;
-    size_t size = 16 + nbuf * 16 + (size_t)PyBytes_GET_SIZE(out->pickle);
+    size_t size = mcx_frame_head_size(nbuf) + (size_t)PyBytes_GET_SIZE(out->pickle);
     if (nbuf > 0) {
         out->buf_shared = PyMem_Malloc(nbuf);
         out->buf_offset = PyMem_Malloc(nbuf * sizeof *out->buf_offset);
@@ -328,7 +264,7 @@ static int plan_buffers(mcx_oob *out, const void *tag)
             out->buf_offset[i] = (size_t)((const char *)view->buf - owner->base);
             continue;
         }
-        size = ALIGN_UP(size) + (size_t)view->len;
+        size = mcx_frame_align(size) + (size_t)view->len;
     }
     out->frame_size = size;
     return 0;
@@ -402,29 +338,24 @@ int mcx_oob_write(const mcx_oob *src, void *dst, mcx_share_fn share, void *share
         }
     }
     unsigned char *p = dst;
-    uint64_t pickle_len = (uint64_t)PyBytes_GET_SIZE(src->pickle);
-    uint64_t nbuf = src->buffers ? (uint64_t)PyList_GET_SIZE(src->buffers) : 0;
-    memcpy(p, &pickle_len, 8);
-    memcpy(p + 8, &nbuf, 8);
-    size_t at = 16 + (size_t)nbuf * 16;
-    memcpy(p + at, PyBytes_AS_STRING(src->pickle), (size_t)pickle_len);
-    at += (size_t)pickle_len;
-    for (uint64_t i = 0; i < nbuf; i++) {
+    size_t pickle_len = (size_t)PyBytes_GET_SIZE(src->pickle);
+    size_t nbuf = src->buffers ? (size_t)PyList_GET_SIZE(src->buffers) : 0;
+    mcx_frame_write_head(p, pickle_len, nbuf);
+    size_t at = mcx_frame_head_size(nbuf);
+    memcpy(p + at, PyBytes_AS_STRING(src->pickle), pickle_len);
+    at += pickle_len;
+    for (size_t i = 0; i < nbuf; i++) {
         const Py_buffer *view = PyPickleBuffer_GetBuffer(PyList_GET_ITEM(src->buffers, i));
         if (view == NULL)
             return -1;
-        uint64_t n = (uint64_t)view->len, off;
+        size_t n = (size_t)view->len;
         if (src->buf_shared[i] >= 0) {
-            off = MCX_FRAME_LINK | ((uint64_t)links[src->buf_shared[i]] << MCX_FRAME_LINK_SHIFT) |
-                  (uint64_t)src->buf_offset[i];
-            memcpy(p + 16 + i * 16, &off, 8);
-            memcpy(p + 24 + i * 16, &n, 8);
+            mcx_frame_set_buffer(p, i, mcx_frame_link_entry(links[src->buf_shared[i]], src->buf_offset[i]),
+                                 n);
             continue;
         }
-        at = ALIGN_UP(at);
-        off = at;
-        memcpy(p + 16 + i * 16, &off, 8);
-        memcpy(p + 24 + i * 16, &n, 8);
+        at = mcx_frame_align(at);
+        mcx_frame_set_buffer(p, i, at, n);
         if (PyBuffer_IsContiguous(view, 'C')) {
             if ((size_t)view->len >= MCX_BIG_COPY) {
                 /* the PickleBuffer holds the exporter: safe without the GIL */
@@ -437,7 +368,7 @@ int mcx_oob_write(const mcx_oob *src, void *dst, mcx_share_fn share, void *share
         } else if (PyBuffer_ToContiguous(p + at, view, view->len, 'C') < 0) {
             return -1;
         }
-        at += (size_t)n;
+        at += n;
     }
     return 0;
 }
@@ -589,9 +520,9 @@ static PyObject *slice_of(PyObject *whole, size_t off, size_t n)
 static PyObject *linked_buffer(uint64_t entry, size_t n, mcx_link_fn resolve, void *arg,
                                const void *tag, PyObject **views)
 {
-    unsigned link = (unsigned)((entry & ~MCX_FRAME_LINK) >> MCX_FRAME_LINK_SHIFT);
-    size_t off = (size_t)(entry & MCX_FRAME_OFF_MASK);
-    if (link >= MC_SHARE_MAX || resolve == NULL) {
+    unsigned link;
+    size_t off;
+    if (mcx_frame_link_parse(entry, &link, &off) < 0 || resolve == NULL) {
         PyErr_SetString(PyExc_ValueError, "malformed out-of-band frame (bad link)");
         return NULL;
     }

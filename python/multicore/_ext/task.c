@@ -404,8 +404,7 @@ static PyObject *Task_run(TaskObject *self, PyObject *args, PyObject *kwargs)
            one lock round trip instead of two. A full queue (MC_ETIMEDOUT)
            takes the path below, which waits for room. */
         _Alignas(64) char small[MCX_SMALL_SUBMIT];
-        mcx_wire_write_header(small, format, use_dill, fn_len, args_off);
-        memcpy(small + MCX_WIRE_HEADER_SIZE, PyBytes_AS_STRING(fn_bytes), fn_len);
+        mcx_wire_write(small, format, use_dill, PyBytes_AS_STRING(fn_bytes), fn_len, args_off);
         if (mcx_oob_write(&frame, small + args_off, NULL, NULL) < 0)
             goto done;
         errno = 0;
@@ -427,8 +426,7 @@ static PyObject *Task_run(TaskObject *self, PyObject *args, PyObject *kwargs)
         mcx_raise_mc(rc, err, "Task.run");
         goto done;
     }
-    mcx_wire_write_header(buf, format, use_dill, fn_len, args_off);
-    memcpy((char *)buf + MCX_WIRE_HEADER_SIZE, PyBytes_AS_STRING(fn_bytes), fn_len);
+    mcx_wire_write(buf, format, use_dill, PyBytes_AS_STRING(fn_bytes), fn_len, args_off);
     /* each large buffer is copied once, straight into shared memory */
     if (mcx_oob_write(&frame, (char *)buf + args_off, share_with_task, self->group) < 0) {
         mcx_inflight_leave();

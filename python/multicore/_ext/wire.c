@@ -102,55 +102,6 @@ PyObject *mcx_loads(const void *data, size_t len, int use_dill)
 }
 
 /* ---------------------------------------------------------------------
- * Task payload header
- * --------------------------------------------------------------------- */
-
-size_t mcx_wire_args_offset(size_t fn_len)
-{
-    return (MCX_WIRE_HEADER_SIZE + fn_len + 63) & ~(size_t)63;
-}
-
-void mcx_wire_write_header(void *dst, int format, int use_dill, size_t fn_len, size_t args_off)
-{
-    unsigned char *p = dst;
-    uint32_t reserved = (uint32_t)args_off;
-    uint64_t n = (uint64_t)fn_len;
-    p[0] = MCX_WIRE_MAGIC;
-    p[1] = MCX_WIRE_VERSION;
-    p[2] = (unsigned char)format;
-    p[3] = use_dill ? MCX_WIRE_DILL : 0;
-    memcpy(p + 4, &reserved, sizeof reserved);
-    memcpy(p + 8, &n, sizeof n);
-}
-
-/* Returns 0, or -1 (no Python exception) if the payload is malformed. */
-int mcx_wire_parse(const void *data, size_t len, mcx_wire_task *out)
-{
-    const unsigned char *p = data;
-    uint64_t fn_len;
-    if (data == NULL || len < MCX_WIRE_HEADER_SIZE)
-        return -1;
-    if (p[0] != MCX_WIRE_MAGIC || p[1] != MCX_WIRE_VERSION)
-        return -1;
-    if (p[2] > MCX_FMT_STRING || (p[3] & ~MCX_WIRE_DILL) != 0)
-        return -1;
-    uint32_t args_off;
-    memcpy(&args_off, p + 4, sizeof args_off);
-    memcpy(&fn_len, p + 8, sizeof fn_len);
-    if (fn_len > len - MCX_WIRE_HEADER_SIZE)
-        return -1;
-    if (args_off < MCX_WIRE_HEADER_SIZE + fn_len || args_off > len || (args_off & 63) != 0)
-        return -1;
-    out->format = p[2];
-    out->use_dill = (p[3] & MCX_WIRE_DILL) != 0;
-    out->fn = (const char *)p + MCX_WIRE_HEADER_SIZE;
-    out->fn_len = (size_t)fn_len;
-    out->args = (const char *)p + args_off;
-    out->args_len = len - args_off;
-    return 0;
-}
-
-/* ---------------------------------------------------------------------
  * Results: encoded in the worker, decoded in the caller
  * --------------------------------------------------------------------- */
 
