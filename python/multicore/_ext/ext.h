@@ -78,6 +78,20 @@ typedef int (*mcx_share_fn)(void *arg, const mc_hold *buffer, unsigned *link);
 typedef int (*mcx_link_fn)(void *arg, unsigned link, mc_hold **hold,
                            const void **data, size_t *len);
 
+/* A multicore.SharedMemory object (shared.c): memory of a pool's region,
+   exported through the buffer protocol and kept alive by an engine hold. */
+typedef struct {
+    PyObject_HEAD
+    mc_hold *hold;       /* released with the last reference */
+    char *base;
+    Py_ssize_t len;
+    Py_ssize_t exports;
+    pid_t pid;
+    /* A shared buffer's (linkable to tasks of the pool `tag` names), or
+       NULL for the memory of a frame (never linked: copied when sent on). */
+    const void *tag;
+} mcx_shm;
+
 /* Bytes borrowed from a Python object that owns them. */
 typedef struct {
     PyObject *owner;     /* strong reference; NULL when empty */
@@ -220,18 +234,25 @@ PyObject *mcx_raise_remote(const void *data, size_t len);
 void mcx_buffer_release(mcx_buffer *buf);
 
 /* ---- oob.c ---- */
-extern PyTypeObject mcx_SharedMemoryType;
 extern PyTypeObject mcx_BytesLikeType;
 int mcx_oob_encode(PyObject *obj, int is_call, int use_dill, const void *tag, mcx_oob *out);
 int mcx_oob_write(const mcx_oob *src, void *dst, mcx_share_fn share, void *share_arg);
 void mcx_oob_release(mcx_oob *o);
 PyObject *mcx_oob_loads(const void *frame, size_t len, int use_dill, mc_hold **hold,
                         mcx_link_fn resolve, void *resolve_arg, const void *tag);
-/* A SharedMemory object over a shared buffer's hold (owned from then on);
-   tag as for mcx_oob_encode. */
-PyObject *mcx_shared_buffer_new(mc_hold *hold, const void *tag);
 
 /* ---- shared.c ---- */
+extern PyTypeObject mcx_SharedMemoryType;
+/* A SharedMemory object over [base, base + len), owning hold from then on
+   (released at once if the object cannot be made); tag as for
+   mcx_oob_encode (NULL: the memory of a frame). */
+PyObject *mcx_shm_new(mc_hold *hold, char *base, size_t len, const void *tag);
+/* A SharedMemory object over a shared buffer's hold (owned from then on). */
+PyObject *mcx_shared_buffer_new(mc_hold *hold, const void *tag);
+/* The SharedMemory object of a shared buffer this process may link that
+   the view's memory lies in (through an array's base or a memoryview's
+   exporter), or NULL. Borrowed: the view keeps it alive. */
+mcx_shm *mcx_shm_owner(const Py_buffer *view);
 /* A SharedMemory shared buffer of ref's pool, or of the process-wide pool
    (this worker's own inside a task) when ref is NULL. */
 PyObject *mcx_shared_buffer_alloc(mcx_poolref *ref, PyObject *nbytes);

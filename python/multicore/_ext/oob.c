@@ -1,15 +1,16 @@
 /*
  * oob.c — pickle protocol 5 with out-of-band buffers through shared memory.
  *
- * Owns: the frame that carries a pickled object whose large buffers (numpy
- * arrays and anything else pickled through PickleBuffer, from MCX_OOB_MIN
- * bytes up) are stored beside the pickle stream instead of inside it; writing a frame
- * straight into shared memory (each buffer copied exactly once, with the
- * GIL released for big copies); reading one back with each buffer handed to
- * pickle as a view of the shared memory itself (no copy: a numpy array that
- * comes back IS shared memory); and the SharedMemory exporter type those
- * views come from, which owns an engine hold (mc_hold) on the task record
- * and releases it when the last view is gone.
+ * Owns: pickling an object into a frame whose large buffers (numpy arrays
+ * and anything else pickled through PickleBuffer, from MCX_OOB_MIN bytes
+ * up, and large bytes, bytearray and memoryview arguments and results,
+ * through _BytesLike) are stored beside the pickle stream instead of
+ * inside it; writing a frame straight into shared memory (each buffer
+ * copied exactly once, with the GIL released for big copies); and loading
+ * one back with each buffer handed to pickle as a view of the shared memory
+ * itself (no copy: a numpy array that comes back IS shared memory), through
+ * a SharedMemory object (shared.c) that owns an engine hold (mc_hold) on the
+ * task record and releases it when the last view is gone.
  *
  * Shared buffers (multicore.shared) are SharedMemory objects too. A buffer
  * that lies inside one of them, bound for a task of the same pool, is not
@@ -26,59 +27,6 @@
 #include "ext.h"
 
 #include <string.h>
-#include <unistd.h>
-
-/* ---------------------------------------------------------------------
- * The exporter: shared memory kept alive by an engine hold
- * --------------------------------------------------------------------- */
-
-typedef struct {
-    PyObject_HEAD
-    mc_hold *hold;       /* released with the last reference */
-    char *base;
-    Py_ssize_t len;
-    Py_ssize_t exports;
-    pid_t pid;
-    /* A shared buffer's (linkable to tasks of the pool `tag` names), or
-       NULL for the memory of a frame (never linked: copied when sent on). */
-    const void *tag;
-} SharedMemoryObject;
-
-/* The SharedMemory object a buffer's memory belongs to, if it is a shared
-   buffer this process may link: found through the chain of owners (an
-   array's base, a memoryview's exporter). Borrowed reference, or NULL. */
-static SharedMemoryObject *shared_owner(const Py_buffer *view)
-{
-    PyObject *obj = view->obj, *owned = NULL;
-    SharedMemoryObject *found = NULL;
-    for (int depth = 0; obj != NULL && obj != Py_None && depth < 16; depth++) {
-        if (Py_IS_TYPE(obj, &mcx_SharedMemoryType)) {
-            found = (SharedMemoryObject *)obj;
-            break;
-        }
-        PyObject *next;
-        if (PyMemoryView_Check(obj)) {
-            next = Py_XNewRef(PyMemoryView_GET_BUFFER(obj)->obj);
-        } else if (PyBytes_CheckExact(obj) || PyByteArray_CheckExact(obj) || PyPickleBuffer_Check(obj)) {
-            break;
-        } else {
-            next = PyObject_GetAttrString(obj, "base");   /* numpy arrays */
-            if (next == NULL) {
-                PyErr_Clear();
-                break;
-            }
-        }
-        Py_XSETREF(owned, next);
-        obj = next;
-    }
-    /* The chain is kept alive by the view itself, so found stays valid. */
-    Py_XDECREF(owned);
-    if (found == NULL || found->tag == NULL || found->pid != mcx_getpid() ||
-        (const char *)view->buf < found->base || view->len > found->len ||
-        (const char *)view->buf - found->base > found->len - view->len)
-        return NULL;
-    return found;
-}
 
 /* ---------------------------------------------------------------------
  * Encoding
@@ -92,7 +40,7 @@ static PyObject *collect_buffer(PyObject *list, PyObject *picklebuffer)
     const Py_buffer *view = PyPickleBuffer_GetBuffer(picklebuffer);
     if (view == NULL)
         return NULL;
-    if (view->len < MCX_OOB_MIN && !(PyBuffer_IsContiguous(view, 'C') && shared_owner(view)))
+    if (view->len < MCX_OOB_MIN && !(PyBuffer_IsContiguous(view, 'C') && mcx_shm_owner(view)))
         Py_RETURN_TRUE;
     if (PyList_Append(list, picklebuffer) < 0)
         return NULL;
@@ -167,7 +115,7 @@ static PyObject *wrap_large(PyObject *obj)
     else if (PyByteArray_CheckExact(obj))
         n = PyByteArray_GET_SIZE(obj);
     else if (PyMemoryView_Check(obj) && PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(obj), 'C'))
-        n = shared_owner(PyMemoryView_GET_BUFFER(obj)) ? MCX_OOB_MIN   /* always linked */
+        n = mcx_shm_owner(PyMemoryView_GET_BUFFER(obj)) ? MCX_OOB_MIN   /* always linked */
                                                        : PyMemoryView_GET_BUFFER(obj)->len;
     if (n < MCX_OOB_MIN)
         return Py_NewRef(obj);
@@ -242,9 +190,9 @@ static int plan_buffers(mcx_oob *out, const void *tag)
         const Py_buffer *view = PyPickleBuffer_GetBuffer(PyList_GET_ITEM(out->buffers, i));
         if (view == NULL)
             return -1;
-        SharedMemoryObject *owner = NULL;
+        mcx_shm *owner = NULL;
         if (tag != NULL && PyBuffer_IsContiguous(view, 'C'))
-            owner = shared_owner(view);
+            owner = mcx_shm_owner(view);
         out->buf_shared[i] = -1;
         if (owner != NULL && owner->tag == tag) {
             int k = 0;
@@ -323,7 +271,7 @@ int mcx_oob_write(const mcx_oob *src, void *dst, mcx_share_fn share, void *share
 {
     unsigned links[MC_SHARE_MAX];
     for (int k = 0; k < src->nshared; k++) {
-        const SharedMemoryObject *owner = (const SharedMemoryObject *)src->shared[k];
+        const mcx_shm *owner = (const mcx_shm *)src->shared[k];
         int rc = share ? share(share_arg, owner->hold, &links[k]) : MC_EINVAL;
         if (rc == MC_ENOMEM) {
             PyErr_Format(PyExc_ValueError,
@@ -385,116 +333,6 @@ void mcx_oob_release(mcx_oob *o)
     o->buf_shared = NULL;
     o->buf_offset = NULL;
     o->frame_size = 0;
-}
-
-/* ---------------------------------------------------------------------
- * The exporter's type
- * --------------------------------------------------------------------- */
-
-static int shm_getbuffer(SharedMemoryObject *self, Py_buffer *view, int flags)
-{
-    if (PyBuffer_FillInfo(view, (PyObject *)self, self->base, self->len, 0, flags) < 0)
-        return -1;
-    self->exports++;
-    return 0;
-}
-
-static void shm_releasebuffer(SharedMemoryObject *self, Py_buffer *view)
-{
-    (void)view;
-    self->exports--;
-}
-
-static void shm_dealloc(SharedMemoryObject *self)
-{
-    /* A fork() child's copy is not ours to release (mc_hold_release checks
-       the pid too); the engine call takes the region lock briefly. */
-    if (self->hold != NULL)
-        mc_hold_release(self->hold);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-/* Sent as a memoryview of itself: a link when it is a shared buffer of the
-   destination pool, else its bytes, out of band. */
-static PyObject *shm_reduce_ex(SharedMemoryObject *self, PyObject *protocol)
-{
-    (void)protocol;
-    PyObject *buffer = PyPickleBuffer_FromObject((PyObject *)self);
-    if (buffer == NULL)
-        return NULL;
-    return Py_BuildValue("(O(N))", mcx.as_memoryview, buffer);
-}
-
-static PyObject *shm_get_nbytes(SharedMemoryObject *self, void *closure)
-{
-    (void)closure;
-    return PyLong_FromSsize_t(self->len);
-}
-
-static PyObject *shm_get_shared(SharedMemoryObject *self, void *closure)
-{
-    (void)closure;
-    return PyBool_FromLong(self->tag != NULL);
-}
-
-static PyMethodDef shm_methods[] = {
-    {"__reduce_ex__", (PyCFunction)shm_reduce_ex, METH_O, NULL},
-    {NULL, NULL, 0, NULL}
-};
-
-static PyGetSetDef shm_getset[] = {
-    {"nbytes", (getter)shm_get_nbytes, NULL, "size in bytes", NULL},
-    {"shared", (getter)shm_get_shared, NULL,
-     "True for a shared buffer (passed to tasks by reference), False for "
-     "memory received from a task's frame (copied when sent on)", NULL},
-    {NULL, NULL, NULL, NULL, NULL}
-};
-
-static PyBufferProcs shm_as_buffer = {
-    .bf_getbuffer = (getbufferproc)shm_getbuffer,
-    .bf_releasebuffer = (releasebufferproc)shm_releasebuffer,
-};
-
-PyTypeObject mcx_SharedMemoryType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "multicore.SharedMemory",
-    .tp_basicsize = sizeof(SharedMemoryObject),
-    .tp_dealloc = (destructor)shm_dealloc,
-    .tp_as_buffer = &shm_as_buffer,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_methods = shm_methods,
-    .tp_getset = shm_getset,
-    .tp_doc = "Memory in the pool's shared region, kept alive by the arrays and "
-              "views that use it: a shared buffer (multicore.shared), or memory "
-              "received from another process of the pool.",
-};
-
-static SharedMemoryObject *shm_new(mc_hold *hold, char *base, size_t len, const void *tag)
-{
-    SharedMemoryObject *shm = PyObject_New(SharedMemoryObject, &mcx_SharedMemoryType);
-    if (shm == NULL) {
-        mc_hold_release(hold);
-        return NULL;
-    }
-    shm->hold = hold;
-    shm->base = base;
-    shm->len = (Py_ssize_t)len;
-    shm->exports = 0;
-    shm->pid = mcx_getpid();
-    shm->tag = tag;
-    return shm;
-}
-
-PyObject *mcx_shared_buffer_new(mc_hold *hold, const void *tag)
-{
-    size_t len = 0;
-    char *data = mc_hold_data(hold, &len);
-    if (data == NULL) {
-        mc_hold_release(hold);
-        PyErr_SetString(PyExc_SystemError, "not a shared buffer's hold");
-        return NULL;
-    }
-    return (PyObject *)shm_new(hold, data, len, tag);
 }
 
 /* ---------------------------------------------------------------------
@@ -578,9 +416,9 @@ PyObject *mcx_oob_loads(const void *frame, size_t len, int use_dill, mc_hold **h
     PyObject *whole = NULL, *views[MC_SHARE_MAX] = {NULL};
     PyObject *result = NULL;
     if (hold != NULL && *hold != NULL) {
-        SharedMemoryObject *shm = shm_new(*hold, (char *)frame, len, NULL);
+        PyObject *shm = mcx_shm_new(*hold, (char *)frame, len, NULL);
         *hold = NULL;
-        whole = shm ? PyMemoryView_FromObject((PyObject *)shm) : NULL;
+        whole = shm ? PyMemoryView_FromObject(shm) : NULL;
         Py_XDECREF(shm);   /* the memoryview keeps it */
         if (whole == NULL)
             goto out;
