@@ -215,6 +215,13 @@ int mcx_load_exceptions(void);
 /* Set the Python exception matching an MC_E* code; returns NULL.
    saved_errno is errno right after the failing call (for MC_ESYSTEM). */
 PyObject *mcx_raise_mc(int rc, int saved_errno, const char *context);
+/* The codes whose exception depends on the call; each returns NULL. */
+PyObject *mcx_raise_worker_init(const char *why);  /* at start-up: the worker's traceback */
+PyObject *mcx_raise_share(int rc);                  /* linking a shared buffer to a task */
+PyObject *mcx_raise_buffer_alloc(int rc, size_t nbytes, int in_worker);
+/* Raise the exception for a task part that did not succeed (r->status is
+   not MC_OK); fn is the callable it ran, named in the message. NULL. */
+PyObject *mcx_raise_task_failure(PyObject *fn, const mc_result *r);
 /* Raise exc_type(message) with the current exception as its __cause__. */
 PyObject *mcx_raise_chained(PyObject *exc_type, const char *message);
 /* "module.qualname" of a callable (new reference, never fails unless
@@ -222,6 +229,13 @@ PyObject *mcx_raise_chained(PyObject *exc_type, const char *message);
 PyObject *mcx_callable_name(PyObject *fn);
 /* "Type: message" of the current exception (clears it); new reference. */
 PyObject *mcx_exception_summary(void);
+/* The current exception's formatted traceback (clears it); new reference,
+   or NULL with no exception set if it could not be formatted. */
+PyObject *mcx_traceback_text(void);
+/* Worker side: the failure report of the current exception (bytes; clears
+   it). Caller side: raise what a report says; returns NULL. */
+PyObject *mcx_encode_exception(void);
+PyObject *mcx_raise_remote(const void *data, size_t len);
 
 /* ---- wire.c ---- */
 int mcx_load_dill(void);
@@ -229,8 +243,6 @@ PyObject *mcx_dumps(PyObject *obj, int use_dill);
 PyObject *mcx_loads(const void *data, size_t len, int use_dill);
 int mcx_encode_result(PyObject *result, int format, mcx_buffer *out);
 PyObject *mcx_decode_result(const void *data, size_t len, int format);
-PyObject *mcx_encode_exception(void);   /* from the current exception */
-PyObject *mcx_raise_remote(const void *data, size_t len);
 void mcx_buffer_release(mcx_buffer *buf);
 
 /* ---- oob.c ---- */

@@ -309,18 +309,7 @@ int mcx_ref_start(mcx_poolref *ref, int workers, size_t region_size, PyObject *i
             continue;
         }
         if (rc == MC_EWORKERINIT) {
-            const char *why = mc_pool_error(pool);
-            PyObject *text = PyUnicode_DecodeUTF8(why, (Py_ssize_t)strlen(why),
-                                                  "replace");
-            if (text != NULL) {
-                PyObject *msg = PyUnicode_FromFormat(
-                    "worker_init failed in a worker:\n%U", text);
-                if (msg != NULL) {
-                    PyErr_SetObject(mcx.WorkerInitError, msg);
-                    Py_DECREF(msg);
-                }
-                Py_DECREF(text);
-            }
+            mcx_raise_worker_init(mc_pool_error(pool));
             goto fail_stop;
         }
         mcx_raise_mc(rc, 0, "multicore.initialize");

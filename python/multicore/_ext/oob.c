@@ -273,15 +273,8 @@ int mcx_oob_write(const mcx_oob *src, void *dst, mcx_share_fn share, void *share
     for (int k = 0; k < src->nshared; k++) {
         const mcx_shm *owner = (const mcx_shm *)src->shared[k];
         int rc = share ? share(share_arg, owner->hold, &links[k]) : MC_EINVAL;
-        if (rc == MC_ENOMEM) {
-            PyErr_Format(PyExc_ValueError,
-                         "a task can link at most %d shared buffers (multicore.shared), "
-                         "arguments and result together",
-                         MC_SHARE_MAX);
-            return -1;
-        }
         if (rc != MC_OK) {
-            mcx_raise_mc(rc, 0, "sharing a buffer");
+            mcx_raise_share(rc);
             return -1;
         }
     }

@@ -223,14 +223,7 @@ PyObject *mcx_shared_buffer_alloc(mcx_poolref *ref, PyObject *nbytes_obj)
     Py_BEGIN_ALLOW_THREADS   /* pre-faulting a large buffer takes a while */
     rc = mc_buffer_alloc(pool, nbytes, &hold);
     Py_END_ALLOW_THREADS
-    if (rc == MC_ENOMEM && pool == NULL) {
-        PyErr_Format(PyExc_MemoryError,
-                     "multicore.shared: no room for %zu bytes in shared memory, or this "
-                     "worker already holds %d shared buffers and views",
-                     nbytes, MC_WORKER_HOLDS);
-        return NULL;
-    }
     if (rc != MC_OK)
-        return mcx_raise_mc(rc, 0, "multicore.shared");
+        return mcx_raise_buffer_alloc(rc, nbytes, pool == NULL);
     return mcx_shared_buffer_new(hold, tag);
 }

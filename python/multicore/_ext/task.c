@@ -467,101 +467,6 @@ done:
  * get()
  * --------------------------------------------------------------------- */
 
-static PyObject *result_text(const mc_result *r)
-{
-    if (r->data == NULL || r->len == 0)
-        return PyUnicode_FromString("no details");
-    return PyUnicode_DecodeUTF8(r->data, (Py_ssize_t)r->len, "replace");
-}
-
-/* Raise the failure of part `index`; returns NULL. */
-static PyObject *raise_failure(TaskObject *self, size_t index, const mc_result *r)
-{
-    PyObject *name = mcx_callable_name(self->runs[index].fn);
-    PyObject *why = NULL;
-    if (name == NULL)
-        return NULL;
-
-    switch (r->status) {
-    case MC_ETASK:
-        switch (r->task_code) {
-        case MCX_RC_EXCEPTION:
-            mcx_raise_remote(r->data, r->len);
-            break;
-        case MCX_RC_CALLABLE:
-            if ((why = result_text(r)) != NULL)
-                PyErr_Format(mcx.CallableNotFoundError,
-                             "%U was not found in the worker processes (%U): "
-                             "define it before multicore.initialize(), or "
-                             "pass use_dill=True", name, why);
-            break;
-        case MCX_RC_ARGS:
-            if ((why = result_text(r)) != NULL)
-                PyErr_Format(mcx.ArgumentsUnpicklingError,
-                             "the arguments for %U could not be unpickled in "
-                             "a worker (%U): define what they use before "
-                             "multicore.initialize(), or pass use_dill=True",
-                             name, why);
-            break;
-        case MCX_RC_NOMEM:
-            if ((why = result_text(r)) != NULL)
-                PyErr_Format(PyExc_MemoryError, "%U (running %U)", why, name);
-            break;
-        case MCX_RC_PAYLOAD:
-            if ((why = result_text(r)) != NULL)
-                PyErr_Format(mcx.MulticoreError, "running %U failed in the "
-                             "worker: %U", name, why);
-            break;
-        default:
-            PyErr_Format(mcx.MulticoreError,
-                         "running %U failed with task code %d", name,
-                         r->task_code);
-            break;
-        }
-        break;
-    case MC_EWORKERDIED: {
-        PyObject *msg;
-        if (r->term_signal != 0)
-            msg = PyUnicode_FromFormat(
-                "the worker process (pid %d) running %U died: killed by "
-                "signal %d (%s)", (int)r->worker_pid, name, r->term_signal,
-                strsignal(r->term_signal));
-        else
-            msg = PyUnicode_FromFormat(
-                "the worker process (pid %d) running %U died: exited with "
-                "status %d", (int)r->worker_pid, name, r->exit_status);
-        if (msg == NULL)
-            break;
-        PyObject *sig = r->term_signal ? PyLong_FromLong(r->term_signal)
-                                       : (Py_INCREF(Py_None), Py_None);
-        PyObject *status = r->term_signal ? (Py_INCREF(Py_None), Py_None)
-                                          : PyLong_FromLong(r->exit_status);
-        PyObject *exc = NULL;
-        if (sig != NULL && status != NULL)
-            exc = PyObject_CallFunction(mcx.WorkerDiedError, "(OiOO)", msg,
-                                        (int)r->worker_pid, sig, status);
-        Py_XDECREF(sig);
-        Py_XDECREF(status);
-        Py_DECREF(msg);
-        if (exc != NULL) {
-            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-            Py_DECREF(exc);
-        }
-        break;
-    }
-    case MC_ECANCELED:
-        PyErr_Format(mcx.MulticoreError,
-                     "running %U was cancelled before it started", name);
-        break;
-    default:
-        mcx_raise_mc(r->status, 0, "Task.get");
-        break;
-    }
-    Py_XDECREF(why);
-    Py_DECREF(name);
-    return NULL;
-}
-
 static size_t count_finished(TaskObject *self)
 {
     size_t done = 0;
@@ -736,7 +641,7 @@ static PyObject *Task_get(TaskObject *self, PyObject *args, PyObject *kwargs)
         if (rc != MC_OK)
             mcx_raise_mc(rc, 0, "Task.get");
         else
-            raise_failure(self, failed, &r);
+            mcx_raise_task_failure(self->runs[failed].fn, &r);
         mcx_inflight_leave();
     }
     task_finish(self);

@@ -243,23 +243,7 @@ int mcx_worker_init(int worker_index, void *arg)
     if (ref->worker_init != NULL) {
         PyObject *r = PyObject_CallNoArgs(ref->worker_init);
         if (r == NULL) {
-            PyObject *report = NULL;
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyErr_NormalizeException(&type, &value, &tb);
-            if (tb != NULL && value != NULL)
-                PyException_SetTraceback(value, tb);
-            PyObject *lines = PyObject_CallFunctionObjArgs(
-                mcx.format_exception, type, value ? value : Py_None,
-                tb ? tb : Py_None, NULL);
-            if (lines != NULL) {
-                PyObject *empty = PyUnicode_FromString("");
-                if (empty != NULL) {
-                    report = PyUnicode_Join(empty, lines);
-                    Py_DECREF(empty);
-                }
-                Py_DECREF(lines);
-            }
+            PyObject *report = mcx_traceback_text();
             const char *text = report ? PyUnicode_AsUTF8(report) : NULL;
             if (text == NULL) {
                 PyErr_Clear();
@@ -268,9 +252,6 @@ int mcx_worker_init(int worker_index, void *arg)
             }
             mc_worker_set_error(text);
             Py_XDECREF(report);
-            Py_XDECREF(type);
-            Py_XDECREF(value);
-            Py_XDECREF(tb);
             rc = 1;
         } else {
             Py_DECREF(r);
