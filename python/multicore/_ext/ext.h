@@ -194,11 +194,30 @@ static inline void mcx_inflight_leave(void)
     mcx_tls_inflight--;
 }
 
+/* Returned by the binding's helpers, beside the MC_E* codes (all <= 0),
+   when a Python exception is already set. */
+#define MCX_RAISED 1
+
+/* ---- wait.c ---- */
+/* Longest time a wait holds out without looking at signals, seconds. */
+#define MCX_SLICE 0.05
+/* One slice of a wait, called with the GIL released: an engine call that
+   waits at most `slice` seconds; MC_ETIMEDOUT or MC_EINTR: wait on. */
+typedef int (*mcx_wait_fn)(void *arg, double slice);
+/* Between slices, with the GIL: MC_OK to wait on, or the code to return
+   (MCX_RAISED with the exception set). */
+typedef int (*mcx_check_fn)(void *arg);
+double mcx_monotonic(void);            /* CLOCK_MONOTONIC, seconds */
+/* Run wait() in slices until it returns anything but MC_ETIMEDOUT or
+   MC_EINTR, and return that. Before each slice: the signal handlers
+   (MCX_RAISED if one raised), then check() (if not NULL), then the
+   deadline (mcx_monotonic() time; < 0: none): MC_ETIMEDOUT once past. */
+int mcx_wait_sliced(mcx_wait_fn wait, mcx_check_fn check, void *arg, double deadline);
+PyObject *mcx_wait_first(PyObject *module, PyObject *args, PyObject *kwargs);
+
 /* ---- module.c ---- */
 int mcx_pool_alive(void);             /* the main pool runs and is ours */
 int mcx_ref_alive(const mcx_poolref *ref);
-int mcx_parse_pool_args(PyObject *workers_obj, PyObject *init_obj, PyObject *exit_obj,
-                        PyObject *shm_obj, int *workers, size_t *region_size);
 int mcx_ref_start(mcx_poolref *ref, int workers, size_t region_size,
                   PyObject *init_obj, PyObject *exit_obj);
 int mcx_ref_stop(mcx_poolref *ref);
@@ -285,11 +304,25 @@ extern PyTypeObject mcx_TaskType;
 /* A Task of ref's pool (None if it does not run or the machine is loaded
    beyond max_load_average * workers; NAN: no limit). */
 PyObject *mcx_task_new(mcx_poolref *ref, PyObject *ref_owner, double max_load_average);
-/* Argument parsers shared by Task, Pool and wait_first: 0, or -1 with a
-   ValueError/TypeError set. None gives NAN (no load limit) or -1.0 (no
-   time limit). */
+/* For wait_first(): the pool of a Task, and whether all its parts have
+   finished (see Task.done()). task must be a Task. */
+mcx_poolref *mcx_task_pool(PyObject *task);
+int mcx_task_done(PyObject *task);
+
+/* ---- args.c ---- */
+/* Each: 0 (or the value), or -1 with a TypeError / ValueError naming the
+   argument, the value and the limit. */
+/* initialize()'s and Pool()'s: workers (0: one per CPU), region_size (0:
+   the default); worker_init, worker_exit callable or None. Refused in a
+   worker (RuntimeError). */
+int mcx_parse_pool_args(PyObject *workers_obj, PyObject *init_obj, PyObject *exit_obj,
+                        PyObject *shm_obj, int *workers, size_t *region_size);
+int mcx_parse_max_tasks(PyObject *obj, uint64_t *out);   /* None: 0 */
+/* None gives NAN (no load limit) or -1.0 (no time limit). */
 int mcx_parse_load_limit(PyObject *obj, double *out);
 int mcx_parse_timeout(PyObject *obj, double *out);
-PyObject *mcx_wait_first(PyObject *module, PyObject *args, PyObject *kwargs);
+int mcx_parse_format(PyObject *obj, int *format);        /* MCX_FMT_* */
+int mcx_parse_nbytes(PyObject *obj, size_t *out);
+Py_ssize_t mcx_parse_int_min(PyObject *obj, const char *name, Py_ssize_t minimum);
 
 #endif /* MULTICORE_EXT_H */

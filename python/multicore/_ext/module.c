@@ -8,10 +8,6 @@
  */
 #include "ext.h"
 
-#include <errno.h>
-#include <string.h>
-#include <unistd.h>
-
 mcx_state mcx;
 _Thread_local long mcx_tls_inflight;
 
@@ -146,25 +142,6 @@ static Py_ssize_t item_count(PyObject *iterable)
     return PyObject_Length(iterable);
 }
 
-/* A non-negative (or >= minimum) int argument; -1 on error. */
-static Py_ssize_t int_arg(PyObject *obj, const char *name, Py_ssize_t minimum)
-{
-    if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", name,
-                     Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    Py_ssize_t v = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
-    if (v == -1 && PyErr_Occurred())
-        return -1;
-    if (v < minimum) {
-        PyErr_Format(PyExc_ValueError, "%s must be >= %zd, got %zd", name,
-                     minimum, v);
-        return -1;
-    }
-    return v;
-}
-
 PyDoc_STRVAR(ranges_doc,
 "ranges(iterable, min_range_size=0, number_of_workers=None)\n"
 "--\n\n"
@@ -183,7 +160,7 @@ static PyObject *mod_ranges(PyObject *module, PyObject *args, PyObject *kwargs)
         return NULL;
     Py_ssize_t min_size = 0;
     if (min_obj != NULL && min_obj != Py_None) {
-        min_size = int_arg(min_obj, "min_range_size", 0);
+        min_size = mcx_parse_int_min(min_obj, "min_range_size", 0);
         if (min_size < 0)
             return NULL;
     }
@@ -191,7 +168,7 @@ static PyObject *mod_ranges(PyObject *module, PyObject *args, PyObject *kwargs)
     if (workers_obj == Py_None) {
         workers = mcx_number_of_workers();
     } else {
-        workers = int_arg(workers_obj, "number_of_workers", 1);
+        workers = mcx_parse_int_min(workers_obj, "number_of_workers", 1);
         if (workers < 0)
             return NULL;
         if (workers > 1 << 20)

@@ -19,8 +19,6 @@
  */
 #include "ext.h"
 
-#include <unistd.h>
-
 /* ---------------------------------------------------------------------
  * The type
  * --------------------------------------------------------------------- */
@@ -175,29 +173,11 @@ mcx_shm *mcx_shm_owner(const Py_buffer *view)
  * Allocating a shared buffer
  * --------------------------------------------------------------------- */
 
-static int parse_nbytes(PyObject *obj, size_t *out)
-{
-    Py_ssize_t n = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
-    if (n == -1 && PyErr_Occurred()) {
-        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyErr_Format(PyExc_TypeError, "nbytes must be an integer, not %.100s",
-                         Py_TYPE(obj)->tp_name);
-        }
-        return -1;
-    }
-    if (n < 0) {
-        PyErr_Format(PyExc_ValueError, "nbytes must be >= 0, not %zd", n);
-        return -1;
-    }
-    *out = (size_t)n;
-    return 0;
-}
-
 /* A new shared buffer of ref's pool, or of this worker's pool (ref NULL). */
 PyObject *mcx_shared_buffer_alloc(mcx_poolref *ref, PyObject *nbytes_obj)
 {
     size_t nbytes;
-    if (parse_nbytes(nbytes_obj, &nbytes) < 0)
+    if (mcx_parse_nbytes(nbytes_obj, &nbytes) < 0)
         return NULL;
     mc_pool *pool = NULL;
     const void *tag = MCX_WORKER_TAG;
