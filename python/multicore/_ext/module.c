@@ -107,48 +107,14 @@ static PyObject *mod_shutdown(PyObject *module, PyObject *unused)
  * ranges, number_of_workers, introspection
  * --------------------------------------------------------------------- */
 
-/* Number of items: len(), or .count() for a Django QuerySet. */
-static Py_ssize_t item_count(PyObject *iterable)
-{
-    PyObject *cls_name = PyObject_GetAttrString((PyObject *)Py_TYPE(iterable),
-                                                "__name__");
-    if (cls_name == NULL)
-        return -1;
-    int is_qs = PyUnicode_Check(cls_name) &&
-                PyUnicode_CompareWithASCIIString(cls_name, "QuerySet") == 0;
-    Py_DECREF(cls_name);
-    if (is_qs) {
-        PyObject *count = PyObject_GetAttrString(iterable, "count");
-        if (count == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-                return -1;
-            PyErr_Clear();
-        } else if (PyCallable_Check(count)) {
-            PyObject *n = PyObject_CallNoArgs(count);
-            Py_DECREF(count);
-            if (n == NULL)
-                return -1;
-            Py_ssize_t v = PyNumber_AsSsize_t(n, PyExc_OverflowError);
-            Py_DECREF(n);
-            if (v < 0 && !PyErr_Occurred()) {
-                PyErr_SetString(PyExc_ValueError, "count() returned a negative number");
-                return -1;
-            }
-            return v;
-        } else {
-            Py_DECREF(count);
-        }
-    }
-    return PyObject_Length(iterable);
-}
-
 PyDoc_STRVAR(ranges_doc,
 "ranges(iterable, min_range_size=0, number_of_workers=None)\n"
 "--\n\n"
 "Split range(len(iterable)) into consecutive (start, end) pairs, one per\n"
 "worker, each at least min_range_size long (the last may be shorter).\n"
-"A Django QuerySet is counted with .count(). number_of_workers defaults\n"
-"to multicore.NUMBER_OF_WORKERS. Returns an iterator.");
+"number_of_workers defaults to multicore.NUMBER_OF_WORKERS. Returns an\n"
+"iterator. multicore.utils.ranges() is this, with a Django QuerySet\n"
+"counted by .count() instead of len().");
 
 static PyObject *mod_ranges(PyObject *module, PyObject *args, PyObject *kwargs)
 {
@@ -174,7 +140,7 @@ static PyObject *mod_ranges(PyObject *module, PyObject *args, PyObject *kwargs)
         if (workers > 1 << 20)
             workers = 1 << 20;
     }
-    Py_ssize_t count = item_count(iterable);
+    Py_ssize_t count = PyObject_Length(iterable);
     if (count < 0)
         return NULL;
 
