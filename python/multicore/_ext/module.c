@@ -3,8 +3,9 @@
  *
  * Owns: the module state (mcx) and module init; initialize() / shutdown()
  * of the process-wide pool mcx.main (the work is lifecycle.c's);
- * ranges(), number_of_workers(), worker_id(), worker_state(), stats(), and
- * two introspection helpers for tests (_worker_pids, _zygote_pid).
+ * ranges(), number_of_workers(), is_running(), worker_id(), worker_state(),
+ * stats(), and two introspection helpers for tests (_worker_pids,
+ * _zygote_pid).
  */
 #include "ext.h"
 
@@ -184,6 +185,21 @@ static PyObject *mod_number_of_workers(PyObject *module, PyObject *unused)
     return PyLong_FromLong(mcx_number_of_workers());
 }
 
+PyDoc_STRVAR(is_running_doc,
+"is_running()\n"
+"--\n\n"
+"True while the process-wide pool of initialize() runs in this process:\n"
+"False before initialize() and after shutdown(), in a process forked\n"
+"from the caller (os.fork()) and in a worker. A multicore.Pool is not\n"
+"the process-wide pool (see its running attribute).");
+
+static PyObject *mod_is_running(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyBool_FromLong(mcx_pool_alive());
+}
+
 PyDoc_STRVAR(worker_pids_doc,
 "_worker_pids()\n"
 "--\n\n"
@@ -355,6 +371,7 @@ static PyMethodDef module_methods[] = {
      METH_VARARGS | METH_KEYWORDS, ranges_doc},
     {"number_of_workers", mod_number_of_workers, METH_NOARGS,
      number_of_workers_doc},
+    {"is_running", mod_is_running, METH_NOARGS, is_running_doc},
     {"worker_id", mod_worker_id, METH_NOARGS, worker_id_doc},
     {"stats", mod_stats, METH_NOARGS, stats_doc},
     {"_as_memoryview", mod_as_memoryview, METH_O,
