@@ -2,11 +2,13 @@
  * ext.h — private header of the extension multicore._multicore.
  *
  * Owns the declarations the extension's C files share: the one module-state
- * struct (mcx), the payload format constants (the wire between the caller
- * and a worker), the task result codes a worker returns, and the entry
- * points each file offers the others. Nothing here is public API: the
- * engine's contract is include/multicore.h, the Python contract is the
- * package multicore.
+ * struct (mcx), the task result codes a worker returns, the types that
+ * cross files (a pool ref, a frame being written, a SharedMemory object),
+ * and the entry points each file offers the others, listed below under the
+ * file that defines them. The byte layouts in shared memory are frame.h's
+ * (included here; Python-free). Nothing here is public API: the engine's
+ * contract is include/multicore.h, the Python contract is the package
+ * multicore.
  *
  * The state is a single static struct rather than per-module state because
  * the engine calls back into us (fork hooks, worker init/exit, the task
@@ -198,7 +200,46 @@ static inline void mcx_inflight_leave(void)
    when a Python exception is already set. */
 #define MCX_RAISED 1
 
-/* ---- wait.c ---- */
+/* ---------------------------------------------------------------------
+ * Entry points, by the file that defines them.
+ * --------------------------------------------------------------------- */
+
+/* ---- module.c: the module, initialize() / shutdown() and the module's
+   functions (mcx and mcx_tls_inflight are defined here) ---- */
+int mcx_number_of_workers(void);    /* the main pool's, else online CPUs */
+/* Live workers' pids (a list), and stats() (a dict; PoolNotRunningError
+   when not running), of ref's pool: the module's and Pool's. */
+PyObject *mcx_ref_worker_pids(mcx_poolref *ref);
+PyObject *mcx_ref_stats(mcx_poolref *ref);
+
+/* ---- lifecycle.c: a pool ref's start, stop and fork hooks ---- */
+int mcx_ref_alive(const mcx_poolref *ref);  /* ref's pool runs and is ours */
+int mcx_pool_alive(void);                   /* the same for mcx.main */
+/* Start ref's pool unless it runs / stop it if it runs: 0, or -1 with an
+   exception. */
+int mcx_ref_start(mcx_poolref *ref, int workers, size_t region_size,
+                  PyObject *init_obj, PyObject *exit_obj);
+int mcx_ref_stop(mcx_poolref *ref);
+/* At module init: forget a pool inherited through fork(). 0, or -1. */
+int mcx_forget_if_forked(void);
+/* Destroy a Task's group, or keep it until a running stop returns. */
+void mcx_defer_or_destroy_group(mcx_poolref *ref, mc_group *group,
+                                uint64_t generation, pid_t pid);
+
+/* ---- pool.c: the PoolHandle type (multicore.Pool) ---- */
+extern PyTypeObject mcx_PoolHandleType;
+
+/* ---- task.c: the Task type ---- */
+extern PyTypeObject mcx_TaskType;
+/* A Task of ref's pool (None if it does not run or the machine is loaded
+   beyond max_load_average * workers; NAN: no limit). */
+PyObject *mcx_task_new(mcx_poolref *ref, PyObject *ref_owner, double max_load_average);
+/* For wait_first(): the pool of a Task, and whether all its parts have
+   finished (see Task.done()). task must be a Task. */
+mcx_poolref *mcx_task_pool(PyObject *task);
+int mcx_task_done(PyObject *task);
+
+/* ---- wait.c: waiting with the GIL released; wait_first() ---- */
 /* Longest time a wait holds out without looking at signals, seconds. */
 #define MCX_SLICE 0.05
 /* One slice of a wait, called with the GIL released: an engine call that
@@ -215,21 +256,23 @@ double mcx_monotonic(void);            /* CLOCK_MONOTONIC, seconds */
 int mcx_wait_sliced(mcx_wait_fn wait, mcx_check_fn check, void *arg, double deadline);
 PyObject *mcx_wait_first(PyObject *module, PyObject *args, PyObject *kwargs);
 
-/* ---- module.c ---- */
-int mcx_pool_alive(void);             /* the main pool runs and is ours */
-int mcx_ref_alive(const mcx_poolref *ref);
-int mcx_ref_start(mcx_poolref *ref, int workers, size_t region_size,
-                  PyObject *init_obj, PyObject *exit_obj);
-int mcx_ref_stop(mcx_poolref *ref);
-int mcx_forget_if_forked(void);       /* lifecycle.c, at module init */
-PyObject *mcx_ref_worker_pids(mcx_poolref *ref);
-PyObject *mcx_ref_stats(mcx_poolref *ref);
-int mcx_number_of_workers(void);
-void mcx_flush_std(void);              /* flush sys.stdout/stderr (GIL held) */
-void mcx_defer_or_destroy_group(mcx_poolref *ref, mc_group *group,
-                                uint64_t generation, pid_t pid);
+/* ---- args.c: parsers of the arguments shared by several calls ---- */
+/* Each: 0 (or the value), or -1 with a TypeError / ValueError naming the
+   argument, the value and the limit. */
+/* initialize()'s and Pool()'s: workers (0: one per CPU), region_size (0:
+   the default); worker_init, worker_exit callable or None. Refused in a
+   worker (RuntimeError). */
+int mcx_parse_pool_args(PyObject *workers_obj, PyObject *init_obj, PyObject *exit_obj,
+                        PyObject *shm_obj, int *workers, size_t *region_size);
+int mcx_parse_max_tasks(PyObject *obj, uint64_t *out);   /* None: 0 */
+/* None gives NAN (no load limit) or -1.0 (no time limit). */
+int mcx_parse_load_limit(PyObject *obj, double *out);
+int mcx_parse_timeout(PyObject *obj, double *out);
+int mcx_parse_format(PyObject *obj, int *format);        /* MCX_FMT_* */
+int mcx_parse_nbytes(PyObject *obj, size_t *out);
+Py_ssize_t mcx_parse_int_min(PyObject *obj, const char *name, Py_ssize_t minimum);
 
-/* ---- errors.c ---- */
+/* ---- errors.c: failures as exceptions; the failure report ---- */
 int mcx_load_exceptions(void);
 /* Set the Python exception matching an MC_E* code; returns NULL.
    saved_errno is errno right after the failing call (for MC_ESYSTEM). */
@@ -256,7 +299,7 @@ PyObject *mcx_traceback_text(void);
 PyObject *mcx_encode_exception(void);
 PyObject *mcx_raise_remote(const void *data, size_t len);
 
-/* ---- wire.c ---- */
+/* ---- wire.c: serializers (pickle, dill, the result formats) ---- */
 int mcx_load_dill(void);
 PyObject *mcx_dumps(PyObject *obj, int use_dill);
 PyObject *mcx_loads(const void *data, size_t len, int use_dill);
@@ -264,7 +307,7 @@ int mcx_encode_result(PyObject *result, int format, mcx_buffer *out);
 PyObject *mcx_decode_result(const void *data, size_t len, int format);
 void mcx_buffer_release(mcx_buffer *buf);
 
-/* ---- oob.c ---- */
+/* ---- oob.c: pickling with out-of-band buffers in shared memory ---- */
 extern PyTypeObject mcx_BytesLikeType;
 int mcx_oob_encode(PyObject *obj, int is_call, int use_dill, const void *tag, mcx_oob *out);
 int mcx_oob_write(const mcx_oob *src, void *dst, mcx_share_fn share, void *share_arg);
@@ -272,7 +315,7 @@ void mcx_oob_release(mcx_oob *o);
 PyObject *mcx_oob_loads(const void *frame, size_t len, int use_dill, mc_hold **hold,
                         mcx_link_fn resolve, void *resolve_arg, const void *tag);
 
-/* ---- shared.c ---- */
+/* ---- shared.c: the SharedMemory type; shared buffers ---- */
 extern PyTypeObject mcx_SharedMemoryType;
 /* A SharedMemory object over [base, base + len), owning hold from then on
    (released at once if the object cannot be made); tag as for
@@ -288,41 +331,14 @@ mcx_shm *mcx_shm_owner(const Py_buffer *view);
    (this worker's own inside a task) when ref is NULL. */
 PyObject *mcx_shared_buffer_alloc(mcx_poolref *ref, PyObject *nbytes);
 
-/* ---- worker.c ---- */
+/* ---- worker.c: the engine's callbacks in a worker ---- */
 int mcx_task_entry(const void *arg, size_t arg_len, mc_task_ctx *ctx);
 int mcx_worker_init(int worker_index, void *arg);
-
-/* forksafe.c: in the zygote, right after its fork from the caller. */
-void mcx_renew_streams_after_fork(void);
 void mcx_worker_exit(int worker_index, void *arg);
 
-/* ---- pool.c ---- */
-extern PyTypeObject mcx_PoolHandleType;
-
-/* ---- task.c ---- */
-extern PyTypeObject mcx_TaskType;
-/* A Task of ref's pool (None if it does not run or the machine is loaded
-   beyond max_load_average * workers; NAN: no limit). */
-PyObject *mcx_task_new(mcx_poolref *ref, PyObject *ref_owner, double max_load_average);
-/* For wait_first(): the pool of a Task, and whether all its parts have
-   finished (see Task.done()). task must be a Task. */
-mcx_poolref *mcx_task_pool(PyObject *task);
-int mcx_task_done(PyObject *task);
-
-/* ---- args.c ---- */
-/* Each: 0 (or the value), or -1 with a TypeError / ValueError naming the
-   argument, the value and the limit. */
-/* initialize()'s and Pool()'s: workers (0: one per CPU), region_size (0:
-   the default); worker_init, worker_exit callable or None. Refused in a
-   worker (RuntimeError). */
-int mcx_parse_pool_args(PyObject *workers_obj, PyObject *init_obj, PyObject *exit_obj,
-                        PyObject *shm_obj, int *workers, size_t *region_size);
-int mcx_parse_max_tasks(PyObject *obj, uint64_t *out);   /* None: 0 */
-/* None gives NAN (no load limit) or -1.0 (no time limit). */
-int mcx_parse_load_limit(PyObject *obj, double *out);
-int mcx_parse_timeout(PyObject *obj, double *out);
-int mcx_parse_format(PyObject *obj, int *format);        /* MCX_FMT_* */
-int mcx_parse_nbytes(PyObject *obj, size_t *out);
-Py_ssize_t mcx_parse_int_min(PyObject *obj, const char *name, Py_ssize_t minimum);
+/* ---- forksafe.c: the standard streams across forks ---- */
+/* In the zygote, right after its fork from the caller. */
+void mcx_renew_streams_after_fork(void);
+void mcx_flush_std(void);              /* flush sys.stdout/stderr (GIL held) */
 
 #endif /* MULTICORE_EXT_H */

@@ -2,10 +2,11 @@
  * lifecycle.c — starting and stopping a pool, for the process-wide one
  * (initialize()/shutdown(), module.c) and for Pool objects (pool.c) alike.
  *
- * Owns: mcx_ref_start / mcx_ref_stop on a pool ref, the lifecycle lock
- * that serializes them, the fork hooks that keep the interpreter
- * consistent across the engine's forks, and the deferred destruction of
- * groups freed while a stop runs.
+ * Owns: whether a pool ref's pool runs here (mcx_ref_alive), mcx_ref_start
+ * / mcx_ref_stop on a pool ref, the lifecycle lock that serializes them,
+ * the fork hooks that keep the interpreter consistent across the engine's
+ * forks, the cached pid that tells a fork() child from the pool's owner,
+ * and the deferred destruction of groups freed while a stop runs.
  *
  * Rules kept here:
  *   - starts and stops are serialized by lifecycle_lock and may be called
@@ -27,6 +28,16 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+int mcx_ref_alive(const mcx_poolref *ref)
+{
+    return ref->pool != NULL && ref->owner_pid == mcx_getpid();
+}
+
+int mcx_pool_alive(void)
+{
+    return mcx_ref_alive(&mcx.main);
+}
 
 void mcx_defer_or_destroy_group(mcx_poolref *ref, mc_group *group, uint64_t generation,
                                 pid_t pid)

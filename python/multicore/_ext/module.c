@@ -12,40 +12,9 @@
 mcx_state mcx;
 _Thread_local long mcx_tls_inflight;
 
-/* ---------------------------------------------------------------------
- * Shared helpers
- * --------------------------------------------------------------------- */
-
-int mcx_ref_alive(const mcx_poolref *ref)
-{
-    return ref->pool != NULL && ref->owner_pid == mcx_getpid();
-}
-
-int mcx_pool_alive(void)
-{
-    return mcx_ref_alive(&mcx.main);
-}
-
 int mcx_number_of_workers(void)
 {
     return mcx_pool_alive() ? mcx.main.workers : mc_online_cpus();
-}
-
-void mcx_flush_std(void)
-{
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    const char *names[2] = {"stdout", "stderr"};
-    for (int i = 0; i < 2; i++) {
-        PyObject *f = PySys_GetObject(names[i]);   /* borrowed */
-        if (f == NULL || f == Py_None)
-            continue;
-        PyObject *r = PyObject_CallMethod(f, "flush", NULL);
-        if (r == NULL)
-            PyErr_Clear();
-        Py_XDECREF(r);
-    }
-    PyErr_Restore(type, value, tb);
 }
 
 /* ---------------------------------------------------------------------

@@ -3,7 +3,7 @@
  * the Python class multicore.Pool.
  *
  * Owns: a pool of its own beside the process-wide one of initialize(),
- * with the same lifecycle code (mcx_ref_start / mcx_ref_stop in module.c)
+ * with the same lifecycle code (mcx_ref_start / mcx_ref_stop in lifecycle.c)
  * applied to the mcx_poolref embedded in the object. Tasks made by
  * task() hold a strong reference to the handle, so the ref outlives them;
  * close() (or the handle's destruction) stops the pool, after which those
@@ -12,7 +12,6 @@
  * never stopped there (mcx_ref_alive() compares the owner's pid).
  */
 #include "ext.h"
-
 
 typedef struct {
     PyObject_HEAD

@@ -6,11 +6,11 @@
  *
  * A worker is forked from the zygote, which was forked from the caller, so
  * it holds a copy of the caller's interpreter. After the fork the worker's
- * fork hook (module.c) parks the GIL in mcx.worker_tstate; each callback
+ * fork hook (lifecycle.c) parks the GIL in mcx.worker_tstate; each callback
  * here takes it back with PyEval_RestoreThread for exactly the time it runs
  * Python code and parks it again before returning to the engine. Nothing
  * raised by user code escapes: every failure becomes a task code and a
- * result the caller turns back into an exception (see wire.c).
+ * result the caller turns back into an exception (see errors.c).
  */
 #include "ext.h"
 
