@@ -4,10 +4,12 @@
  *
  * Owns: Task(max_load_average=None) (None when the pool is not running or
  * the machine is too loaded), Task.run() (serialize the call, copy it once
- * into shared memory, queue it), Task.get() (wait with the GIL released in
- * short slices so Ctrl-C and shutdown() are noticed, then decode results or
- * raise the first failure), and the per-task bookkeeping the caller keeps
- * (each part's result format and callable, for error messages).
+ * into shared memory, queue it), Task.get() (wait for each part in
+ * wait.c's loop, which releases the GIL in short slices so that Ctrl-C and
+ * shutdown() are noticed, then decode the results or raise the first
+ * failure, as errors.c maps it), done(), cancel(), and the per-task
+ * bookkeeping the caller keeps (each part's result format and callable,
+ * for error messages).
  *
  * A Task belongs to one mc_group of one pool generation. Once get() has
  * finished (returned or raised) the task is complete and its group is
