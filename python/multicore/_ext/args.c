@@ -18,21 +18,41 @@
  * Pools: initialize(), multicore.Pool()
  * --------------------------------------------------------------------- */
 
+/* obj as a long long, if it is an int and not a bool: 0, with *overflow as
+   PyLong_AsLongLongAndOverflow() sets it; or -1 with a TypeError saying
+   that `name` must be `what`. */
+static int int_value(PyObject *obj, const char *name, const char *what, long long *out,
+                     int *overflow)
+{
+    if (PyBool_Check(obj) || !PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be %s, not %.100s", name, what,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    *overflow = 0;
+    *out = PyLong_AsLongLongAndOverflow(obj, overflow);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* 0 if obj is callable or None, else -1 with a TypeError naming it. */
+static int optional_callable(PyObject *obj, const char *name)
+{
+    if (obj == Py_None || PyCallable_Check(obj))
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%s must be callable or None, not %.100s", name,
+                 Py_TYPE(obj)->tp_name);
+    return -1;
+}
+
 int mcx_parse_pool_args(PyObject *workers_obj, PyObject *init_obj, PyObject *exit_obj,
                         PyObject *shm_obj, int *workers_out, size_t *region_out)
 {
     int workers = 0;
     size_t region_size = 0;
     if (workers_obj != Py_None) {
-        if (PyBool_Check(workers_obj) || !PyLong_Check(workers_obj)) {
-            PyErr_Format(PyExc_TypeError,
-                         "workers must be a positive int or None, not %.100s",
-                         Py_TYPE(workers_obj)->tp_name);
-            return -1;
-        }
-        int overflow = 0;
-        long w = PyLong_AsLongAndOverflow(workers_obj, &overflow);
-        if (w == -1 && PyErr_Occurred())
+        long long w;
+        int overflow;
+        if (int_value(workers_obj, "workers", "a positive int or None", &w, &overflow) < 0)
             return -1;
         if (overflow != 0 || w < 1 || w > MC_WORKERS_MAX) {
             PyErr_Format(PyExc_ValueError,
@@ -42,22 +62,12 @@ int mcx_parse_pool_args(PyObject *workers_obj, PyObject *init_obj, PyObject *exi
         }
         workers = (int)w;
     }
-    if (init_obj != Py_None && !PyCallable_Check(init_obj)) {
-        PyErr_Format(PyExc_TypeError,
-                     "worker_init must be callable or None, not %.100s",
-                     Py_TYPE(init_obj)->tp_name);
+    if (optional_callable(init_obj, "worker_init") < 0)
         return -1;
-    }
     if (shm_obj != Py_None) {
-        if (PyBool_Check(shm_obj) || !PyLong_Check(shm_obj)) {
-            PyErr_Format(PyExc_TypeError,
-                         "shared_memory must be an int (bytes) or None, not %.100s",
-                         Py_TYPE(shm_obj)->tp_name);
-            return -1;
-        }
-        int overflow = 0;
-        long long n = PyLong_AsLongLongAndOverflow(shm_obj, &overflow);
-        if (n == -1 && PyErr_Occurred())
+        long long n;
+        int overflow;
+        if (int_value(shm_obj, "shared_memory", "an int (bytes) or None", &n, &overflow) < 0)
             return -1;
         if (overflow != 0 || n < (long long)MC_REGION_MIN) {
             PyErr_Format(PyExc_ValueError,
@@ -67,12 +77,8 @@ int mcx_parse_pool_args(PyObject *workers_obj, PyObject *init_obj, PyObject *exi
         }
         region_size = (size_t)n;
     }
-    if (exit_obj != Py_None && !PyCallable_Check(exit_obj)) {
-        PyErr_Format(PyExc_TypeError,
-                     "worker_exit must be callable or None, not %.100s",
-                     Py_TYPE(exit_obj)->tp_name);
+    if (optional_callable(exit_obj, "worker_exit") < 0)
         return -1;
-    }
     if (mc_worker_index() >= 0) {
         PyErr_SetString(PyExc_RuntimeError,
                         "a multicore pool cannot be started in a worker");
@@ -113,37 +119,39 @@ int mcx_parse_max_tasks(PyObject *obj, uint64_t *out)
  * Tasks: load limits, timeouts, result formats
  * --------------------------------------------------------------------- */
 
-int mcx_parse_load_limit(PyObject *obj, double *out)
+/* obj as a double, or `none` for None: 1 (a number), 0 (None), or -1 with
+   the TypeError of float(). */
+static int optional_double(PyObject *obj, double none, double *out)
 {
-    *out = NAN;   /* None: no limit */
+    *out = none;
     if (obj == Py_None)
         return 0;
-    double limit = PyFloat_AsDouble(obj);
-    if (limit == -1.0 && PyErr_Occurred())
+    double v = PyFloat_AsDouble(obj);
+    if (v == -1.0 && PyErr_Occurred())
         return -1;
-    if (isnan(limit)) {
+    *out = v;
+    return 1;
+}
+
+int mcx_parse_load_limit(PyObject *obj, double *out)
+{
+    int given = optional_double(obj, NAN, out);   /* None: no limit */
+    if (given > 0 && isnan(*out)) {
         PyErr_SetString(PyExc_ValueError, "max_load_average must not be NaN");
         return -1;
     }
-    *out = limit;
-    return 0;
+    return given < 0 ? -1 : 0;
 }
 
 int mcx_parse_timeout(PyObject *obj, double *out)
 {
-    *out = -1.0;  /* None: no limit */
-    if (obj == Py_None)
-        return 0;
-    double timeout = PyFloat_AsDouble(obj);
-    if (timeout == -1.0 && PyErr_Occurred())
-        return -1;
-    if (isnan(timeout) || timeout < 0) {
+    int given = optional_double(obj, -1.0, out);  /* None: no limit */
+    if (given > 0 && (isnan(*out) || *out < 0)) {
         PyErr_Format(PyExc_ValueError,
                      "timeout must be a non-negative number or None, got %R", obj);
         return -1;
     }
-    *out = timeout;
-    return 0;
+    return given < 0 ? -1 : 0;
 }
 
 int mcx_parse_format(PyObject *obj, int *format)
