@@ -81,7 +81,7 @@ def _in_worker():
 def _acquire(n_jobs):
     """The executor a call runs on, and the workers it has."""
     global _own, _users
-    if _multicore._zygote_pid() is not None:        # the process-wide pool
+    if _multicore.is_running():                     # the process-wide pool
         return Executor(), _multicore.number_of_workers(), False
     with _lock:
         if _own is not None and _own[0].workers < n_jobs and _users == 0:
@@ -143,12 +143,12 @@ class MulticoreBackend(AutoBatchingMixin, ParallelBackendBase):
                               stacklevel=3)
             return 1
         if n_jobs < 0:
-            if _multicore._zygote_pid() is not None:
+            if _multicore.is_running():
                 cpus = _multicore.number_of_workers()
             else:
                 cpus = joblib.cpu_count()
             n_jobs = max(cpus + 1 + n_jobs, 1)
-        if _multicore._zygote_pid() is not None:
+        if _multicore.is_running():
             n_jobs = min(n_jobs, _multicore.number_of_workers())
         return n_jobs
 

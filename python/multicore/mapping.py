@@ -100,7 +100,7 @@ def _pool_workers(handle):
         if not handle.running:
             raise PoolNotRunningError("this multicore.Pool is closed")
         return handle.workers
-    if _multicore._zygote_pid() is None:
+    if not _multicore.is_running():
         raise PoolNotRunningError(
             "the multicore pool is not running: call multicore.initialize() "
             "first")

@@ -5,7 +5,7 @@
 #   bash tests/fuzz/run.sh            # 20 s per target
 #   bash tests/fuzz/run.sh 600        # a long run
 #   bash tests/fuzz/run.sh 0          # build, then only replay the corpora
-#   bash tests/fuzz/run.sh cov        # line coverage of src/ by the corpora
+#   bash tests/fuzz/run.sh cov        # line coverage of SRCS by the corpora
 #
 # First tests/fuzz/regress.c runs: the bugs the targets found, as plain
 # deterministic cases. Then the targets (tests/fuzz/fuzz_<name>.c; see the
@@ -13,6 +13,9 @@
 #   journal  the undo journal replayed on EOWNERDEAD (mc__lock, txn.c)
 #   arena    block headers, boundary tags, free lists (arena.c)
 #   ring     ring indices, worker slots, task records after a recovery
+#   frame    the Python extension's task payload and out-of-band frame
+#            (python/multicore/_ext/frame.c, the binding's one Python-free
+#            file: it is built with the engine here)
 #
 # Built with clang -fsanitize=fuzzer,address,undefined (UBSan fatal) into
 # $MULTICORE_BUILD_ROOT/fuzz (default build-ci/fuzz). Each target starts from
@@ -33,14 +36,17 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 
 SECS=${1:-20}
-TARGETS=${MULTICORE_FUZZ_TARGETS:-"journal arena ring"}
+TARGETS=${MULTICORE_FUZZ_TARGETS:-"journal arena ring frame"}
 OUT=${MULTICORE_BUILD_ROOT:-$ROOT/build-ci}/fuzz
 CC=${FUZZ_CC:-clang}
 FORKS=${MULTICORE_FUZZ_JOBS:-1}
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 CFLAGS=(-std=gnu11 -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Werror
-        -fno-sanitize-recover=all -Iinclude -Isrc)
+        -fno-sanitize-recover=all -Iinclude -Isrc -Ipython/multicore/_ext)
+# What the targets cover: the engine, and the decoders of the extension's
+# own bytes in shared memory (no Python in them).
+SRCS=(src/*.c python/multicore/_ext/frame.c)
 SAN=address,undefined
 
 mkdir -p "$OUT/obj"
@@ -53,24 +59,24 @@ if [[ $SECS == cov ]]; then
     objs=()
     for t in $TARGETS; do
         $CC "${CFLAGS[@]}" -fsanitize=fuzzer -fprofile-instr-generate -fcoverage-mapping \
-            "tests/fuzz/fuzz_$t.c" src/*.c -lpthread -o "$cov/fuzz_$t"
+            "tests/fuzz/fuzz_$t.c" "${SRCS[@]}" -lpthread -o "$cov/fuzz_$t"
         dirs=("$OUT/corpus/$t")
         [[ -d tests/fuzz/corpus/$t ]] && dirs+=("tests/fuzz/corpus/$t")
         LLVM_PROFILE_FILE="$cov/$t.profraw" "$cov/fuzz_$t" -runs=0 "${dirs[@]}" >"$cov/$t.log" 2>&1
         objs+=(-object "$cov/fuzz_$t")
     done
     llvm-profdata merge -sparse "$cov"/*.profraw -o "$cov/all.profdata"
-    llvm-cov report "${objs[@]:1}" -instr-profile="$cov/all.profdata" src/*.c
+    llvm-cov report "${objs[@]:1}" -instr-profile="$cov/all.profdata" "${SRCS[@]}"
     llvm-cov show "${objs[@]:1}" -instr-profile="$cov/all.profdata" -format=html \
-        -output-dir="$cov/html" src/*.c
+        -output-dir="$cov/html" "${SRCS[@]}"
     echo "fuzz: coverage report in $cov/html/index.html"
     exit 0
 fi
 
-# ---- build: the engine once (coverage-instrumented), then each target ----
+# ---- build: SRCS once (coverage-instrumented), then each target --------
 echo "fuzz: building with $($CC --version | head -n1)"
 build_start=$SECONDS
-ls src/*.c | xargs -P "$JOBS" -I{} sh -c \
+printf '%s\n' "${SRCS[@]}" | xargs -P "$JOBS" -I{} sh -c \
     "$CC ${CFLAGS[*]} -fsanitize=fuzzer-no-link,$SAN -c {} -o $OUT/obj/\$(basename {} .c).o"
 for t in $TARGETS; do
     $CC "${CFLAGS[@]}" -fsanitize=fuzzer,$SAN "tests/fuzz/fuzz_$t.c" "$OUT"/obj/*.o \
@@ -101,6 +107,13 @@ seeds_arena=(
     '\xf8\x00\x10\x00\x00\x01\x10\x03\x00\x06\x00\x03\x01\x06\x00'          # large block
     '\x00\x00\x40\x00\x01\x40\x00\x02\x40\x03\x01\x06\x00'                  # merge both ways
     '\x00\x00\x40\x00\x01\x40\x05\x00\x00\x04\x41\x00\x06\x00\x03\x01'      # a corrupted header
+)
+seeds_frame=(
+    '\x01\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x61\x62\x63'  # raw: a frame, no buffers
+    '\x00\x00\x10\x00\x02\x00\x64\x00\x05\x20\x00\x40\x00'          # built frame: a buffer, a link
+    '\x02\x01\x28\x08\x00\x01\x00\xc8\x00'                          # built payload, json, a buffer
+    '\x06\x00\x05\x1e\x00\x01\x00\x46\x00\x00\x08\x00\x01\x05'          # dill; callable length edited
+    '\x00\x00\x04\x00\x01\x00\x40\x00\x00\x10\x00\x03\x09\x10\x00'      # an entry edited to a bad link
 )
 seeds_ring=(
     '\x02\x10\x00\x20\x00\x00\x00\x00\x00'

@@ -76,6 +76,29 @@ def test_fork_child_does_not_stop_the_parents_pool():
     assert task.get() == [81]
 
 
+def is_running_here():
+    return _multicore.is_running()
+
+
+def test_is_running_follows_the_process_wide_pool():
+    assert _multicore.is_running() is False
+    with multicore.Pool(1) as pool:        # a pool of its own is not the one
+        assert pool.apply(square, (3,)) == 9
+        assert _multicore.is_running() is False
+    initialize(workers=2)
+    assert _multicore.is_running() is True
+    task = Task()
+    task.run(is_running_here)
+    assert task.get() == [False]           # a worker runs no pool itself
+    pid = os.fork()
+    if pid == 0:   # the child: the parent's pool is not its own
+        os._exit(0 if _multicore.is_running() is False else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    shutdown()
+    assert _multicore.is_running() is False
+
+
 def test_initialize_from_a_thread():
     import threading
     outcome = {}

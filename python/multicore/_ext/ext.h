@@ -2,11 +2,13 @@
  * ext.h — private header of the extension multicore._multicore.
  *
  * Owns the declarations the extension's C files share: the one module-state
- * struct (mcx), the payload format constants (the wire between the caller
- * and a worker), the task result codes a worker returns, and the entry
- * points each file offers the others. Nothing here is public API: the
- * engine's contract is include/multicore.h, the Python contract is the
- * package multicore.
+ * struct (mcx), the task result codes a worker returns, the types that
+ * cross files (a pool ref, a frame being written, a SharedMemory object),
+ * and the entry points each file offers the others, listed below under the
+ * file that defines them. The byte layouts in shared memory are frame.h's
+ * (included here; Python-free). Nothing here is public API: the engine's
+ * contract is include/multicore.h, the Python contract is the package
+ * multicore.
  *
  * The state is a single static struct rather than per-module state because
  * the engine calls back into us (fork hooks, worker init/exit, the task
@@ -27,15 +29,7 @@
 #include <sys/types.h>
 
 #include "multicore.h"
-
-/* ---------------------------------------------------------------------
- * Serialization formats of a task's result (chosen at run()).
- * --------------------------------------------------------------------- */
-enum {
-    MCX_FMT_PICKLE = 0,
-    MCX_FMT_JSON = 1,
-    MCX_FMT_STRING = 2
-};
+#include "frame.h"    /* the byte layouts in shared memory (Python-free) */
 
 /* ---------------------------------------------------------------------
  * Task codes a worker returns (mc_result.task_code with MC_ETASK), and
@@ -51,33 +45,6 @@ enum {
     MCX_RC_NOMEM = 5      /* UTF-8: the result did not fit in shared memory */
 };
 
-/* ---------------------------------------------------------------------
- * Payload header (caller -> worker). Both ends are the same program image
- * (the workers are forked from the caller), so fields are native-endian.
- *
- *   0  u8   magic  MCX_WIRE_MAGIC
- *   1  u8   version MCX_WIRE_VERSION
- *   2  u8   format (MCX_FMT_*)
- *   3  u8   flags  (MCX_WIRE_DILL)
- *   4  u32  offset of the (args, kwargs) frame (64-byte aligned)
- *   8  u64  length of the callable's part
- *  16       callable part; then, from the offset above to the end, the
- *           (args, kwargs) as an out-of-band frame (oob.c)
- * --------------------------------------------------------------------- */
-#define MCX_WIRE_MAGIC 0x6du
-#define MCX_WIRE_VERSION 2u
-#define MCX_WIRE_DILL 0x01u
-#define MCX_WIRE_HEADER_SIZE 16u
-
-typedef struct {
-    int format;
-    int use_dill;
-    const char *fn;      /* callable part */
-    size_t fn_len;
-    const char *args;    /* (args, kwargs) part */
-    size_t args_len;
-} mcx_wire_task;
-
 /* Payloads up to this size are submitted with mc_submit(), which copies
    them under the lock it takes anyway (the engine's one-lock limit). */
 #define MCX_SMALL_SUBMIT MC_SUBMIT_INLINE_MAX
@@ -88,21 +55,6 @@ typedef struct {
 /* Buffers from this size travel out of band (oob.c); smaller ones stay in
    the pickle stream, where they cost less than a view would. */
 #define MCX_OOB_MIN ((Py_ssize_t)64 << 10)
-
-/* A parsed out-of-band frame (oob.c). */
-typedef struct {
-    const char *pickle;
-    size_t pickle_len;
-    size_t nbuf;
-    const unsigned char *table;   /* nbuf x {u64 offset, u64 length} */
-} mcx_frame;
-
-/* A buffer-table entry with this bit set in its offset is not in the
-   frame: it is a range of a shared buffer linked to the task, bits 48-55
-   naming the link and bits 0-47 the offset in the buffer. */
-#define MCX_FRAME_LINK ((uint64_t)1 << 63)
-#define MCX_FRAME_LINK_SHIFT 48
-#define MCX_FRAME_OFF_MASK (((uint64_t)1 << MCX_FRAME_LINK_SHIFT) - 1)
 
 /* An object pickled for a frame, not yet written. Buffers that lie in a
    shared buffer of the destination pool travel as links, not bytes. */
@@ -127,6 +79,20 @@ typedef int (*mcx_share_fn)(void *arg, const mc_hold *buffer, unsigned *link);
    worker at its hold limit), or an MC_E* code. */
 typedef int (*mcx_link_fn)(void *arg, unsigned link, mc_hold **hold,
                            const void **data, size_t *len);
+
+/* A multicore.SharedMemory object (shared.c): memory of a pool's region,
+   exported through the buffer protocol and kept alive by an engine hold. */
+typedef struct {
+    PyObject_HEAD
+    mc_hold *hold;       /* released with the last reference */
+    char *base;
+    Py_ssize_t len;
+    Py_ssize_t exports;
+    pid_t pid;
+    /* A shared buffer's (linkable to tasks of the pool `tag` names), or
+       NULL for the memory of a frame (never linked: copied when sent on). */
+    const void *tag;
+} mcx_shm;
 
 /* Bytes borrowed from a Python object that owns them. */
 typedef struct {
@@ -230,27 +196,94 @@ static inline void mcx_inflight_leave(void)
     mcx_tls_inflight--;
 }
 
-/* ---- module.c ---- */
-int mcx_pool_alive(void);             /* the main pool runs and is ours */
-int mcx_ref_alive(const mcx_poolref *ref);
-int mcx_parse_pool_args(PyObject *workers_obj, PyObject *init_obj, PyObject *exit_obj,
-                        PyObject *shm_obj, int *workers, size_t *region_size);
+/* Returned by the binding's helpers, beside the MC_E* codes (all <= 0),
+   when a Python exception is already set. */
+#define MCX_RAISED 1
+
+/* ---------------------------------------------------------------------
+ * Entry points, by the file that defines them.
+ * --------------------------------------------------------------------- */
+
+/* ---- module.c: the module, initialize() / shutdown() and the module's
+   functions (mcx and mcx_tls_inflight are defined here) ---- */
+int mcx_number_of_workers(void);    /* the main pool's, else online CPUs */
+/* Live workers' pids (a list), and stats() (a dict; PoolNotRunningError
+   when not running), of ref's pool: the module's and Pool's. */
+PyObject *mcx_ref_worker_pids(mcx_poolref *ref);
+PyObject *mcx_ref_stats(mcx_poolref *ref);
+
+/* ---- lifecycle.c: a pool ref's start, stop and fork hooks ---- */
+int mcx_ref_alive(const mcx_poolref *ref);  /* ref's pool runs and is ours */
+int mcx_pool_alive(void);                   /* the same for mcx.main */
+/* Start ref's pool unless it runs / stop it if it runs: 0, or -1 with an
+   exception. */
 int mcx_ref_start(mcx_poolref *ref, int workers, size_t region_size,
                   PyObject *init_obj, PyObject *exit_obj);
 int mcx_ref_stop(mcx_poolref *ref);
-int mcx_forget_if_forked(void);       /* lifecycle.c, at module init */
-PyObject *mcx_ref_worker_pids(mcx_poolref *ref);
-PyObject *mcx_ref_stats(mcx_poolref *ref);
-int mcx_number_of_workers(void);
-void mcx_flush_std(void);              /* flush sys.stdout/stderr (GIL held) */
+/* At module init: forget a pool inherited through fork(). 0, or -1. */
+int mcx_forget_if_forked(void);
+/* Destroy a Task's group, or keep it until a running stop returns. */
 void mcx_defer_or_destroy_group(mcx_poolref *ref, mc_group *group,
                                 uint64_t generation, pid_t pid);
 
-/* ---- errors.c ---- */
+/* ---- pool.c: the PoolHandle type (multicore.Pool) ---- */
+extern PyTypeObject mcx_PoolHandleType;
+
+/* ---- task.c: the Task type ---- */
+extern PyTypeObject mcx_TaskType;
+/* A Task of ref's pool (None if it does not run or the machine is loaded
+   beyond max_load_average * workers; NAN: no limit). */
+PyObject *mcx_task_new(mcx_poolref *ref, PyObject *ref_owner, double max_load_average);
+/* For wait_first(): the pool of a Task, and whether all its parts have
+   finished (see Task.done()). task must be a Task. */
+mcx_poolref *mcx_task_pool(PyObject *task);
+int mcx_task_done(PyObject *task);
+
+/* ---- wait.c: waiting with the GIL released; wait_first() ---- */
+/* Longest time a wait holds out without looking at signals, seconds. */
+#define MCX_SLICE 0.05
+/* One slice of a wait, called with the GIL released: an engine call that
+   waits at most `slice` seconds; MC_ETIMEDOUT or MC_EINTR: wait on. */
+typedef int (*mcx_wait_fn)(void *arg, double slice);
+/* Between slices, with the GIL: MC_OK to wait on, or the code to return
+   (MCX_RAISED with the exception set). */
+typedef int (*mcx_check_fn)(void *arg);
+double mcx_monotonic(void);            /* CLOCK_MONOTONIC, seconds */
+/* Run wait() in slices until it returns anything but MC_ETIMEDOUT or
+   MC_EINTR, and return that. Before each slice: the signal handlers
+   (MCX_RAISED if one raised), then check() (if not NULL), then the
+   deadline (mcx_monotonic() time; < 0: none): MC_ETIMEDOUT once past. */
+int mcx_wait_sliced(mcx_wait_fn wait, mcx_check_fn check, void *arg, double deadline);
+PyObject *mcx_wait_first(PyObject *module, PyObject *args, PyObject *kwargs);
+
+/* ---- args.c: parsers of the arguments shared by several calls ---- */
+/* Each: 0 (or the value), or -1 with a TypeError / ValueError naming the
+   argument, the value and the limit. */
+/* initialize()'s and Pool()'s: workers (0: one per CPU), region_size (0:
+   the default); worker_init, worker_exit callable or None. Refused in a
+   worker (RuntimeError). */
+int mcx_parse_pool_args(PyObject *workers_obj, PyObject *init_obj, PyObject *exit_obj,
+                        PyObject *shm_obj, int *workers, size_t *region_size);
+int mcx_parse_max_tasks(PyObject *obj, uint64_t *out);   /* None: 0 */
+/* None gives NAN (no load limit) or -1.0 (no time limit). */
+int mcx_parse_load_limit(PyObject *obj, double *out);
+int mcx_parse_timeout(PyObject *obj, double *out);
+int mcx_parse_format(PyObject *obj, int *format);        /* MCX_FMT_* */
+int mcx_parse_nbytes(PyObject *obj, size_t *out);
+Py_ssize_t mcx_parse_int_min(PyObject *obj, const char *name, Py_ssize_t minimum);
+
+/* ---- errors.c: failures as exceptions; the failure report ---- */
 int mcx_load_exceptions(void);
 /* Set the Python exception matching an MC_E* code; returns NULL.
    saved_errno is errno right after the failing call (for MC_ESYSTEM). */
 PyObject *mcx_raise_mc(int rc, int saved_errno, const char *context);
+/* The codes whose exception depends on the call; each returns NULL. */
+PyObject *mcx_raise_worker_init(const char *why);  /* at start-up: the worker's traceback */
+PyObject *mcx_raise_share(int rc);                  /* linking a shared buffer to a task */
+PyObject *mcx_raise_buffer_alloc(int rc, size_t nbytes, int in_worker);
+/* Raise the exception for a task part that did not succeed (r->status is
+   not MC_OK); fn is the callable it ran, named in the message. NULL. */
+PyObject *mcx_raise_task_failure(PyObject *fn, const mc_result *r);
 /* Raise exc_type(message) with the current exception as its __cause__. */
 PyObject *mcx_raise_chained(PyObject *exc_type, const char *message);
 /* "module.qualname" of a callable (new reference, never fails unless
@@ -258,64 +291,54 @@ PyObject *mcx_raise_chained(PyObject *exc_type, const char *message);
 PyObject *mcx_callable_name(PyObject *fn);
 /* "Type: message" of the current exception (clears it); new reference. */
 PyObject *mcx_exception_summary(void);
+/* The current exception's formatted traceback (clears it); new reference,
+   or NULL with no exception set if it could not be formatted. */
+PyObject *mcx_traceback_text(void);
+/* Worker side: the failure report of the current exception (bytes; clears
+   it). Caller side: raise what a report says; returns NULL. */
+PyObject *mcx_encode_exception(void);
+PyObject *mcx_raise_remote(const void *data, size_t len);
 
-/* ---- wire.c ---- */
+/* ---- wire.c: serializers (pickle, dill, the result formats) ---- */
 int mcx_load_dill(void);
 PyObject *mcx_dumps(PyObject *obj, int use_dill);
 PyObject *mcx_loads(const void *data, size_t len, int use_dill);
-void mcx_wire_write_header(void *dst, int format, int use_dill,
-                           size_t fn_len, size_t args_off);
-/* Where the args frame starts after a callable part of fn_len bytes. */
-size_t mcx_wire_args_offset(size_t fn_len);
-int mcx_wire_parse(const void *data, size_t len, mcx_wire_task *out);
 int mcx_encode_result(PyObject *result, int format, mcx_buffer *out);
 PyObject *mcx_decode_result(const void *data, size_t len, int format);
-PyObject *mcx_encode_exception(void);   /* from the current exception */
-PyObject *mcx_raise_remote(const void *data, size_t len);
 void mcx_buffer_release(mcx_buffer *buf);
 
-/* ---- oob.c ---- */
-extern PyTypeObject mcx_SharedMemoryType;
-int mcx_frame_parse(const void *data, size_t len, mcx_frame *out);
-void mcx_frame_buffer(const mcx_frame *f, size_t i, uint64_t *off, size_t *len);
-/* Does the frame carry buffers of its own (not only links)? */
-int mcx_frame_has_inline(const mcx_frame *f);
+/* ---- oob.c: pickling with out-of-band buffers in shared memory ---- */
 extern PyTypeObject mcx_BytesLikeType;
 int mcx_oob_encode(PyObject *obj, int is_call, int use_dill, const void *tag, mcx_oob *out);
 int mcx_oob_write(const mcx_oob *src, void *dst, mcx_share_fn share, void *share_arg);
 void mcx_oob_release(mcx_oob *o);
 PyObject *mcx_oob_loads(const void *frame, size_t len, int use_dill, mc_hold **hold,
                         mcx_link_fn resolve, void *resolve_arg, const void *tag);
-/* A SharedMemory object over a shared buffer's hold (owned from then on);
-   tag as for mcx_oob_encode. */
-PyObject *mcx_shared_buffer_new(mc_hold *hold, const void *tag);
 
-/* ---- shared.c ---- */
+/* ---- shared.c: the SharedMemory type; shared buffers ---- */
+extern PyTypeObject mcx_SharedMemoryType;
+/* A SharedMemory object over [base, base + len), owning hold from then on
+   (released at once if the object cannot be made); tag as for
+   mcx_oob_encode (NULL: the memory of a frame). */
+PyObject *mcx_shm_new(mc_hold *hold, char *base, size_t len, const void *tag);
+/* A SharedMemory object over a shared buffer's hold (owned from then on). */
+PyObject *mcx_shared_buffer_new(mc_hold *hold, const void *tag);
+/* The SharedMemory object of a shared buffer this process may link that
+   the view's memory lies in (through an array's base or a memoryview's
+   exporter), or NULL. Borrowed: the view keeps it alive. */
+mcx_shm *mcx_shm_owner(const Py_buffer *view);
 /* A SharedMemory shared buffer of ref's pool, or of the process-wide pool
    (this worker's own inside a task) when ref is NULL. */
 PyObject *mcx_shared_buffer_alloc(mcx_poolref *ref, PyObject *nbytes);
 
-/* ---- worker.c ---- */
+/* ---- worker.c: the engine's callbacks in a worker ---- */
 int mcx_task_entry(const void *arg, size_t arg_len, mc_task_ctx *ctx);
 int mcx_worker_init(int worker_index, void *arg);
-
-/* forksafe.c: in the zygote, right after its fork from the caller. */
-void mcx_renew_streams_after_fork(void);
 void mcx_worker_exit(int worker_index, void *arg);
 
-/* ---- pool.c ---- */
-extern PyTypeObject mcx_PoolHandleType;
-
-/* ---- task.c ---- */
-extern PyTypeObject mcx_TaskType;
-/* A Task of ref's pool (None if it does not run or the machine is loaded
-   beyond max_load_average * workers; NAN: no limit). */
-PyObject *mcx_task_new(mcx_poolref *ref, PyObject *ref_owner, double max_load_average);
-/* Argument parsers shared by Task, Pool and wait_first: 0, or -1 with a
-   ValueError/TypeError set. None gives NAN (no load limit) or -1.0 (no
-   time limit). */
-int mcx_parse_load_limit(PyObject *obj, double *out);
-int mcx_parse_timeout(PyObject *obj, double *out);
-PyObject *mcx_wait_first(PyObject *module, PyObject *args, PyObject *kwargs);
+/* ---- forksafe.c: the standard streams across forks ---- */
+/* In the zygote, right after its fork from the caller. */
+void mcx_renew_streams_after_fork(void);
+void mcx_flush_std(void);              /* flush sys.stdout/stderr (GIL held) */
 
 #endif /* MULTICORE_EXT_H */

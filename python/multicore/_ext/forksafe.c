@@ -5,6 +5,8 @@
  * Owns: mcx_renew_streams_after_fork(), called once in the zygote right
  * after PyOS_AfterFork_Child(). Every worker is forked from the zygote
  * (single-threaded), so what is repaired here is repaired for all of them.
+ * Also mcx_flush_std(), which empties the standard streams' buffers before
+ * each fork and before a worker exits.
  *
  * The hazard: a buffered file object (io.BufferedWriter under a
  * TextIOWrapper) has a lock that a thread holds while it writes, with the
@@ -147,5 +149,25 @@ void mcx_renew_streams_after_fork(void)
         Py_DECREF(io);
     }
     PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+}
+
+/* Before a fork and before a worker leaves with _exit(): what sys.stdout
+   and sys.stderr buffered would otherwise be written twice (by both sides
+   of the fork) or never. GIL held; a pending exception is kept. */
+void mcx_flush_std(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    const char *names[2] = {"stdout", "stderr"};
+    for (int i = 0; i < 2; i++) {
+        PyObject *f = PySys_GetObject(names[i]);   /* borrowed */
+        if (f == NULL || f == Py_None)
+            continue;
+        PyObject *r = PyObject_CallMethod(f, "flush", NULL);
+        if (r == NULL)
+            PyErr_Clear();
+        Py_XDECREF(r);
+    }
     PyErr_Restore(type, value, tb);
 }

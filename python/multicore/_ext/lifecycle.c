@@ -2,10 +2,11 @@
  * lifecycle.c — starting and stopping a pool, for the process-wide one
  * (initialize()/shutdown(), module.c) and for Pool objects (pool.c) alike.
  *
- * Owns: mcx_ref_start / mcx_ref_stop on a pool ref, the lifecycle lock
- * that serializes them, the fork hooks that keep the interpreter
- * consistent across the engine's forks, and the deferred destruction of
- * groups freed while a stop runs.
+ * Owns: whether a pool ref's pool runs here (mcx_ref_alive), mcx_ref_start
+ * / mcx_ref_stop on a pool ref, the lifecycle lock that serializes them,
+ * the fork hooks that keep the interpreter consistent across the engine's
+ * forks, the cached pid that tells a fork() child from the pool's owner,
+ * and the deferred destruction of groups freed while a stop runs.
  *
  * Rules kept here:
  *   - starts and stops are serialized by lifecycle_lock and may be called
@@ -27,6 +28,16 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+int mcx_ref_alive(const mcx_poolref *ref)
+{
+    return ref->pool != NULL && ref->owner_pid == mcx_getpid();
+}
+
+int mcx_pool_alive(void)
+{
+    return mcx_ref_alive(&mcx.main);
+}
 
 void mcx_defer_or_destroy_group(mcx_poolref *ref, mc_group *group, uint64_t generation,
                                 pid_t pid)
@@ -179,70 +190,10 @@ static int stop_pool(mc_pool *pool, int *err)
     return rc;
 }
 
-/* Check initialize()'s / Pool()'s arguments. 0, or -1 with an exception. */
-int mcx_parse_pool_args(PyObject *workers_obj, PyObject *init_obj, PyObject *exit_obj,
-                        PyObject *shm_obj, int *workers_out, size_t *region_out)
+/* mcx_wait_fn for the workers' init. */
+static int ready_slice(void *pool, double slice)
 {
-    int workers = 0;
-    size_t region_size = 0;
-    if (workers_obj != Py_None) {
-        if (PyBool_Check(workers_obj) || !PyLong_Check(workers_obj)) {
-            PyErr_Format(PyExc_TypeError,
-                         "workers must be a positive int or None, not %.100s",
-                         Py_TYPE(workers_obj)->tp_name);
-            return -1;
-        }
-        int overflow = 0;
-        long w = PyLong_AsLongAndOverflow(workers_obj, &overflow);
-        if (w == -1 && PyErr_Occurred())
-            return -1;
-        if (overflow != 0 || w < 1 || w > MC_WORKERS_MAX) {
-            PyErr_Format(PyExc_ValueError,
-                         "workers must be between 1 and %d, got %R",
-                         MC_WORKERS_MAX, workers_obj);
-            return -1;
-        }
-        workers = (int)w;
-    }
-    if (init_obj != Py_None && !PyCallable_Check(init_obj)) {
-        PyErr_Format(PyExc_TypeError,
-                     "worker_init must be callable or None, not %.100s",
-                     Py_TYPE(init_obj)->tp_name);
-        return -1;
-    }
-    if (shm_obj != Py_None) {
-        if (PyBool_Check(shm_obj) || !PyLong_Check(shm_obj)) {
-            PyErr_Format(PyExc_TypeError,
-                         "shared_memory must be an int (bytes) or None, not %.100s",
-                         Py_TYPE(shm_obj)->tp_name);
-            return -1;
-        }
-        int overflow = 0;
-        long long n = PyLong_AsLongLongAndOverflow(shm_obj, &overflow);
-        if (n == -1 && PyErr_Occurred())
-            return -1;
-        if (overflow != 0 || n < (long long)MC_REGION_MIN) {
-            PyErr_Format(PyExc_ValueError,
-                         "shared_memory must be at least %zu MiB (%zu bytes), got %R",
-                         MC_REGION_MIN >> 20, MC_REGION_MIN, shm_obj);
-            return -1;
-        }
-        region_size = (size_t)n;
-    }
-    if (exit_obj != Py_None && !PyCallable_Check(exit_obj)) {
-        PyErr_Format(PyExc_TypeError,
-                     "worker_exit must be callable or None, not %.100s",
-                     Py_TYPE(exit_obj)->tp_name);
-        return -1;
-    }
-    if (mc_worker_index() >= 0) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "a multicore pool cannot be started in a worker");
-        return -1;
-    }
-    *workers_out = workers;
-    *region_out = region_size;
-    return 0;
+    return mc_pool_wait_ready(pool, slice);
 }
 
 /* Start ref's pool unless it runs. 0, or -1 with an exception. */
@@ -297,35 +248,13 @@ int mcx_ref_start(mcx_poolref *ref, int workers, size_t region_size, PyObject *i
 
     /* Wait for every worker's init with the GIL released, in slices so
        that Ctrl-C is seen. */
-    for (;;) {
-        Py_BEGIN_ALLOW_THREADS
-        rc = mc_pool_wait_ready(pool, 0.05);
-        Py_END_ALLOW_THREADS
-        if (rc == MC_OK)
-            break;
-        if (rc == MC_ETIMEDOUT || rc == MC_EINTR) {
-            if (PyErr_CheckSignals() < 0)
-                goto fail_stop;
-            continue;
-        }
-        if (rc == MC_EWORKERINIT) {
-            const char *why = mc_pool_error(pool);
-            PyObject *text = PyUnicode_DecodeUTF8(why, (Py_ssize_t)strlen(why),
-                                                  "replace");
-            if (text != NULL) {
-                PyObject *msg = PyUnicode_FromFormat(
-                    "worker_init failed in a worker:\n%U", text);
-                if (msg != NULL) {
-                    PyErr_SetObject(mcx.WorkerInitError, msg);
-                    Py_DECREF(msg);
-                }
-                Py_DECREF(text);
-            }
-            goto fail_stop;
-        }
+    rc = mcx_wait_sliced(ready_slice, NULL, pool, -1.0);
+    if (rc == MC_EWORKERINIT)
+        mcx_raise_worker_init(mc_pool_error(pool));
+    else if (rc != MC_OK && rc != MCX_RAISED)
         mcx_raise_mc(rc, 0, "multicore.initialize");
+    if (rc != MC_OK)
         goto fail_stop;
-    }
 
     ref->pool = pool;
     ref->owner_pid = mcx_getpid();

@@ -3,52 +3,18 @@
  *
  * Owns: the module state (mcx) and module init; initialize() / shutdown()
  * of the process-wide pool mcx.main (the work is lifecycle.c's);
- * ranges(), number_of_workers(), worker_id(), worker_state(), stats(), and
- * two introspection helpers for tests (_worker_pids, _zygote_pid).
+ * ranges(), number_of_workers(), is_running(), worker_id(), worker_state(),
+ * stats(), and two introspection helpers for tests (_worker_pids,
+ * _zygote_pid).
  */
 #include "ext.h"
-
-#include <errno.h>
-#include <string.h>
-#include <unistd.h>
 
 mcx_state mcx;
 _Thread_local long mcx_tls_inflight;
 
-/* ---------------------------------------------------------------------
- * Shared helpers
- * --------------------------------------------------------------------- */
-
-int mcx_ref_alive(const mcx_poolref *ref)
-{
-    return ref->pool != NULL && ref->owner_pid == mcx_getpid();
-}
-
-int mcx_pool_alive(void)
-{
-    return mcx_ref_alive(&mcx.main);
-}
-
 int mcx_number_of_workers(void)
 {
     return mcx_pool_alive() ? mcx.main.workers : mc_online_cpus();
-}
-
-void mcx_flush_std(void)
-{
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    const char *names[2] = {"stdout", "stderr"};
-    for (int i = 0; i < 2; i++) {
-        PyObject *f = PySys_GetObject(names[i]);   /* borrowed */
-        if (f == NULL || f == Py_None)
-            continue;
-        PyObject *r = PyObject_CallMethod(f, "flush", NULL);
-        if (r == NULL)
-            PyErr_Clear();
-        Py_XDECREF(r);
-    }
-    PyErr_Restore(type, value, tb);
 }
 
 /* ---------------------------------------------------------------------
@@ -111,67 +77,14 @@ static PyObject *mod_shutdown(PyObject *module, PyObject *unused)
  * ranges, number_of_workers, introspection
  * --------------------------------------------------------------------- */
 
-/* Number of items: len(), or .count() for a Django QuerySet. */
-static Py_ssize_t item_count(PyObject *iterable)
-{
-    PyObject *cls_name = PyObject_GetAttrString((PyObject *)Py_TYPE(iterable),
-                                                "__name__");
-    if (cls_name == NULL)
-        return -1;
-    int is_qs = PyUnicode_Check(cls_name) &&
-                PyUnicode_CompareWithASCIIString(cls_name, "QuerySet") == 0;
-    Py_DECREF(cls_name);
-    if (is_qs) {
-        PyObject *count = PyObject_GetAttrString(iterable, "count");
-        if (count == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-                return -1;
-            PyErr_Clear();
-        } else if (PyCallable_Check(count)) {
-            PyObject *n = PyObject_CallNoArgs(count);
-            Py_DECREF(count);
-            if (n == NULL)
-                return -1;
-            Py_ssize_t v = PyNumber_AsSsize_t(n, PyExc_OverflowError);
-            Py_DECREF(n);
-            if (v < 0 && !PyErr_Occurred()) {
-                PyErr_SetString(PyExc_ValueError, "count() returned a negative number");
-                return -1;
-            }
-            return v;
-        } else {
-            Py_DECREF(count);
-        }
-    }
-    return PyObject_Length(iterable);
-}
-
-/* A non-negative (or >= minimum) int argument; -1 on error. */
-static Py_ssize_t int_arg(PyObject *obj, const char *name, Py_ssize_t minimum)
-{
-    if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", name,
-                     Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    Py_ssize_t v = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
-    if (v == -1 && PyErr_Occurred())
-        return -1;
-    if (v < minimum) {
-        PyErr_Format(PyExc_ValueError, "%s must be >= %zd, got %zd", name,
-                     minimum, v);
-        return -1;
-    }
-    return v;
-}
-
 PyDoc_STRVAR(ranges_doc,
 "ranges(iterable, min_range_size=0, number_of_workers=None)\n"
 "--\n\n"
 "Split range(len(iterable)) into consecutive (start, end) pairs, one per\n"
 "worker, each at least min_range_size long (the last may be shorter).\n"
-"A Django QuerySet is counted with .count(). number_of_workers defaults\n"
-"to multicore.NUMBER_OF_WORKERS. Returns an iterator.");
+"number_of_workers defaults to multicore.NUMBER_OF_WORKERS. Returns an\n"
+"iterator. multicore.utils.ranges() is this, with a Django QuerySet\n"
+"counted by .count() instead of len().");
 
 static PyObject *mod_ranges(PyObject *module, PyObject *args, PyObject *kwargs)
 {
@@ -183,7 +96,7 @@ static PyObject *mod_ranges(PyObject *module, PyObject *args, PyObject *kwargs)
         return NULL;
     Py_ssize_t min_size = 0;
     if (min_obj != NULL && min_obj != Py_None) {
-        min_size = int_arg(min_obj, "min_range_size", 0);
+        min_size = mcx_parse_int_min(min_obj, "min_range_size", 0);
         if (min_size < 0)
             return NULL;
     }
@@ -191,13 +104,13 @@ static PyObject *mod_ranges(PyObject *module, PyObject *args, PyObject *kwargs)
     if (workers_obj == Py_None) {
         workers = mcx_number_of_workers();
     } else {
-        workers = int_arg(workers_obj, "number_of_workers", 1);
+        workers = mcx_parse_int_min(workers_obj, "number_of_workers", 1);
         if (workers < 0)
             return NULL;
         if (workers > 1 << 20)
             workers = 1 << 20;
     }
-    Py_ssize_t count = item_count(iterable);
+    Py_ssize_t count = PyObject_Length(iterable);
     if (count < 0)
         return NULL;
 
@@ -239,6 +152,21 @@ static PyObject *mod_number_of_workers(PyObject *module, PyObject *unused)
     (void)module;
     (void)unused;
     return PyLong_FromLong(mcx_number_of_workers());
+}
+
+PyDoc_STRVAR(is_running_doc,
+"is_running()\n"
+"--\n\n"
+"True while the process-wide pool of initialize() runs in this process:\n"
+"False before initialize() and after shutdown(), in a process forked\n"
+"from the caller (os.fork()) and in a worker. A multicore.Pool is not\n"
+"the process-wide pool (see its running attribute).");
+
+static PyObject *mod_is_running(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyBool_FromLong(mcx_pool_alive());
 }
 
 PyDoc_STRVAR(worker_pids_doc,
@@ -412,6 +340,7 @@ static PyMethodDef module_methods[] = {
      METH_VARARGS | METH_KEYWORDS, ranges_doc},
     {"number_of_workers", mod_number_of_workers, METH_NOARGS,
      number_of_workers_doc},
+    {"is_running", mod_is_running, METH_NOARGS, is_running_doc},
     {"worker_id", mod_worker_id, METH_NOARGS, worker_id_doc},
     {"stats", mod_stats, METH_NOARGS, stats_doc},
     {"_as_memoryview", mod_as_memoryview, METH_O,

@@ -1,15 +1,16 @@
 /*
  * oob.c — pickle protocol 5 with out-of-band buffers through shared memory.
  *
- * Owns: the frame that carries a pickled object whose large buffers (numpy
- * arrays and anything else pickled through PickleBuffer, from MCX_OOB_MIN
- * bytes up) are stored beside the pickle stream instead of inside it; writing a frame
- * straight into shared memory (each buffer copied exactly once, with the
- * GIL released for big copies); reading one back with each buffer handed to
- * pickle as a view of the shared memory itself (no copy: a numpy array that
- * comes back IS shared memory); and the SharedMemory exporter type those
- * views come from, which owns an engine hold (mc_hold) on the task record
- * and releases it when the last view is gone.
+ * Owns: pickling an object into a frame whose large buffers (numpy arrays
+ * and anything else pickled through PickleBuffer, from MCX_OOB_MIN bytes
+ * up, and large bytes, bytearray and memoryview arguments and results,
+ * through _BytesLike) are stored beside the pickle stream instead of
+ * inside it; writing a frame straight into shared memory (each buffer
+ * copied exactly once, with the GIL released for big copies); and loading
+ * one back with each buffer handed to pickle as a view of the shared memory
+ * itself (no copy: a numpy array that comes back IS shared memory), through
+ * a SharedMemory object (shared.c) that owns an engine hold (mc_hold) on the
+ * task record and releases it when the last view is gone.
  *
  * Shared buffers (multicore.shared) are SharedMemory objects too. A buffer
  * that lies inside one of them, bound for a task of the same pool, is not
@@ -18,131 +19,14 @@
  * very same memory. Such buffers always go out of band, whatever their
  * size, so that a write on one side is seen on the other.
  *
- * Frame layout (native-endian; the frame starts 64-byte aligned):
- *
- *   0   u64  pickle_len
- *   8   u64  nbuf
- *   16  nbuf x {u64 offset, u64 length}   offsets from the frame start,
- *                                         or MCX_FRAME_LINK | link | offset
- *   ..  pickle stream (pickle_len bytes)
- *   ..  each buffer at a 64-byte aligned offset
- *
- * mcx_frame_parse() validates every offset and length against the frame's
- * size before anything is read through them: a frame crosses processes.
+ * The frame's layout, and the code that writes its head and validates it
+ * when read back, are frame.h / frame.c's (Python-free, and fuzzed by
+ * tests/fuzz/fuzz_frame.c); everything here reads a frame only through
+ * mcx_frame_parse() and mcx_frame_link_parse().
  */
 #include "ext.h"
 
 #include <string.h>
-#include <unistd.h>
-
-#define MCX_FRAME_ALIGN 64u
-#define ALIGN_UP(x) (((x) + (MCX_FRAME_ALIGN - 1)) & ~(size_t)(MCX_FRAME_ALIGN - 1))
-
-/* ---------------------------------------------------------------------
- * Frame parsing (pure C: also built into the fuzz harness)
- * --------------------------------------------------------------------- */
-
-int mcx_frame_parse(const void *data, size_t len, mcx_frame *out)
-{
-    const unsigned char *p = data;
-    uint64_t pickle_len, nbuf;
-    if (data == NULL || len < 16)
-        return -1;
-    memcpy(&pickle_len, p, 8);
-    memcpy(&nbuf, p + 8, 8);
-    if (nbuf > (len - 16) / 16)
-        return -1;
-    size_t table_end = 16 + (size_t)nbuf * 16;
-    if (pickle_len > len - table_end)
-        return -1;
-    for (uint64_t i = 0; i < nbuf; i++) {
-        uint64_t off, n;
-        memcpy(&off, p + 16 + i * 16, 8);
-        memcpy(&n, p + 24 + i * 16, 8);
-        if (off & MCX_FRAME_LINK)
-            continue;   /* checked against the linked buffer when resolved */
-        if (off < table_end + pickle_len || off > len || n > len - off)
-            return -1;
-    }
-    out->pickle = (const char *)p + table_end;
-    out->pickle_len = (size_t)pickle_len;
-    out->nbuf = (size_t)nbuf;
-    out->table = p + 16;
-    return 0;
-}
-
-void mcx_frame_buffer(const mcx_frame *f, size_t i, uint64_t *off, size_t *len)
-{
-    uint64_t o, n;
-    memcpy(&o, f->table + i * 16, 8);
-    memcpy(&n, f->table + i * 16 + 8, 8);
-    *off = o;
-    *len = (size_t)n;
-}
-
-int mcx_frame_has_inline(const mcx_frame *f)
-{
-    for (size_t i = 0; i < f->nbuf; i++) {
-        uint64_t off;
-        size_t n;
-        mcx_frame_buffer(f, i, &off, &n);
-        if (!(off & MCX_FRAME_LINK))
-            return 1;
-    }
-    return 0;
-}
-
-/* ---------------------------------------------------------------------
- * The exporter: shared memory kept alive by an engine hold
- * --------------------------------------------------------------------- */
-
-typedef struct {
-    PyObject_HEAD
-    mc_hold *hold;       /* released with the last reference */
-    char *base;
-    Py_ssize_t len;
-    Py_ssize_t exports;
-    pid_t pid;
-    /* A shared buffer's (linkable to tasks of the pool `tag` names), or
-       NULL for the memory of a frame (never linked: copied when sent on). */
-    const void *tag;
-} SharedMemoryObject;
-
-/* The SharedMemory object a buffer's memory belongs to, if it is a shared
-   buffer this process may link: found through the chain of owners (an
-   array's base, a memoryview's exporter). Borrowed reference, or NULL. */
-static SharedMemoryObject *shared_owner(const Py_buffer *view)
-{
-    PyObject *obj = view->obj, *owned = NULL;
-    SharedMemoryObject *found = NULL;
-    for (int depth = 0; obj != NULL && obj != Py_None && depth < 16; depth++) {
-        if (Py_IS_TYPE(obj, &mcx_SharedMemoryType)) {
-            found = (SharedMemoryObject *)obj;
-            break;
-        }
-        PyObject *next;
-        if (PyMemoryView_Check(obj)) {
-            next = Py_XNewRef(PyMemoryView_GET_BUFFER(obj)->obj);
-        } else if (PyBytes_CheckExact(obj) || PyByteArray_CheckExact(obj) || PyPickleBuffer_Check(obj)) {
-            break;
-        } else {
-            next = PyObject_GetAttrString(obj, "base");   /* numpy arrays */
-            if (next == NULL) {
-                PyErr_Clear();
-                break;
-            }
-        }
-        Py_XSETREF(owned, next);
-        obj = next;
-    }
-    /* The chain is kept alive by the view itself, so found stays valid. */
-    Py_XDECREF(owned);
-    if (found == NULL || found->tag == NULL || found->pid != mcx_getpid() ||
-        (const char *)view->buf < found->base || view->len > found->len ||
-        (const char *)view->buf - found->base > found->len - view->len)
-        return NULL;
-    return found;
-}
 
 /* ---------------------------------------------------------------------
  * Encoding
@@ -156,7 +40,7 @@ static PyObject *collect_buffer(PyObject *list, PyObject *picklebuffer)
     const Py_buffer *view = PyPickleBuffer_GetBuffer(picklebuffer);
     if (view == NULL)
         return NULL;
-    if (view->len < MCX_OOB_MIN && !(PyBuffer_IsContiguous(view, 'C') && shared_owner(view)))
+    if (view->len < MCX_OOB_MIN && !(PyBuffer_IsContiguous(view, 'C') && mcx_shm_owner(view)))
         Py_RETURN_TRUE;
     if (PyList_Append(list, picklebuffer) < 0)
         return NULL;
@@ -231,7 +115,7 @@ static PyObject *wrap_large(PyObject *obj)
     else if (PyByteArray_CheckExact(obj))
         n = PyByteArray_GET_SIZE(obj);
     else if (PyMemoryView_Check(obj) && PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(obj), 'C'))
-        n = shared_owner(PyMemoryView_GET_BUFFER(obj)) ? MCX_OOB_MIN   /* always linked */
+        n = mcx_shm_owner(PyMemoryView_GET_BUFFER(obj)) ? MCX_OOB_MIN   /* always linked */
                                                        : PyMemoryView_GET_BUFFER(obj)->len;
     if (n < MCX_OOB_MIN)
         return Py_NewRef(obj);
@@ -293,7 +177,7 @@ fail:
 static int plan_buffers(mcx_oob *out, const void *tag)
 {
     size_t nbuf = out->buffers ? (size_t)PyList_GET_SIZE(out->buffers) : 0;
-    size_t size = 16 + nbuf * 16 + (size_t)PyBytes_GET_SIZE(out->pickle);
+    size_t size = mcx_frame_head_size(nbuf) + (size_t)PyBytes_GET_SIZE(out->pickle);
     if (nbuf > 0) {
         out->buf_shared = PyMem_Malloc(nbuf);
         out->buf_offset = PyMem_Malloc(nbuf * sizeof *out->buf_offset);
@@ -306,9 +190,9 @@ static int plan_buffers(mcx_oob *out, const void *tag)
         const Py_buffer *view = PyPickleBuffer_GetBuffer(PyList_GET_ITEM(out->buffers, i));
         if (view == NULL)
             return -1;
-        SharedMemoryObject *owner = NULL;
+        mcx_shm *owner = NULL;
         if (tag != NULL && PyBuffer_IsContiguous(view, 'C'))
-            owner = shared_owner(view);
+            owner = mcx_shm_owner(view);
         out->buf_shared[i] = -1;
         if (owner != NULL && owner->tag == tag) {
             int k = 0;
@@ -328,7 +212,7 @@ static int plan_buffers(mcx_oob *out, const void *tag)
             out->buf_offset[i] = (size_t)((const char *)view->buf - owner->base);
             continue;
         }
-        size = ALIGN_UP(size) + (size_t)view->len;
+        size = mcx_frame_align(size) + (size_t)view->len;
     }
     out->frame_size = size;
     return 0;
@@ -387,44 +271,32 @@ int mcx_oob_write(const mcx_oob *src, void *dst, mcx_share_fn share, void *share
 {
     unsigned links[MC_SHARE_MAX];
     for (int k = 0; k < src->nshared; k++) {
-        const SharedMemoryObject *owner = (const SharedMemoryObject *)src->shared[k];
+        const mcx_shm *owner = (const mcx_shm *)src->shared[k];
         int rc = share ? share(share_arg, owner->hold, &links[k]) : MC_EINVAL;
-        if (rc == MC_ENOMEM) {
-            PyErr_Format(PyExc_ValueError,
-                         "a task can link at most %d shared buffers (multicore.shared), "
-                         "arguments and result together",
-                         MC_SHARE_MAX);
-            return -1;
-        }
         if (rc != MC_OK) {
-            mcx_raise_mc(rc, 0, "sharing a buffer");
+            mcx_raise_share(rc);
             return -1;
         }
     }
     unsigned char *p = dst;
-    uint64_t pickle_len = (uint64_t)PyBytes_GET_SIZE(src->pickle);
-    uint64_t nbuf = src->buffers ? (uint64_t)PyList_GET_SIZE(src->buffers) : 0;
-    memcpy(p, &pickle_len, 8);
-    memcpy(p + 8, &nbuf, 8);
-    size_t at = 16 + (size_t)nbuf * 16;
-    memcpy(p + at, PyBytes_AS_STRING(src->pickle), (size_t)pickle_len);
-    at += (size_t)pickle_len;
-    for (uint64_t i = 0; i < nbuf; i++) {
+    size_t pickle_len = (size_t)PyBytes_GET_SIZE(src->pickle);
+    size_t nbuf = src->buffers ? (size_t)PyList_GET_SIZE(src->buffers) : 0;
+    mcx_frame_write_head(p, pickle_len, nbuf);
+    size_t at = mcx_frame_head_size(nbuf);
+    memcpy(p + at, PyBytes_AS_STRING(src->pickle), pickle_len);
+    at += pickle_len;
+    for (size_t i = 0; i < nbuf; i++) {
         const Py_buffer *view = PyPickleBuffer_GetBuffer(PyList_GET_ITEM(src->buffers, i));
         if (view == NULL)
             return -1;
-        uint64_t n = (uint64_t)view->len, off;
+        size_t n = (size_t)view->len;
         if (src->buf_shared[i] >= 0) {
-            off = MCX_FRAME_LINK | ((uint64_t)links[src->buf_shared[i]] << MCX_FRAME_LINK_SHIFT) |
-                  (uint64_t)src->buf_offset[i];
-            memcpy(p + 16 + i * 16, &off, 8);
-            memcpy(p + 24 + i * 16, &n, 8);
+            mcx_frame_set_buffer(p, i, mcx_frame_link_entry(links[src->buf_shared[i]], src->buf_offset[i]),
+                                 n);
             continue;
         }
-        at = ALIGN_UP(at);
-        off = at;
-        memcpy(p + 16 + i * 16, &off, 8);
-        memcpy(p + 24 + i * 16, &n, 8);
+        at = mcx_frame_align(at);
+        mcx_frame_set_buffer(p, i, at, n);
         if (PyBuffer_IsContiguous(view, 'C')) {
             if ((size_t)view->len >= MCX_BIG_COPY) {
                 /* the PickleBuffer holds the exporter: safe without the GIL */
@@ -437,7 +309,7 @@ int mcx_oob_write(const mcx_oob *src, void *dst, mcx_share_fn share, void *share
         } else if (PyBuffer_ToContiguous(p + at, view, view->len, 'C') < 0) {
             return -1;
         }
-        at += (size_t)n;
+        at += n;
     }
     return 0;
 }
@@ -454,116 +326,6 @@ void mcx_oob_release(mcx_oob *o)
     o->buf_shared = NULL;
     o->buf_offset = NULL;
     o->frame_size = 0;
-}
-
-/* ---------------------------------------------------------------------
- * The exporter's type
- * --------------------------------------------------------------------- */
-
-static int shm_getbuffer(SharedMemoryObject *self, Py_buffer *view, int flags)
-{
-    if (PyBuffer_FillInfo(view, (PyObject *)self, self->base, self->len, 0, flags) < 0)
-        return -1;
-    self->exports++;
-    return 0;
-}
-
-static void shm_releasebuffer(SharedMemoryObject *self, Py_buffer *view)
-{
-    (void)view;
-    self->exports--;
-}
-
-static void shm_dealloc(SharedMemoryObject *self)
-{
-    /* A fork() child's copy is not ours to release (mc_hold_release checks
-       the pid too); the engine call takes the region lock briefly. */
-    if (self->hold != NULL)
-        mc_hold_release(self->hold);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-/* Sent as a memoryview of itself: a link when it is a shared buffer of the
-   destination pool, else its bytes, out of band. */
-static PyObject *shm_reduce_ex(SharedMemoryObject *self, PyObject *protocol)
-{
-    (void)protocol;
-    PyObject *buffer = PyPickleBuffer_FromObject((PyObject *)self);
-    if (buffer == NULL)
-        return NULL;
-    return Py_BuildValue("(O(N))", mcx.as_memoryview, buffer);
-}
-
-static PyObject *shm_get_nbytes(SharedMemoryObject *self, void *closure)
-{
-    (void)closure;
-    return PyLong_FromSsize_t(self->len);
-}
-
-static PyObject *shm_get_shared(SharedMemoryObject *self, void *closure)
-{
-    (void)closure;
-    return PyBool_FromLong(self->tag != NULL);
-}
-
-static PyMethodDef shm_methods[] = {
-    {"__reduce_ex__", (PyCFunction)shm_reduce_ex, METH_O, NULL},
-    {NULL, NULL, 0, NULL}
-};
-
-static PyGetSetDef shm_getset[] = {
-    {"nbytes", (getter)shm_get_nbytes, NULL, "size in bytes", NULL},
-    {"shared", (getter)shm_get_shared, NULL,
-     "True for a shared buffer (passed to tasks by reference), False for "
-     "memory received from a task's frame (copied when sent on)", NULL},
-    {NULL, NULL, NULL, NULL, NULL}
-};
-
-static PyBufferProcs shm_as_buffer = {
-    .bf_getbuffer = (getbufferproc)shm_getbuffer,
-    .bf_releasebuffer = (releasebufferproc)shm_releasebuffer,
-};
-
-PyTypeObject mcx_SharedMemoryType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "multicore.SharedMemory",
-    .tp_basicsize = sizeof(SharedMemoryObject),
-    .tp_dealloc = (destructor)shm_dealloc,
-    .tp_as_buffer = &shm_as_buffer,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_methods = shm_methods,
-    .tp_getset = shm_getset,
-    .tp_doc = "Memory in the pool's shared region, kept alive by the arrays and "
-              "views that use it: a shared buffer (multicore.shared), or memory "
-              "received from another process of the pool.",
-};
-
-static SharedMemoryObject *shm_new(mc_hold *hold, char *base, size_t len, const void *tag)
-{
-    SharedMemoryObject *shm = PyObject_New(SharedMemoryObject, &mcx_SharedMemoryType);
-    if (shm == NULL) {
-        mc_hold_release(hold);
-        return NULL;
-    }
-    shm->hold = hold;
-    shm->base = base;
-    shm->len = (Py_ssize_t)len;
-    shm->exports = 0;
-    shm->pid = mcx_getpid();
-    shm->tag = tag;
-    return shm;
-}
-
-PyObject *mcx_shared_buffer_new(mc_hold *hold, const void *tag)
-{
-    size_t len = 0;
-    char *data = mc_hold_data(hold, &len);
-    if (data == NULL) {
-        mc_hold_release(hold);
-        PyErr_SetString(PyExc_SystemError, "not a shared buffer's hold");
-        return NULL;
-    }
-    return (PyObject *)shm_new(hold, data, len, tag);
 }
 
 /* ---------------------------------------------------------------------
@@ -589,9 +351,9 @@ static PyObject *slice_of(PyObject *whole, size_t off, size_t n)
 static PyObject *linked_buffer(uint64_t entry, size_t n, mcx_link_fn resolve, void *arg,
                                const void *tag, PyObject **views)
 {
-    unsigned link = (unsigned)((entry & ~MCX_FRAME_LINK) >> MCX_FRAME_LINK_SHIFT);
-    size_t off = (size_t)(entry & MCX_FRAME_OFF_MASK);
-    if (link >= MC_SHARE_MAX || resolve == NULL) {
+    unsigned link;
+    size_t off;
+    if (mcx_frame_link_parse(entry, &link, &off) < 0 || resolve == NULL) {
         PyErr_SetString(PyExc_ValueError, "malformed out-of-band frame (bad link)");
         return NULL;
     }
@@ -647,9 +409,9 @@ PyObject *mcx_oob_loads(const void *frame, size_t len, int use_dill, mc_hold **h
     PyObject *whole = NULL, *views[MC_SHARE_MAX] = {NULL};
     PyObject *result = NULL;
     if (hold != NULL && *hold != NULL) {
-        SharedMemoryObject *shm = shm_new(*hold, (char *)frame, len, NULL);
+        PyObject *shm = mcx_shm_new(*hold, (char *)frame, len, NULL);
         *hold = NULL;
-        whole = shm ? PyMemoryView_FromObject((PyObject *)shm) : NULL;
+        whole = shm ? PyMemoryView_FromObject(shm) : NULL;
         Py_XDECREF(shm);   /* the memoryview keeps it */
         if (whole == NULL)
             goto out;

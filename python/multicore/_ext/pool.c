@@ -3,7 +3,7 @@
  * the Python class multicore.Pool.
  *
  * Owns: a pool of its own beside the process-wide one of initialize(),
- * with the same lifecycle code (mcx_ref_start / mcx_ref_stop in module.c)
+ * with the same lifecycle code (mcx_ref_start / mcx_ref_stop in lifecycle.c)
  * applied to the mcx_poolref embedded in the object. Tasks made by
  * task() hold a strong reference to the handle, so the ref outlives them;
  * close() (or the handle's destruction) stops the pool, after which those
@@ -13,37 +13,10 @@
  */
 #include "ext.h"
 
-
 typedef struct {
     PyObject_HEAD
     mcx_poolref ref;
 } PoolHandleObject;
-
-/* max_tasks_per_worker: a positive int or None (no limit). ValueError
-   otherwise, as multiprocessing.Pool's maxtasksperchild gives. */
-static int parse_max_tasks(PyObject *obj, uint64_t *out)
-{
-    *out = 0;
-    if (obj == Py_None)
-        return 0;
-    if (!PyLong_Check(obj) || PyBool_Check(obj)) {
-        PyErr_Format(PyExc_ValueError,
-                     "max_tasks_per_worker must be a positive int or None, "
-                     "not %.100s %R", Py_TYPE(obj)->tp_name, obj);
-        return -1;
-    }
-    int overflow = 0;
-    long long n = PyLong_AsLongLongAndOverflow(obj, &overflow);
-    if (n == -1 && PyErr_Occurred())
-        return -1;
-    if (overflow < 0 || (overflow == 0 && n < 1)) {
-        PyErr_Format(PyExc_ValueError,
-                     "max_tasks_per_worker must be a positive int or None, got %R", obj);
-        return -1;
-    }
-    *out = overflow > 0 ? UINT64_MAX : (uint64_t)n;
-    return 0;
-}
 
 static PyObject *PoolHandle_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -60,7 +33,7 @@ static PyObject *PoolHandle_new(PyTypeObject *type, PyObject *args, PyObject *kw
     if (mcx_parse_pool_args(workers_obj, init_obj, exit_obj, shm_obj, &workers,
                             &region_size) < 0)
         return NULL;
-    if (parse_max_tasks(max_obj, &max_tasks) < 0)
+    if (mcx_parse_max_tasks(max_obj, &max_tasks) < 0)
         return NULL;
     PoolHandleObject *self = (PoolHandleObject *)type->tp_alloc(type, 0);
     if (self == NULL)

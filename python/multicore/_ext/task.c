@@ -4,10 +4,12 @@
  *
  * Owns: Task(max_load_average=None) (None when the pool is not running or
  * the machine is too loaded), Task.run() (serialize the call, copy it once
- * into shared memory, queue it), Task.get() (wait with the GIL released in
- * short slices so Ctrl-C and shutdown() are noticed, then decode results or
- * raise the first failure), and the per-task bookkeeping the caller keeps
- * (each part's result format and callable, for error messages).
+ * into shared memory, queue it), Task.get() (wait for each part in
+ * wait.c's loop, which releases the GIL in short slices so that Ctrl-C and
+ * shutdown() are noticed, then decode the results or raise the first
+ * failure, as errors.c maps it), done(), cancel(), and the per-task
+ * bookkeeping the caller keeps (each part's result format and callable,
+ * for error messages).
  *
  * A Task belongs to one mc_group of one pool generation. Once get() has
  * finished (returned or raised) the task is complete and its group is
@@ -18,17 +20,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
-
-/* Returned by helpers when a Python exception is already set. */
-#define MCX_RAISED 1
-
-
-/* Longest time a wait holds out without looking at signals. */
-#define MCX_SLICE 0.05
 
 struct mcx_run {
     int format;
@@ -48,13 +39,6 @@ typedef struct {
     size_t cap_runs;
     struct mcx_run *runs;
 } TaskObject;
-
-static double monotonic_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int task_pool_ok(TaskObject *self)
 {
@@ -107,39 +91,6 @@ static int task_enter(TaskObject *self, const char *what)
 /* ---------------------------------------------------------------------
  * Type slots
  * --------------------------------------------------------------------- */
-
-int mcx_parse_load_limit(PyObject *obj, double *out)
-{
-    *out = NAN;   /* None: no limit */
-    if (obj == Py_None)
-        return 0;
-    double limit = PyFloat_AsDouble(obj);
-    if (limit == -1.0 && PyErr_Occurred())
-        return -1;
-    if (isnan(limit)) {
-        PyErr_SetString(PyExc_ValueError, "max_load_average must not be NaN");
-        return -1;
-    }
-    *out = limit;
-    return 0;
-}
-
-int mcx_parse_timeout(PyObject *obj, double *out)
-{
-    *out = -1.0;  /* None: no limit */
-    if (obj == Py_None)
-        return 0;
-    double timeout = PyFloat_AsDouble(obj);
-    if (timeout == -1.0 && PyErr_Occurred())
-        return -1;
-    if (isnan(timeout) || timeout < 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "timeout must be a non-negative number or None, got %R", obj);
-        return -1;
-    }
-    *out = timeout;
-    return 0;
-}
 
 static PyObject *Task_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -211,28 +162,6 @@ static void Task_dealloc(TaskObject *self)
  * run()
  * --------------------------------------------------------------------- */
 
-static int parse_format(PyObject *obj, int *format)
-{
-    if (PyUnicode_Check(obj)) {
-        if (PyUnicode_CompareWithASCIIString(obj, "pickle") == 0) {
-            *format = MCX_FMT_PICKLE;
-            return 0;
-        }
-        if (PyUnicode_CompareWithASCIIString(obj, "json") == 0) {
-            *format = MCX_FMT_JSON;
-            return 0;
-        }
-        if (PyUnicode_CompareWithASCIIString(obj, "string") == 0) {
-            *format = MCX_FMT_STRING;
-            return 0;
-        }
-    }
-    PyErr_Format(PyExc_ValueError,
-                 "serialization_format must be one of 'pickle', 'json', "
-                 "'string'; got %R", obj);
-    return -1;
-}
-
 /* Callables that pickle to a pure by-name reference, whose bytes can be
    reused as long as the same object is sent again. */
 static int cacheable_callable(PyObject *fn)
@@ -271,18 +200,21 @@ static PyObject *pickled_callable(PyObject *fn, int use_dill)
    (engine calls are safe against a concurrent mc_pool_stop(); only our
    own reads and writes of shared memory need the inflight count).
    Returns MC_OK, an MC_E* code, or MCX_RAISED. */
+static int commit_slice(void *self, double slice)
+{
+    return mc_submit_commit(((TaskObject *)self)->group, mcx_task_entry, slice);
+}
+
+static int commit_check(void *self)
+{
+    return task_pool_ok(self) ? MC_OK : MC_ESTATE;
+}
+
 static int commit_reserved(TaskObject *self)
 {
     int rc = mc_submit_commit(self->group, mcx_task_entry, 0.0);
-    while (rc == MC_ETIMEDOUT || rc == MC_EINTR) {
-        if (PyErr_CheckSignals() < 0)
-            return MCX_RAISED;
-        if (!task_pool_ok(self))
-            return MC_ESTATE;
-        Py_BEGIN_ALLOW_THREADS
-        rc = mc_submit_commit(self->group, mcx_task_entry, MCX_SLICE);
-        Py_END_ALLOW_THREADS
-    }
+    if (rc == MC_ETIMEDOUT || rc == MC_EINTR)
+        rc = mcx_wait_sliced(commit_slice, commit_check, self, -1.0);
     return rc;
 }
 
@@ -332,7 +264,7 @@ static PyObject *Task_run(TaskObject *self, PyObject *args, PyObject *kwargs)
         goto done;
     PyObject *v = PyDict_GetItemString(call_kwargs, "serialization_format");
     if (v != NULL) {
-        if (parse_format(v, &format) < 0 ||
+        if (mcx_parse_format(v, &format) < 0 ||
             PyDict_DelItemString(call_kwargs, "serialization_format") < 0)
             goto done;
     }
@@ -404,8 +336,7 @@ static PyObject *Task_run(TaskObject *self, PyObject *args, PyObject *kwargs)
            one lock round trip instead of two. A full queue (MC_ETIMEDOUT)
            takes the path below, which waits for room. */
         _Alignas(64) char small[MCX_SMALL_SUBMIT];
-        mcx_wire_write_header(small, format, use_dill, fn_len, args_off);
-        memcpy(small + MCX_WIRE_HEADER_SIZE, PyBytes_AS_STRING(fn_bytes), fn_len);
+        mcx_wire_write(small, format, use_dill, PyBytes_AS_STRING(fn_bytes), fn_len, args_off);
         if (mcx_oob_write(&frame, small + args_off, NULL, NULL) < 0)
             goto done;
         errno = 0;
@@ -427,8 +358,7 @@ static PyObject *Task_run(TaskObject *self, PyObject *args, PyObject *kwargs)
         mcx_raise_mc(rc, err, "Task.run");
         goto done;
     }
-    mcx_wire_write_header(buf, format, use_dill, fn_len, args_off);
-    memcpy((char *)buf + MCX_WIRE_HEADER_SIZE, PyBytes_AS_STRING(fn_bytes), fn_len);
+    mcx_wire_write(buf, format, use_dill, PyBytes_AS_STRING(fn_bytes), fn_len, args_off);
     /* each large buffer is copied once, straight into shared memory */
     if (mcx_oob_write(&frame, (char *)buf + args_off, share_with_task, self->group) < 0) {
         mcx_inflight_leave();
@@ -469,101 +399,6 @@ done:
  * get()
  * --------------------------------------------------------------------- */
 
-static PyObject *result_text(const mc_result *r)
-{
-    if (r->data == NULL || r->len == 0)
-        return PyUnicode_FromString("no details");
-    return PyUnicode_DecodeUTF8(r->data, (Py_ssize_t)r->len, "replace");
-}
-
-/* Raise the failure of part `index`; returns NULL. */
-static PyObject *raise_failure(TaskObject *self, size_t index, const mc_result *r)
-{
-    PyObject *name = mcx_callable_name(self->runs[index].fn);
-    PyObject *why = NULL;
-    if (name == NULL)
-        return NULL;
-
-    switch (r->status) {
-    case MC_ETASK:
-        switch (r->task_code) {
-        case MCX_RC_EXCEPTION:
-            mcx_raise_remote(r->data, r->len);
-            break;
-        case MCX_RC_CALLABLE:
-            if ((why = result_text(r)) != NULL)
-                PyErr_Format(mcx.CallableNotFoundError,
-                             "%U was not found in the worker processes (%U): "
-                             "define it before multicore.initialize(), or "
-                             "pass use_dill=True", name, why);
-            break;
-        case MCX_RC_ARGS:
-            if ((why = result_text(r)) != NULL)
-                PyErr_Format(mcx.ArgumentsUnpicklingError,
-                             "the arguments for %U could not be unpickled in "
-                             "a worker (%U): define what they use before "
-                             "multicore.initialize(), or pass use_dill=True",
-                             name, why);
-            break;
-        case MCX_RC_NOMEM:
-            if ((why = result_text(r)) != NULL)
-                PyErr_Format(PyExc_MemoryError, "%U (running %U)", why, name);
-            break;
-        case MCX_RC_PAYLOAD:
-            if ((why = result_text(r)) != NULL)
-                PyErr_Format(mcx.MulticoreError, "running %U failed in the "
-                             "worker: %U", name, why);
-            break;
-        default:
-            PyErr_Format(mcx.MulticoreError,
-                         "running %U failed with task code %d", name,
-                         r->task_code);
-            break;
-        }
-        break;
-    case MC_EWORKERDIED: {
-        PyObject *msg;
-        if (r->term_signal != 0)
-            msg = PyUnicode_FromFormat(
-                "the worker process (pid %d) running %U died: killed by "
-                "signal %d (%s)", (int)r->worker_pid, name, r->term_signal,
-                strsignal(r->term_signal));
-        else
-            msg = PyUnicode_FromFormat(
-                "the worker process (pid %d) running %U died: exited with "
-                "status %d", (int)r->worker_pid, name, r->exit_status);
-        if (msg == NULL)
-            break;
-        PyObject *sig = r->term_signal ? PyLong_FromLong(r->term_signal)
-                                       : (Py_INCREF(Py_None), Py_None);
-        PyObject *status = r->term_signal ? (Py_INCREF(Py_None), Py_None)
-                                          : PyLong_FromLong(r->exit_status);
-        PyObject *exc = NULL;
-        if (sig != NULL && status != NULL)
-            exc = PyObject_CallFunction(mcx.WorkerDiedError, "(OiOO)", msg,
-                                        (int)r->worker_pid, sig, status);
-        Py_XDECREF(sig);
-        Py_XDECREF(status);
-        Py_DECREF(msg);
-        if (exc != NULL) {
-            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-            Py_DECREF(exc);
-        }
-        break;
-    }
-    case MC_ECANCELED:
-        PyErr_Format(mcx.MulticoreError,
-                     "running %U was cancelled before it started", name);
-        break;
-    default:
-        mcx_raise_mc(r->status, 0, "Task.get");
-        break;
-    }
-    Py_XDECREF(why);
-    Py_DECREF(name);
-    return NULL;
-}
-
 static size_t count_finished(TaskObject *self)
 {
     size_t done = 0;
@@ -574,50 +409,52 @@ static size_t count_finished(TaskObject *self)
     return done;
 }
 
-/* Wait for every part. MC_OK, or MCX_RAISED with an exception set. */
 /* Wait until part `index` has finished (with signals looked at every
    slice); deadline < 0: no limit. MC_OK, or MCX_RAISED with the exception
    set (timeout: TimeoutExceededError naming the timeout given to get()). */
+struct part_wait {
+    TaskObject *task;
+    size_t index;
+};
+
+static int part_slice(void *arg, double slice)
+{
+    const struct part_wait *w = arg;
+    return mc_group_wait_one(w->task->group, w->index, slice);
+}
+
+static int part_check(void *arg)
+{
+    const struct part_wait *w = arg;
+    if (task_pool_ok(w->task))
+        return MC_OK;
+    PyErr_SetString(mcx.PoolNotRunningError,
+                    "Task.get(): the multicore pool stopped "
+                    "(shutdown() was called)");
+    return MCX_RAISED;
+}
+
 static int wait_part(TaskObject *self, size_t index, double deadline, double timeout)
 {
     int rc = mc_group_wait_one(self->group, index, 0.0);
-    if (rc == MC_OK)
-        return MC_OK;
-    for (;;) {
-        if (rc != MC_ETIMEDOUT && rc != MC_EINTR) {
-            mcx_raise_mc(rc, 0, "Task.get");
+    if (rc == MC_ETIMEDOUT || rc == MC_EINTR) {
+        struct part_wait w = {self, index};
+        rc = mcx_wait_sliced(part_slice, part_check, &w, deadline);
+        if (rc == MC_ETIMEDOUT) {
+            size_t done = count_finished(self);
+            char secs[64];
+            PyOS_snprintf(secs, sizeof secs, "%g", timeout);
+            PyErr_Format(mcx.TimeoutExceededError,
+                         "Task.get(): timeout of %s seconds exceeded "
+                         "(%zu of %zu parts finished)",
+                         secs, done, self->n_runs);
             return MCX_RAISED;
         }
-        if (PyErr_CheckSignals() < 0)
-            return MCX_RAISED;
-        if (!task_pool_ok(self)) {
-            PyErr_SetString(mcx.PoolNotRunningError,
-                            "Task.get(): the multicore pool stopped "
-                            "(shutdown() was called)");
-            return MCX_RAISED;
-        }
-        double slice = MCX_SLICE;
-        if (deadline >= 0) {
-            double left = deadline - monotonic_now();
-            if (left <= 0) {
-                size_t done = count_finished(self);
-                char secs[64];
-                PyOS_snprintf(secs, sizeof secs, "%g", timeout);
-                PyErr_Format(mcx.TimeoutExceededError,
-                             "Task.get(): timeout of %s seconds exceeded "
-                             "(%zu of %zu parts finished)",
-                             secs, done, self->n_runs);
-                return MCX_RAISED;
-            }
-            if (left < slice)
-                slice = left;
-        }
-        Py_BEGIN_ALLOW_THREADS
-        rc = mc_group_wait_one(self->group, index, slice);
-        Py_END_ALLOW_THREADS
-        if (rc == MC_OK)
-            return MC_OK;
     }
+    if (rc == MC_OK || rc == MCX_RAISED)
+        return rc;
+    mcx_raise_mc(rc, 0, "Task.get");
+    return MCX_RAISED;
 }
 
 PyDoc_STRVAR(Task_get_doc,
@@ -691,7 +528,7 @@ static PyObject *Task_get(TaskObject *self, PyObject *args, PyObject *kwargs)
        work). A failure is raised once every part has finished, as the
        first failure in submission order; the other parts still complete. */
     size_t n = self->n_runs, failed = n;
-    double deadline = timeout < 0 ? -1.0 : monotonic_now() + timeout;
+    double deadline = timeout < 0 ? -1.0 : mcx_monotonic() + timeout;
     list = PyList_New((Py_ssize_t)n);
     if (list == NULL)
         goto out;
@@ -738,7 +575,7 @@ static PyObject *Task_get(TaskObject *self, PyObject *args, PyObject *kwargs)
         if (rc != MC_OK)
             mcx_raise_mc(rc, 0, "Task.get");
         else
-            raise_failure(self, failed, &r);
+            mcx_raise_task_failure(self->runs[failed].fn, &r);
         mcx_inflight_leave();
     }
     task_finish(self);
@@ -794,118 +631,14 @@ static PyObject *Task_cancel(TaskObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* Indices of the done tasks in `seq` (a fast sequence), as a list. A list
-   given to wait_first() is that very list, which another thread may have
-   appended to while the wait slept: its size and items are read afresh,
-   and each item checked. */
-static PyObject *done_indices(PyObject *seq, const mcx_poolref *ref)
+mcx_poolref *mcx_task_pool(PyObject *task)
 {
-    PyObject *found = PyList_New(0);
-    for (Py_ssize_t i = 0; found != NULL && i < PySequence_Fast_GET_SIZE(seq); i++) {
-        PyObject *item = PySequence_Fast_ITEMS(seq)[i];
-        if (!PyObject_TypeCheck(item, &mcx_TaskType) || ((TaskObject *)item)->ref != ref) {
-            PyErr_Format(PyExc_TypeError,
-                         "wait_first(): tasks[%zd] is not a Task of the same pool", i);
-            Py_CLEAR(found);
-            break;
-        }
-        if (!task_is_done((TaskObject *)item))
-            continue;
-        PyObject *index = PyLong_FromSsize_t(i);
-        if (index == NULL || PyList_Append(found, index) < 0)
-            Py_CLEAR(found);
-        Py_XDECREF(index);
-    }
-    return found;
+    return ((TaskObject *)task)->ref;
 }
 
-PyObject *mcx_wait_first(PyObject *module, PyObject *args, PyObject *kwargs)
+int mcx_task_done(PyObject *task)
 {
-    static char *kwlist[] = {"tasks", "timeout", NULL};
-    PyObject *tasks_obj, *timeout_obj = Py_None;
-    (void)module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:wait_first", kwlist,
-                                     &tasks_obj, &timeout_obj))
-        return NULL;
-    double timeout;
-    if (mcx_parse_timeout(timeout_obj, &timeout) < 0)
-        return NULL;
-    PyObject *seq = PySequence_Fast(tasks_obj, "wait_first(): tasks must be a sequence");
-    if (seq == NULL)
-        return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (!PyObject_TypeCheck(PySequence_Fast_ITEMS(seq)[i], &mcx_TaskType)) {
-            PyErr_Format(PyExc_TypeError, "wait_first(): tasks[%zd] is not a Task", i);
-            Py_DECREF(seq);
-            return NULL;
-        }
-    }
-    mcx_poolref *ref = n > 0 ? ((TaskObject *)PySequence_Fast_ITEMS(seq)[0])->ref : NULL;
-    for (Py_ssize_t i = 1; i < n; i++) {
-        if (((TaskObject *)PySequence_Fast_ITEMS(seq)[i])->ref != ref) {
-            PyErr_SetString(PyExc_ValueError,
-                            "wait_first(): the tasks belong to different pools");
-            Py_DECREF(seq);
-            return NULL;
-        }
-    }
-    PyObject *found = done_indices(seq, ref);
-    if (found == NULL || PyList_GET_SIZE(found) > 0 || n == 0 || timeout == 0 ||
-        !mcx_ref_alive(ref)) {
-        Py_DECREF(seq);
-        return found;
-    }
-    Py_DECREF(found);
-    found = NULL;
-
-    /* Watch completions, then look again: nothing finishing between the
-       look and the sleep can be missed. A private empty group names the
-       pool and keeps its handle alive if shutdown() runs meanwhile (the
-       tasks' own groups may be destroyed by Task.cancel() meanwhile). */
-    mc_group *group = NULL;
-    int rc0 = mc_group_create(ref->pool, &group);
-    if (rc0 != MC_OK) {
-        Py_DECREF(seq);
-        return mcx_raise_mc(rc0, 0, "wait_first");
-    }
-    uint32_t seen = mc_watch_begin(group);
-    double deadline = timeout < 0 ? -1.0 : monotonic_now() + timeout;
-    for (;;) {
-        found = done_indices(seq, ref);
-        if (found == NULL || PyList_GET_SIZE(found) > 0)
-            break;
-        if (PyErr_CheckSignals() < 0) {
-            Py_CLEAR(found);
-            break;
-        }
-        double slice = MCX_SLICE;
-        if (deadline >= 0) {
-            double left = deadline - monotonic_now();
-            if (left <= 0)
-                break;   /* timed out: the empty list */
-            if (left < slice)
-                slice = left;
-        }
-        Py_DECREF(found);
-        found = NULL;
-        int rc;
-        Py_BEGIN_ALLOW_THREADS
-        rc = mc_watch_wait(group, &seen, slice);
-        Py_END_ALLOW_THREADS
-        if (rc != MC_OK && rc != MC_ETIMEDOUT && rc != MC_EINTR) {
-            if (rc == MC_ESTATE)
-                PyErr_SetString(mcx.PoolNotRunningError,
-                                "wait_first(): the multicore pool stopped");
-            else
-                mcx_raise_mc(rc, 0, "wait_first");
-            break;
-        }
-    }
-    mc_watch_end(group);
-    mc_group_destroy(group);
-    Py_DECREF(seq);
-    return found;
+    return task_is_done((TaskObject *)task);
 }
 
 /* ---------------------------------------------------------------------

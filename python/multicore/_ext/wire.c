@@ -1,17 +1,15 @@
 /*
- * wire.c — the bytes that cross between the caller and a worker, and the
- * (de)serialization on both sides of that crossing.
+ * wire.c — the serializers on both sides of the crossing between the
+ * caller and a worker.
  *
- * Owns: the task payload header (written by the caller in task.c, parsed
- * by the worker in worker.c), pickle/dill dumps and loads, the three result
- * formats ('pickle', 'json', 'string') encoded in the worker and decoded in
- * the caller, and the failure report a worker sends when the task raised
- * (encoded here in the worker, re-raised here in the caller). Keeping both
- * directions in one file keeps the two ends of every format in agreement.
+ * Owns: pickle/dill dumps and loads (loads straight from shared memory
+ * through a view), and the three result formats ('pickle', 'json',
+ * 'string') encoded in the worker and decoded in the caller; both ends of
+ * each format are here, so they agree. The byte layouts these travel in
+ * are frame.c's; pickling with out-of-band buffers is oob.c's; the
+ * failure report of a task that raised is errors.c's.
  */
 #include "ext.h"
-
-#include <string.h>
 
 /* ---------------------------------------------------------------------
  * pickle / dill
@@ -99,55 +97,6 @@ PyObject *mcx_loads(const void *data, size_t len, int use_dill)
     PyObject *out = PyObject_CallOneArg(mcx.pickle_loads, view);
     release_view(view);
     return out;
-}
-
-/* ---------------------------------------------------------------------
- * Task payload header
- * --------------------------------------------------------------------- */
-
-size_t mcx_wire_args_offset(size_t fn_len)
-{
-    return (MCX_WIRE_HEADER_SIZE + fn_len + 63) & ~(size_t)63;
-}
-
-void mcx_wire_write_header(void *dst, int format, int use_dill, size_t fn_len, size_t args_off)
-{
-    unsigned char *p = dst;
-    uint32_t reserved = (uint32_t)args_off;
-    uint64_t n = (uint64_t)fn_len;
-    p[0] = MCX_WIRE_MAGIC;
-    p[1] = MCX_WIRE_VERSION;
-    p[2] = (unsigned char)format;
-    p[3] = use_dill ? MCX_WIRE_DILL : 0;
-    memcpy(p + 4, &reserved, sizeof reserved);
-    memcpy(p + 8, &n, sizeof n);
-}
-
-/* Returns 0, or -1 (no Python exception) if the payload is malformed. */
-int mcx_wire_parse(const void *data, size_t len, mcx_wire_task *out)
-{
-    const unsigned char *p = data;
-    uint64_t fn_len;
-    if (data == NULL || len < MCX_WIRE_HEADER_SIZE)
-        return -1;
-    if (p[0] != MCX_WIRE_MAGIC || p[1] != MCX_WIRE_VERSION)
-        return -1;
-    if (p[2] > MCX_FMT_STRING || (p[3] & ~MCX_WIRE_DILL) != 0)
-        return -1;
-    uint32_t args_off;
-    memcpy(&args_off, p + 4, sizeof args_off);
-    memcpy(&fn_len, p + 8, sizeof fn_len);
-    if (fn_len > len - MCX_WIRE_HEADER_SIZE)
-        return -1;
-    if (args_off < MCX_WIRE_HEADER_SIZE + fn_len || args_off > len || (args_off & 63) != 0)
-        return -1;
-    out->format = p[2];
-    out->use_dill = (p[3] & MCX_WIRE_DILL) != 0;
-    out->fn = (const char *)p + MCX_WIRE_HEADER_SIZE;
-    out->fn_len = (size_t)fn_len;
-    out->args = (const char *)p + args_off;
-    out->args_len = len - args_off;
-    return 0;
 }
 
 /* ---------------------------------------------------------------------
@@ -244,183 +193,4 @@ PyObject *mcx_decode_result(const void *data, size_t len, int format)
         PyErr_Format(PyExc_ValueError, "unknown result format %d", format);
         return NULL;
     }
-}
-
-/* ---------------------------------------------------------------------
- * Failure report: a task raised
- * --------------------------------------------------------------------- */
-
-/* "module.qualname" of an exception type, or just the qualname for
-   builtins. New reference or NULL (exception cleared). */
-static PyObject *type_name(PyObject *type)
-{
-    PyObject *qualname = PyObject_GetAttrString(type, "__qualname__");
-    PyObject *module = qualname ? PyObject_GetAttrString(type, "__module__") : NULL;
-    PyObject *name = NULL;
-    if (qualname != NULL && PyUnicode_Check(qualname)) {
-        if (module != NULL && PyUnicode_Check(module) &&
-            PyUnicode_CompareWithASCIIString(module, "builtins") != 0)
-            name = PyUnicode_FromFormat("%U.%U", module, qualname);
-        else
-            name = (Py_INCREF(qualname), qualname);
-    }
-    if (name == NULL)
-        PyErr_Clear();
-    Py_XDECREF(qualname);
-    Py_XDECREF(module);
-    return name;
-}
-
-/* The traceback text of (type, value, tb); NULL (exception cleared) if
-   formatting failed. */
-static PyObject *format_traceback(PyObject *type, PyObject *value, PyObject *tb)
-{
-    PyObject *lines = PyObject_CallFunctionObjArgs(
-        mcx.format_exception, type, value ? value : Py_None,
-        tb ? tb : Py_None, NULL);
-    PyObject *text = NULL;
-    if (lines != NULL) {
-        PyObject *empty = PyUnicode_FromString("");
-        if (empty != NULL) {
-            text = PyUnicode_Join(empty, lines);
-            Py_DECREF(empty);
-        }
-        Py_DECREF(lines);
-    }
-    if (text == NULL)
-        PyErr_Clear();
-    return text;
-}
-
-/*
- * Worker side: turn the current exception into the failure report
- * pickle((pickled exception or None, type name, message, traceback text)).
- * The exception is pickled on its own and checked to load back, so an
- * exception that cannot travel still reaches the caller as text.
- * Clears the exception; returns bytes, or NULL with an exception set only
- * if even the fallback could not be built.
- */
-PyObject *mcx_encode_exception(void)
-{
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    if (type == NULL)
-        return PyBytes_FromString("");
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL && value != NULL)
-        PyException_SetTraceback(value, tb);
-
-    PyObject *name = type_name(type);
-    PyObject *message = value ? PyObject_Str(value) : NULL;
-    if (message == NULL) {
-        PyErr_Clear();
-        message = PyUnicode_FromString("<exception str() failed>");
-    }
-    PyObject *text = format_traceback(type, value, tb);
-    if (text == NULL)
-        text = PyUnicode_FromFormat("%S: %S\n", name ? name : Py_None,
-                                    message ? message : Py_None);
-
-    /* The exception itself, if it survives a round trip. */
-    PyObject *exc_bytes = value ? mcx_dumps(value, 0) : NULL;
-    if (exc_bytes != NULL) {
-        PyObject *back = PyObject_CallOneArg(mcx.pickle_loads, exc_bytes);
-        if (back == NULL || !PyExceptionInstance_Check(back))
-            Py_CLEAR(exc_bytes);
-        Py_XDECREF(back);
-    }
-    PyErr_Clear();
-
-    PyObject *report = NULL;
-    if (name == NULL)
-        name = PyUnicode_FromString("Exception");
-    if (name != NULL && message != NULL && text != NULL) {
-        PyObject *tuple = PyTuple_Pack(4, exc_bytes ? exc_bytes : Py_None,
-                                       name, message, text);
-        if (tuple != NULL) {
-            report = mcx_dumps(tuple, 0);
-            Py_DECREF(tuple);
-        }
-        if (report == NULL && exc_bytes != NULL) {
-            /* Should not happen; retry without the exception object. */
-            PyErr_Clear();
-            tuple = PyTuple_Pack(4, Py_None, name, message, text);
-            if (tuple != NULL) {
-                report = mcx_dumps(tuple, 0);
-                Py_DECREF(tuple);
-            }
-        }
-    }
-    Py_XDECREF(exc_bytes);
-    Py_XDECREF(name);
-    Py_XDECREF(message);
-    Py_XDECREF(text);
-    Py_XDECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(tb);
-    return report;
-}
-
-/*
- * Caller side: raise the failure a worker reported. The original exception
- * is re-created when it loads and is an Exception; otherwise (it could not
- * travel, or it is a SystemExit/KeyboardInterrupt-like BaseException that
- * must not unwind the caller) a MulticoreError("RemoteError: T: msg") is
- * raised. Either way __cause__ is RemoteTraceback(worker's traceback text).
- * Returns NULL.
- */
-PyObject *mcx_raise_remote(const void *data, size_t len)
-{
-    PyObject *report = mcx_loads(data ? data : "", len, 0);
-    if (report == NULL)
-        return mcx_raise_chained(mcx.MulticoreError,
-                                 "a task failed and its failure report "
-                                 "could not be decoded");
-    if (!PyTuple_Check(report) || PyTuple_GET_SIZE(report) != 4 ||
-        !PyUnicode_Check(PyTuple_GET_ITEM(report, 1)) ||
-        !PyUnicode_Check(PyTuple_GET_ITEM(report, 2)) ||
-        !PyUnicode_Check(PyTuple_GET_ITEM(report, 3))) {
-        Py_DECREF(report);
-        PyErr_SetString(mcx.MulticoreError,
-                        "a task failed with a malformed failure report");
-        return NULL;
-    }
-    PyObject *exc_bytes = PyTuple_GET_ITEM(report, 0);
-    PyObject *name = PyTuple_GET_ITEM(report, 1);
-    PyObject *message = PyTuple_GET_ITEM(report, 2);
-    PyObject *text = PyTuple_GET_ITEM(report, 3);
-
-    PyObject *cause = PyObject_CallOneArg(mcx.RemoteTraceback, text);
-    if (cause == NULL) {
-        Py_DECREF(report);
-        return NULL;
-    }
-    PyObject *exc = NULL;
-    if (PyBytes_Check(exc_bytes)) {
-        exc = PyObject_CallOneArg(mcx.pickle_loads, exc_bytes);
-        if (exc == NULL)
-            PyErr_Clear();
-        else if (!PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_Exception))
-            Py_CLEAR(exc);
-    }
-    if (exc == NULL) {
-        PyObject *msg;
-        if (PyUnicode_GetLength(message) > 0)
-            msg = PyUnicode_FromFormat("RemoteError: %U: %U", name, message);
-        else
-            msg = PyUnicode_FromFormat("RemoteError: %U", name);
-        if (msg != NULL) {
-            exc = PyObject_CallOneArg(mcx.MulticoreError, msg);
-            Py_DECREF(msg);
-        }
-    }
-    Py_DECREF(report);
-    if (exc == NULL) {
-        Py_DECREF(cause);
-        return NULL;
-    }
-    PyException_SetCause(exc, cause);   /* steals cause */
-    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-    Py_DECREF(exc);
-    return NULL;
 }

@@ -6,11 +6,11 @@
  *
  * A worker is forked from the zygote, which was forked from the caller, so
  * it holds a copy of the caller's interpreter. After the fork the worker's
- * fork hook (module.c) parks the GIL in mcx.worker_tstate; each callback
+ * fork hook (lifecycle.c) parks the GIL in mcx.worker_tstate; each callback
  * here takes it back with PyEval_RestoreThread for exactly the time it runs
  * Python code and parks it again before returning to the engine. Nothing
  * raised by user code escapes: every failure becomes a task code and a
- * result the caller turns back into an exception (see wire.c).
+ * result the caller turns back into an exception (see errors.c).
  */
 #include "ext.h"
 
@@ -243,23 +243,7 @@ int mcx_worker_init(int worker_index, void *arg)
     if (ref->worker_init != NULL) {
         PyObject *r = PyObject_CallNoArgs(ref->worker_init);
         if (r == NULL) {
-            PyObject *report = NULL;
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyErr_NormalizeException(&type, &value, &tb);
-            if (tb != NULL && value != NULL)
-                PyException_SetTraceback(value, tb);
-            PyObject *lines = PyObject_CallFunctionObjArgs(
-                mcx.format_exception, type, value ? value : Py_None,
-                tb ? tb : Py_None, NULL);
-            if (lines != NULL) {
-                PyObject *empty = PyUnicode_FromString("");
-                if (empty != NULL) {
-                    report = PyUnicode_Join(empty, lines);
-                    Py_DECREF(empty);
-                }
-                Py_DECREF(lines);
-            }
+            PyObject *report = mcx_traceback_text();
             const char *text = report ? PyUnicode_AsUTF8(report) : NULL;
             if (text == NULL) {
                 PyErr_Clear();
@@ -268,9 +252,6 @@ int mcx_worker_init(int worker_index, void *arg)
             }
             mc_worker_set_error(text);
             Py_XDECREF(report);
-            Py_XDECREF(type);
-            Py_XDECREF(value);
-            Py_XDECREF(tb);
             rc = 1;
         } else {
             Py_DECREF(r);
