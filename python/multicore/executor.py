@@ -516,7 +516,7 @@ class Executor(_cf.Executor):
         elif pool is not None:
             state = _Collector(pool.Task, pool._handle)
         else:
-            self._owns_pool = _multicore._zygote_pid() is None
+            self._owns_pool = not _multicore.is_running()
             if self._owns_pool:
                 _multicore.initialize(workers=max_workers)
             state = _Collector(Task, None)
