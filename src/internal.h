@@ -285,6 +285,9 @@ int mc__lock_init(mc_header *h);
 int mc__lock(mc_header *h);     /* MC_OK or MC_ESYSTEM; rolls back a dead owner's changes */
 void mc__unlock(mc_header *h);  /* commits the open change first */
 void mc__txn_store(mc_header *h, uint64_t *word, uint64_t value);
+/* Record a word's present value, unchanged, so that a rollback restores it
+   even if the open change then overwrites it with plain stores. */
+void mc__txn_note(mc_header *h, uint64_t *word);
 void mc__txn_commit(mc_header *h);
 /* Undo what the journal records; exposed for the fuzz/fault tests. Returns
    false if the journal is corrupt (an entry outside the region). */
