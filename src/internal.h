@@ -42,7 +42,7 @@
 #include <stdint.h>
 
 #define MC_MAGIC 0x4e4f494745524d43ull /* "CMREGION" little-endian */
-#define MC_LAYOUT_VERSION 1u
+#define MC_LAYOUT_VERSION 2u /* 2: the 48-byte task record, links out of line */
 
 #define MC_CACHELINE 64
 #define MC_ALIGN_UP(x, a) (((x) + ((a) - 1)) & ~((uint64_t)(a) - 1))
