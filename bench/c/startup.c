@@ -18,7 +18,11 @@
  * Stopping is not timed. Output: one JSON object per line (bench_util.h):
  * name, mode ("ready" / "first_result"), workers, percentiles in ns.
  *
- *   startup [repetitions] [workers ...]     (default: 15 repetitions; 2 8 64)
+ *   startup [-m MiB] [repetitions] [workers ...]   (default: 15; 2 8 64)
+ *
+ * -m MiB first allocates and touches that much private memory, so that
+ * every fork copies the page tables of a process of that size (a Python
+ * program with numpy imported has some 30-60 MiB of it).
  */
 #define _GNU_SOURCE
 #include <multicore.h>
@@ -161,6 +165,18 @@ static int64_t floor_sample(int n, int fanout)
 
 int main(int argc, char **argv)
 {
+    size_t heap_mib = 0;
+    if (argc > 2 && strcmp(argv[1], "-m") == 0) {
+        heap_mib = strtoul(argv[2], NULL, 10);
+        argc -= 2;
+        argv += 2;
+    }
+    if (heap_mib) {
+        char *heap = malloc(heap_mib << 20);
+        if (!heap)
+            die("malloc", MC_ENOMEM);
+        memset(heap, 1, heap_mib << 20);
+    }
     int reps = argc > 1 ? atoi(argv[1]) : 15;
     int counts[16] = {2, 8, 64}, ncounts = 3;
     if (argc > 2) {
@@ -169,7 +185,7 @@ int main(int argc, char **argv)
             counts[ncounts++] = atoi(argv[i]);
     }
     if (reps <= 0 || ncounts == 0) {
-        fprintf(stderr, "usage: startup [repetitions] [workers ...]\n");
+        fprintf(stderr, "usage: startup [-m MiB] [repetitions] [workers ...]\n");
         return 2;
     }
     g_sw = mmap(NULL, sizeof *g_sw, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
