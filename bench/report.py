@@ -228,10 +228,11 @@ def tables(data):
         if py.get("rows"):
             out.append((f"(k) {k['title']}, Python (numpy imported; median of {py['reps']})",
                         ["workers", "ready ms", "first result ms", "fork floor ms", "ready / floor",
-                         "ready min ms", "floor min ms"],
+                         "ready min ms", "floor min ms", "CPU ms (all processes)"],
                         [[str(r["workers"]), _fmt(r["ready_ms"]), _fmt(r["first_result_ms"]),
                           _fmt(r["fork_floor_ms"]), _ratio(r["ready_over_floor"]),
-                          _fmt(r["ready_min_ms"]), _fmt(r["fork_floor_min_ms"])] for r in py["rows"]]))
+                          _fmt(r["ready_min_ms"]), _fmt(r["fork_floor_min_ms"]),
+                          _fmt(r.get("start_cpu_ms"))] for r in py["rows"]]))
         c = k.get("c") or {}
         if c.get("rows"):
             by = {(r["name"], r["mode"], r["workers"]): r for r in c["rows"]}

@@ -9,7 +9,10 @@ result after it, against a bare fork floor measured in the same run, the
 repetitions interleaved: the caller forks one process that forks the N
 children one after another with os.fork() (as the zygote does, fork hooks
 and all), each child writing a byte to a pipe; the floor is the time until
-the N bytes are read. Prints one JSON object.
+the N bytes are read. Also the CPU time the start took in every process
+(caller, zygote, workers; /proc schedstat): on a machine with few cores,
+a start whose CPU time is the cores' worth of its wall time cannot gain
+from forking in parallel. Prints one JSON object.
 """
 
 import argparse
@@ -61,18 +64,40 @@ def fork_chain_floor(n):
     return dt
 
 
+def _cpu_ns(pid):
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _ppid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def pool_sample(n):
+    """(ready s, first result s, CPU s of the start: caller + zygote + workers)."""
     import multicore
+    c0 = time.process_time()
     t0 = time.perf_counter()
     multicore.initialize(workers=n)
     t1 = time.perf_counter()
+    caller = time.process_time() - c0
+    pids = [w["pid"] for w in multicore.stats()["workers"] if w["pid"]]
+    zyg = _ppid(pids[0]) if pids else None
+    cpu = caller + sum(_cpu_ns(p) for p in pids + ([zyg] if zyg else [])) / 1e9
     t = multicore.Task()
     t.run(workloads.inc, 41)
     if t.get() != [42]:
         raise SystemExit("wrong result")
     t2 = time.perf_counter()
     multicore.shutdown()
-    return t1 - t0, t2 - t0
+    return t1 - t0, t2 - t0, cpu
 
 
 def main():
@@ -83,11 +108,12 @@ def main():
     out = {"reps": args.reps, "rows": []}
     for n in [int(x) for x in args.workers.split(",") if x]:
         pool_sample(n)                           # warm-up
-        ready, first, floor = [], [], []
+        ready, first, cpu, floor = [], [], [], []
         for _ in range(args.reps):
-            a, b = pool_sample(n)
+            a, b, c = pool_sample(n)
             ready.append(a)
             first.append(b)
+            cpu.append(c)
             floor.append(fork_chain_floor(n))
         med = statistics.median
         out["rows"].append({
@@ -96,7 +122,9 @@ def main():
             "fork_floor_ms": 1e3 * med(floor),
             "ready_min_ms": 1e3 * min(ready), "fork_floor_min_ms": 1e3 * min(floor),
             "ready_over_floor": med(ready) / med(floor),
-            "samples": {"ready_s": ready, "first_result_s": first, "fork_floor_s": floor}})
+            "start_cpu_ms": 1e3 * med(cpu),
+            "samples": {"ready_s": ready, "first_result_s": first, "start_cpu_s": cpu,
+                        "fork_floor_s": floor}})
     print(json.dumps(out))
 
 
