@@ -1,9 +1,10 @@
-"""Scenario (h): build and run the C benchmarks.
+"""Scenario (h), and the C parts of (j) and (k): build and run the C
+benchmarks.
 
-bench/c/roundtrip.c is compiled together with the engine's sources (the
-same flags as the Release build CMake makes for the wheel: -O3 -DNDEBUG,
-gnu11, hidden visibility) and bench/c/pingpong.c on its own, with cc,
-into bench/.build/ (gitignored).
+bench/c/roundtrip.c, memory.c and startup.c are compiled together with the
+engine's sources (the same flags as the Release build CMake makes for the
+wheel: -O3 -DNDEBUG, gnu11, hidden visibility) and bench/c/pingpong.c on
+its own, with cc, into bench/.build/ (gitignored).
 """
 
 import json
@@ -23,19 +24,23 @@ def _cc():
     return os.environ.get("CC", "cc")
 
 
-def commands():
+def _with_engine(name):
     engine = sorted(glob.glob(os.path.join(ROOT, "src", "*.c")))
-    rt = ([_cc()] + CFLAGS + ["-I" + os.path.join(ROOT, "include"), "-I" + os.path.join(ROOT, "src")]
-          + engine + [os.path.join(HERE, "c", "roundtrip.c"), "-lpthread",
-                      "-o", os.path.join(BUILD, "roundtrip")])
+    return ([_cc()] + CFLAGS + ["-I" + os.path.join(ROOT, "include"), "-I" + os.path.join(ROOT, "src")]
+            + engine + [os.path.join(HERE, "c", name + ".c"), "-lpthread",
+                        "-o", os.path.join(BUILD, name)])
+
+
+def commands():
     pp = ([_cc()] + CFLAGS + [os.path.join(HERE, "c", "pingpong.c"),
                               "-o", os.path.join(BUILD, "pingpong")])
-    return {"roundtrip": rt, "pingpong": pp}
+    return {"roundtrip": _with_engine("roundtrip"), "pingpong": pp,
+            "memory": _with_engine("memory"), "startup": _with_engine("startup")}
 
 
-def build(log=sys.stderr):
+def build(log=sys.stderr, only=None):
     os.makedirs(BUILD, exist_ok=True)
-    cmds = commands()
+    cmds = {k: v for k, v in commands().items() if only is None or k in only}
     procs = {name: subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
              for name, cmd in cmds.items()}                     # both at once
@@ -58,7 +63,7 @@ def _run(exe, args, timeout):
 
 def run(quick, workers):
     """Returns {"commands", "rows": [...], "floors"...} for the JSON."""
-    cmds = build()
+    cmds = build(only=("roundtrip", "pingpong"))
     hot, sleepy, sleep_us = (2000, 20, 5000) if quick else (200000, 400, 5000)
     rows = _run("pingpong", [hot, sleepy, sleep_us], 600)
     rows += _run("roundtrip", [hot, sleepy, sleep_us, 1], 600)
@@ -66,3 +71,21 @@ def run(quick, workers):
         rows += _run("roundtrip", [hot, sleepy, sleep_us, workers], 600)
     return {"commands": cmds, "hot_iterations": hot, "sleep_iterations": sleepy,
             "sleep_us": sleep_us, "rows": rows}
+
+
+def run_memory(quick):
+    """(j): arena bytes per queued and per finished task, for a sweep of
+    (argument, result) sizes (bench/c/memory.c)."""
+    cmds = build(only=("memory",))
+    n = 2000 if quick else 100000
+    pairs = ["8:8", "102:32", "200:100"] if quick else []
+    return {"commands": cmds, "tasks": n, "rows": _run("memory", [n] + pairs, 600)}
+
+
+def run_startup(quick, heap_mib=48):
+    """(k): start-to-ready for 2, 8, 64 workers against fork floors, in a
+    process with heap_mib MiB of private memory (bench/c/startup.c)."""
+    cmds = build(only=("startup",))
+    reps, counts = (2, [2, 8]) if quick else (15, [2, 8, 64])
+    rows = _run("startup", ["-m", heap_mib, reps] + counts, 900)
+    return {"commands": cmds, "repetitions": reps, "heap_mib": heap_mib, "rows": rows}

@@ -201,6 +201,51 @@ def tables(data):
                     f"(after sleep: {h['sleep_us'] / 1000:g} ms pause before each)",
                     ["what", "mode", "workers", "p50 us", "p99 us", "p50 / spin", "p50 / futex"],
                     rows))
+    if "j" in sc:
+        j = sc["j"]
+        py = j.get("python") or {}
+        if "error" not in py and py:
+            out.append((f"(j) {j['title']}: {py['tasks']:,} tasks inc(i) in one Task, every result "
+                        f"waiting (Python)",
+                        ["shm B/task", "args B", "result B", "beyond payload B", "target B",
+                         "caller B/queued part", "caller B/result", "others %"],
+                        [[_fmt(py["shm_bytes_per_task"]), _fmt(py["arg_bytes_per_task"]),
+                          _fmt(py["result_bytes_per_task"]), _fmt(py["shm_overhead_per_task"]),
+                          "128", _fmt(py["caller_bytes_per_queued"]),
+                          _fmt(py["caller_bytes_per_result"]),
+                          _fmt(j.get("interference_percent"))]]))
+        c = j.get("c") or {}
+        if c.get("rows"):
+            out.append((f"(j) engine bytes per task beyond payload (C, {c['tasks']:,} tasks each)",
+                        ["arg B", "result B", "queued B/task", "queued beyond arg",
+                         "done B/task", "done beyond payload"],
+                        [[str(r["arg_len"]), str(r["result_len"]), _fmt(r["queued_bytes"]),
+                          _fmt(r["queued_overhead"]), _fmt(r["done_bytes"]), _fmt(r["done_overhead"])]
+                         for r in c["rows"]]))
+    if "k" in sc:
+        k = sc["k"]
+        py = k.get("python") or {}
+        if py.get("rows"):
+            out.append((f"(k) {k['title']}, Python (numpy imported; median of {py['reps']})",
+                        ["workers", "ready ms", "first result ms", "fork floor ms", "ready / floor",
+                         "ready min ms", "floor min ms", "CPU ms (all processes)"],
+                        [[str(r["workers"]), _fmt(r["ready_ms"]), _fmt(r["first_result_ms"]),
+                          _fmt(r["fork_floor_ms"]), _ratio(r["ready_over_floor"]),
+                          _fmt(r["ready_min_ms"]), _fmt(r["fork_floor_min_ms"]),
+                          _fmt(r.get("start_cpu_ms"))] for r in py["rows"]]))
+        c = k.get("c") or {}
+        if c.get("rows"):
+            by = {(r["name"], r["mode"], r["workers"]): r for r in c["rows"]}
+            rows = []
+            for n in sorted({r["workers"] for r in c["rows"]}):
+                p, f1 = by.get(("pool", "ready", n)), by.get(("pool", "first_result", n))
+                ch, tr = by.get(("fork_chain", "ready", n)), by.get(("fork_tree", "ready", n))
+                ms = lambda r: r and r["p50_ns"] / 1e6  # noqa: E731
+                rows.append([str(n), _fmt(ms(p)), _fmt(ms(f1)), _fmt(ms(ch)), _fmt(ms(tr)),
+                             _ratio(_div(ms(p), ms(ch))), _ratio(_div(ms(ch), ms(tr)))])
+            out.append((f"(k) {k['title']}, C ({c['heap_mib']} MiB heap; median of {c['repetitions']})",
+                        ["workers", "ready ms", "first result ms", "fork chain ms", "fork tree ms",
+                         "ready / chain", "chain / tree"], rows))
     return out
 
 
@@ -326,6 +371,15 @@ def targets(data, cores):
     check("h_sleep", "(h) C round trip after sleep within 1.2x of the futex floor (p50)",
           mc_sl and mc_sl["p50_ns"] / 1e3, fx and fx["p50_ns"] / 1e3, 1.2, "lower",
           "futex floor", " us")
+    j = (data["scenarios"].get("j") or {}).get("python") or {}
+    if "shm_overhead_per_task" in j:
+        add("j", "(j) shared memory per task <= 128 B beyond its payload (issue 12)",
+            j["shm_overhead_per_task"], 128, j["shm_overhead_per_task"] <= 128,
+            f"{j['shm_bytes_per_task']:.0f} B a task for {j['payload_bytes_per_task']:.0f} B of "
+            f"payload ({j['tasks']:,} tasks)")
+    else:
+        add("j", "(j) shared memory per task <= 128 B beyond its payload (issue 12)", None, 128,
+            None, "not measured")
     return T
 
 

@@ -15,7 +15,11 @@ Scenarios: (a) round trip of one trivial task, (b) 20,000 tasks one by one,
 (e) numpy arrays to and from a worker, (f) start-up and shutdown, (g) CPU
 of an idle pool, (h) the C API against futex and spin floors, (i) a
 scikit-learn grid search on joblib's multicore backend against loky
-(bench/joblib_grid.py). See docs/benchmarks.md.
+(bench/joblib_grid.py), (j) shared memory per task (1,000,000 tasks in one
+Task, bench/memory_probe.py; and the C sweep bench/c/memory.c), (k)
+start-up against the number of workers, against fork floors
+(bench/startup_workers_probe.py, bench/c/startup.c). See
+docs/benchmarks.md.
 
 Each library runs in its own child process (bench/measure.py) per scenario
 (per library with --quick), its pool started once per scenario and shut
@@ -55,6 +59,8 @@ TITLES = {
     "g": "CPU used by an idle pool",
     "h": "C API round trip vs floors",
     "i": "scikit-learn grid search, joblib backend multicore vs loky",
+    "j": "shared memory per task",
+    "k": "start-up against the number of workers",
 }
 
 
@@ -133,7 +139,7 @@ def main():
     ap.add_argument("--png", default=os.path.join(HERE, "results", "latest.png"))
     ap.add_argument("--no-png", action="store_true")
     ap.add_argument("--md", default=os.path.join(HERE, "results", "latest.md"))
-    ap.add_argument("--scenarios", default="a,b,c,d,e,f,g,h,i")
+    ap.add_argument("--scenarios", default="a,b,c,d,e,f,g,h,i,j,k")
     ap.add_argument("--libs", default=",".join(ALL_LIBS))
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--quiet-wait", type=float, default=None,
@@ -324,6 +330,59 @@ def main():
                 data["scenarios"]["i"] = dict(json.load(f), interference_percent=round(itf.percent, 1))
         except (OSError, ValueError):
             data["scenarios"]["i"] = {"title": TITLES["i"], "error": why or "no result (see log)"}
+
+    # -- (j) memory per task, (k) start-up vs workers: multicore only --------
+    def own_probe(scen, script, argv, timeout):
+        """Run a probe in a fresh interpreter; its JSON, or None (failure noted)."""
+        out = os.path.join(logdir, f"multicore_{scen}.log")
+        cmd = [sys.executable, os.path.join(HERE, script)] + argv
+        if args.quiet_wait > 0:
+            procs.wait_quiet(give_up=args.quiet_wait)
+        with Interference() as itf:
+            try:
+                r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+                ok, why = r.returncode == 0, f"exit status {r.returncode}"
+                text = r.stdout + r.stderr
+            except subprocess.TimeoutExpired:
+                ok, why, text = False, f"timed out after {timeout} s", ""
+        with open(out, "w") as lf:
+            lf.write(text)
+        note_child(f"multicore {scen}", ok, why, 0, procs.reap_strays(), out)
+        lines = [l for l in (text.splitlines() if ok else []) if l.startswith("{")]
+        return (json.loads(lines[-1]) if lines else None), round(itf.percent, 1)
+
+    import cbench
+    if "j" in scen:
+        log(f"[{time.perf_counter() - t_start:6.1f}s] multicore: scenario j")
+        J = data["scenarios"]["j"] = {"title": TITLES["j"]}
+        py, itf = own_probe("j", "memory_probe.py",
+                            ["--tasks", str(20000 if args.quick else 1000000),
+                             "--workers", str(args.workers)], 240 if args.quick else 1200)
+        J["python"] = py if py is not None else {"error": "see log"}
+        J["interference_percent"] = itf
+        try:
+            J["c"] = cbench.run_memory(args.quick)
+        except Exception as exc:
+            log(f"  !! (j) C part failed: {exc}")
+            J["c"] = {"error": str(exc)}
+            data["failures"].append({"what": "multicore j", "why": str(exc)})
+    if "k" in scen:
+        log(f"[{time.perf_counter() - t_start:6.1f}s] multicore: scenario k")
+        K = data["scenarios"]["k"] = {"title": TITLES["k"]}
+        py, itf = own_probe("k", "startup_workers_probe.py",
+                            ["--reps", "1" if args.quick else "9",
+                             "--workers", "2,8" if args.quick else "2,8,64"],
+                            240 if args.quick else 1200)
+        K["python"] = py if py is not None else {"error": "see log"}
+        K["interference_percent"] = itf
+        try:
+            with Interference() as itf_c:
+                K["c"] = cbench.run_startup(args.quick)
+            K["c"]["interference_percent"] = round(itf_c.percent, 1)
+        except Exception as exc:
+            log(f"  !! (k) C part failed: {exc}")
+            K["c"] = {"error": str(exc)}
+            data["failures"].append({"what": "multicore k", "why": str(exc)})
 
     # -- output -------------------------------------------------------------
     for lib in libs:

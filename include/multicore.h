@@ -93,8 +93,11 @@ typedef int (*mc_task_fn)(const void *arg, size_t arg_len, mc_task_ctx *ctx);
 /*
  * Allocate the task's result in shared memory and return a pointer to len
  * writable bytes: the task writes its result there directly and the caller
- * reads the same bytes, with no copy in between. Calling it again replaces
- * the previous result. Returns NULL if the memory is not available (the task
+ * reads the same bytes, with no copy in between. A result small enough to
+ * fit in the room the task's own block has left after its arguments is
+ * placed there (no allocation, no lock); a larger one gets a block of its
+ * own (alignment: see MC_DATA_ALIGN_MIN). Calling it again replaces the
+ * previous result. Returns NULL if the memory is not available (the task
  * may then return an error code). len may be 0.
  */
 MC_EXPORT void *mc_result_alloc(mc_task_ctx *ctx, size_t len);
@@ -268,6 +271,18 @@ MC_EXPORT int mc_group_create(mc_pool *pool, mc_group **group);
  * Safe after mc_pool_stop().
  */
 MC_EXPORT void mc_group_destroy(mc_group *group);
+
+/*
+ * Alignment of the bytes the pool places in shared memory (a task's
+ * argument, a reservation's buffer, mc_result_alloc(), a shared buffer's
+ * mc_hold_data()): from MC_DATA_ALIGN_MIN bytes on they start on a 64-byte
+ * boundary (a cache line: SIMD loads, numpy arrays); shorter ones are
+ * packed next to the task's bookkeeping to save memory, and are 16-byte
+ * aligned (a result, 8-byte aligned). A queued task takes at most 127
+ * bytes of shared memory beyond its argument bytes when the argument is
+ * shorter than MC_DATA_ALIGN_MIN (at most 143 from there on).
+ */
+#define MC_DATA_ALIGN_MIN 4096
 
 /*
  * Submit fn(arg, arg_len) as the group's next task; arg is copied once into

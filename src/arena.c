@@ -206,6 +206,12 @@ void mc__arena_init(mc_header *h, uint64_t start, uint64_t end)
    `want` bytes, splitting off the rest when it is worth a block. */
 static void take_block(mc_header *h, uint64_t p, uint64_t size, uint64_t want)
 {
+    /* The block's first words held its free-list links. Whoever gets it
+       fills it with plain stores in the same critical section (nobody else
+       can see it yet), so a rollback, which puts the block back on its
+       list, must find them in the journal. */
+    mc__txn_note(h, word(h, p));
+    mc__txn_note(h, word(h, p + 8));
     uint64_t prev_flag = *hdr_size(h, p) & F_PREV_INUSE;
     if (size - want >= MC_BLOCK_ALIGN) {
         uint64_t rest = p + want, rest_size = size - want;

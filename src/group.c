@@ -165,7 +165,7 @@ int mc_submit_reserve(mc_group *g, size_t arg_len, void **buf)
     if (!g || !buf)
         return MC_EINVAL;
     *buf = NULL;
-    if (arg_len > SIZE_MAX - sizeof(mc_task))
+    if (arg_len > SIZE_MAX - MC_DATA_LINE_OFF)
         return MC_ENOMEM;
     int r = mc__pool_enter(g->pool);
     if (r != MC_OK)
@@ -180,17 +180,14 @@ int mc_submit_reserve(mc_group *g, size_t arg_len, void **buf)
     mc_header *h = g->pool->hdr;
     if ((r = mc__lock(h)) != MC_OK)
         goto out;
-    uint64_t off = mc__arena_alloc(h, sizeof(mc_task) + arg_len);
-    uint64_t id = h->next_task_id;
-    if (off)
-        mc__txn_store(h, &h->next_task_id, id + 1);
+    uint64_t off = mc__arena_alloc(h, mc__record_size(arg_len));
     mc__unlock(h);
     if (!off) {
         r = MC_ENOMEM;
         goto out;
     }
     mc_task *t = mc__task_at(h, off);
-    if (arg_len >= MC_POPULATE_THRESHOLD && mc__region_populate(t, sizeof *t + arg_len) != MC_OK) {
+    if (arg_len >= MC_POPULATE_THRESHOLD && mc__region_populate(t, mc__record_size(arg_len)) != MC_OK) {
         if (mc__lock(h) == MC_OK) {
             mc__arena_free(h, off);
             mc__unlock(h);
@@ -199,9 +196,9 @@ int mc_submit_reserve(mc_group *g, size_t arg_len, void **buf)
         goto out;
     }
     /* Nobody else can see the record until it is queued: plain stores. */
-    mc__record_init(t, MC_TS_PENDING, id, arg_len);
+    mc__record_init(t, MC_TS_PENDING, arg_len);
     g->reserved = off;
-    *buf = mc__record_data(t);
+    *buf = mc__record_data(t, arg_len);
 out:
     mc__pool_leave(g->pool);
     return r;
@@ -221,6 +218,8 @@ int mc_submit_commit(mc_group *g, mc_task_fn fn, double timeout)
     mc_header *h = g->pool->hdr;
     uint64_t off = g->reserved;
     mc__task_at(h, off)->fn = (uint64_t)(uintptr_t)fn;
+    /* read now: once queued, a worker may take the task and reuse the word */
+    uint64_t arg_len = mc__task_at(h, off)->arg_len;
     int64_t deadline = INT64_MIN;
     for (;;) {
         if ((r = mc__lock(h)) != MC_OK)
@@ -239,7 +238,7 @@ int mc_submit_commit(mc_group *g, mc_task_fn fn, double timeout)
     g->tasks[g->n++] = off;
     g->reserved = 0;
     mc__wake_for_task(h);
-    atomic_fetch_add_explicit(&h->bytes_in, mc__task_at(h, off)->arg_len, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->bytes_in, arg_len, memory_order_relaxed);
 out:
     mc__pool_leave(g->pool);
     return r;
@@ -263,17 +262,16 @@ static int submit_small(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_
         goto out;
     if ((r = mc__lock(h)) != MC_OK)
         goto out;
-    uint64_t off = mc__arena_alloc(h, sizeof(mc_task) + arg_len);
+    uint64_t off = mc__arena_alloc(h, mc__record_size(arg_len));
     bool queued = false;
     if (off) {
         /* Private until the ring push below publishes it (under the lock,
            which a rollback would undo together with the allocation). */
         mc_task *t = mc__task_at(h, off);
-        mc__record_init(t, MC_TS_PENDING, h->next_task_id, arg_len);
+        mc__record_init(t, MC_TS_PENDING, arg_len);
         t->fn = (uint64_t)(uintptr_t)fn;
         if (arg_len)
-            memcpy(mc__record_data(t), arg, arg_len);
-        mc__txn_store(h, &h->next_task_id, t->id + 1);
+            memcpy(mc__record_data(t, arg_len), arg, arg_len);
         queued = mc__ring_push(h, off);
         if (queued)
             mc__txn_store(h, &t->refs, 2); /* group + queue */
@@ -413,17 +411,19 @@ int mc_group_result(mc_group *g, size_t index, mc_result *res)
         goto out;
     case MC_TS_DONE:
         MC_TSAN_ACQUIRE(&h->lock);
-        res->status = t->status;
-        res->task_code = t->task_code;
-        if (t->result_off) {
+        res->task_code = t->out.task_code;
+        res->status = res->task_code ? MC_ETASK : MC_OK;
+        /* written by the worker: only followed if it stays in the arena */
+        if (t->result_off && t->result_off >= h->arena.start && t->result_off <= h->arena.end &&
+            t->result_len <= h->arena.end - t->result_off) {
             res->data = mc__ptr(h, t->result_off);
             res->len = (size_t)t->result_len;
         }
         break;
     case MC_TS_FAILED:
         res->status = MC_EWORKERDIED;
-        res->term_signal = t->term_signal;
-        res->exit_status = t->exit_status;
+        res->term_signal = t->out.term_signal;
+        res->exit_status = t->out.exit_status;
         break;
     default:
         res->status = MC_ECANCELED;
@@ -445,7 +445,7 @@ static int done_task(mc_group *g, size_t index, uint64_t *off)
     uint32_t s = mc__task_state(t);
     if (s == MC_TS_PENDING)
         return MC_ETIMEDOUT;
-    if (s != MC_TS_DONE || t->status != MC_OK)
+    if (s != MC_TS_DONE || t->out.task_code != 0)
         return MC_EINVAL;
     *off = g->tasks[index];
     return MC_OK;

@@ -79,9 +79,9 @@ int mc__worker_hold_task(mc_header *h, mc_worker_slot *slot, uint64_t off, mc_ho
 static uint64_t buffer_new(mc_header *h, size_t len)
 {
     MC_ASSERT_LOCKED(h);
-    uint64_t off = mc__arena_alloc(h, sizeof(mc_task) + len);
+    uint64_t off = mc__arena_alloc(h, mc__record_size(len));
     if (off)
-        mc__record_init(mc__task_at(h, off), MC_TS_BUFFER, 0, len); /* status MC_OK (0) */
+        mc__record_init(mc__task_at(h, off), MC_TS_BUFFER, len);
     return off;
 }
 
@@ -130,7 +130,7 @@ int mc_buffer_alloc(mc_pool *pool, size_t len, mc_hold **out)
     if (pool)
         mc__pool_leave(pool);
     if (len >= MC_POPULATE_THRESHOLD &&
-        mc__region_populate(mc__record_data(mc__task_at(h, off)), len) != MC_OK) {
+        mc__region_populate(mc__record_data(mc__task_at(h, off), len), len) != MC_OK) {
         mc_hold_release(hold);   /* no memory behind it: an error now, not SIGBUS later */
         return MC_ENOMEM;
     }
@@ -147,7 +147,7 @@ void *mc_hold_data(const mc_hold *hold, size_t *len)
         return NULL;
     if (len)
         *len = (size_t)t->arg_len;
-    return mc__record_data(t);
+    return mc__record_data(t, t->arg_len);
 }
 
 bool mc__hold_is_shareable(const mc_hold *hold, const mc_header *h)
@@ -155,37 +155,58 @@ bool mc__hold_is_shareable(const mc_hold *hold, const mc_header *h)
     return hold && hold->h == h && hold->pid == getpid() && mc_hold_data(hold, NULL) != NULL;
 }
 
+/* The links block of a record, if it has one that stays in the arena. */
+static uint64_t *links_of(mc_header *h, const mc_task *t)
+{
+    uint64_t lo = __atomic_load_n(&t->links_off, __ATOMIC_ACQUIRE);
+    if (!lo || mc__arena_block_size(h, lo) < MC_SHARE_MAX * sizeof(uint64_t))
+        return NULL;
+    return (uint64_t *)mc__ptr(h, lo);
+}
+
 int mc__link_add(mc_header *h, uint64_t task_off, uint64_t buf_off)
 {
     MC_ASSERT_LOCKED(h);
     mc_task *t = mc__task_at(h, task_off);
-    uint64_t n = t->nlinks;
-    if (n > MC_SHARE_MAX)
-        return -1;
-    for (uint64_t i = 0; i < n; i++)
-        if (t->links[i] == buf_off)
+    uint64_t *l = links_of(h, t);
+    if (!l) {
+        /* The first link: a block of its own, so that the many records
+           that never link anything do not carry room for links. Zeroed
+           through the journal: a rollback restores what the arena keeps
+           in a free block's first words. */
+        uint64_t lo = mc__arena_alloc(h, MC_SHARE_MAX * sizeof(uint64_t));
+        if (!lo)
+            return -1;
+        l = (uint64_t *)mc__ptr(h, lo);
+        for (unsigned i = 0; i < MC_SHARE_MAX; i++)
+            mc__txn_store(h, &l[i], 0);
+        mc__txn_store(h, &t->links_off, lo);
+    }
+    for (unsigned i = 0; i < MC_SHARE_MAX; i++) {
+        if (l[i] == buf_off)
             return (int)i;
-    if (n == MC_SHARE_MAX)
-        return -1;
-    mc__task_ref(h, buf_off);
-    mc__txn_store(h, &t->links[n], buf_off);
-    mc__txn_store(h, &t->nlinks, n + 1);
-    return (int)n;
+        if (!l[i]) {
+            mc__task_ref(h, buf_off);
+            mc__txn_store(h, &l[i], buf_off);
+            return (int)i;
+        }
+    }
+    return -1;
 }
 
 uint64_t mc__link_get(mc_header *h, uint64_t task_off, unsigned link)
 {
-    const mc_task *t = (const mc_task *)mc__ptr(h, task_off);
-    uint64_t n = __atomic_load_n(&t->nlinks, __ATOMIC_ACQUIRE);
-    if (link >= n || n > MC_SHARE_MAX)
+    const uint64_t *l = links_of(h, (const mc_task *)mc__ptr(h, task_off));
+    if (!l || link >= MC_SHARE_MAX)
         return 0;
-    uint64_t off = t->links[link];
+    uint64_t off = __atomic_load_n(&l[link], __ATOMIC_ACQUIRE);
     /* the record crosses processes: check it is a buffer inside the arena */
-    if (mc__arena_block_size(h, off) < sizeof(mc_task))
+    uint64_t size = off ? mc__arena_block_size(h, off) : 0;
+    if (size < sizeof(mc_task))
         return 0;
     const mc_task *b = (const mc_task *)mc__ptr(h, off);
-    if (mc__task_state(b) != MC_TS_BUFFER ||
-        b->arg_len > mc__arena_block_size(h, off) - sizeof(mc_task))
+    if (mc__task_state(b) != MC_TS_BUFFER || b->arg_len > size ||
+        mc__data_offset(b->arg_len) > size - b->arg_len)
         return 0;
     return off;
 }

@@ -42,7 +42,7 @@
 #include <stdint.h>
 
 #define MC_MAGIC 0x4e4f494745524d43ull /* "CMREGION" little-endian */
-#define MC_LAYOUT_VERSION 1u
+#define MC_LAYOUT_VERSION 2u /* 2: the 48-byte task record, links out of line */
 
 #define MC_CACHELINE 64
 #define MC_ALIGN_UP(x, a) (((x) + ((a) - 1)) & ~((uint64_t)(a) - 1))
@@ -95,29 +95,62 @@ enum {
 #define MC_TS_WAITER 0x80000000u
 #define MC_TS_MASK 0x7fffffffu
 
-/* The record at the start of every task block; the argument bytes follow.
-   Fields marked (journal) change only under the lock, through txn_store. */
+/* The record at the start of every task block and every shared buffer's
+   block; the argument (or buffer) bytes follow it, and a small result may
+   follow them in the same block (worker.c). Six words, so that a task with
+   a short argument costs one 64-byte block beyond its payload (16-byte
+   block header + this record), however long that argument is below
+   MC_DATA_ALIGN_MIN. Fields marked (journal) change only under the lock,
+   through txn_store; the others are written by one process at a time:
+   the submitter before the task is queued, the worker (or the zygote, when
+   that worker died) once it has taken it, before the final state is
+   published. So a word that only matters while the task is queued is
+   reused once a worker holds it: fn becomes the outcome, arg_len the
+   result's length. Shared buffers (MC_TS_BUFFER) never run: their arg_len
+   stays their length. */
 typedef struct mc_task {
     _Atomic uint32_t state;
-    int32_t status;    /* with DONE: MC_OK or MC_ETASK */
-    uint64_t refs;     /* (journal) group + queue/worker */
-    uint64_t id;       /* unique in the pool's life */
-    uint64_t fn;       /* the mc_task_fn, as an integer */
-    uint64_t arg_len;
-    uint64_t result_off; /* payload offset of the result block; owned only once DONE */
-    uint64_t result_len;
-    int32_t task_code;
     int32_t worker_pid;
-    int32_t term_signal;
-    int32_t exit_status;
-    /* (journal) Shared buffers this record keeps alive: linked by the
-       submitter for its arguments and by the worker for its result, each
-       unreferenced when the record is freed. Only buffer records are
+    uint64_t refs;      /* (journal) group + queue/worker, holds, links to a buffer */
+    /* (journal) Shared buffers this record keeps alive, linked by the
+       submitter for its arguments and by the worker for its result: the
+       payload offset of a links block (MC_SHARE_MAX offsets, 0 = unused),
+       allocated at the first link; 0 = none. Only buffer records are
        linked, and they link nothing, so a release never recurses further. */
-    uint64_t nlinks;
-    uint64_t links[MC_SHARE_MAX];
+    uint64_t links_off;
+    union {
+        uint64_t fn;    /* queued: the mc_task_fn, as an integer */
+        struct {        /* taken: how it ended */
+            int32_t task_code;   /* DONE: what fn returned (non-zero: MC_ETASK) */
+            int16_t term_signal; /* FAILED: the signal that killed the worker */
+            int16_t exit_status; /* FAILED: or its exit status */
+        } out;
+    };
+    union {
+        uint64_t arg_len;    /* queued (and a buffer's length) */
+        uint64_t result_len; /* DONE */
+    };
+    /* DONE: region offset of the result bytes, 0 = none. Either inside this
+       record's own block (a small result) or the payload of a block of its
+       own, which the record owns. */
+    uint64_t result_off;
 } mc_task;
-_Static_assert(sizeof(mc_task) == 128, "mc_task is two cache lines");
+_Static_assert(sizeof(mc_task) == 48, "mc_task and a block header fill one cache line");
+_Static_assert(sizeof(mc_task) + MC_BLOCK_HDR == MC_BLOCK_ALIGN, "the record's block costs one line");
+_Static_assert(MC_SHARE_MAX * sizeof(uint64_t) + MC_BLOCK_HDR <= MC_BLOCK_ALIGN,
+               "a links block is one 64-byte block");
+
+/* Where a record's data starts: right after the record (16-byte aligned)
+   for fewer than MC_DATA_ALIGN_MIN bytes, else on the next cache line, so
+   that large arguments and buffers are 64-byte aligned (numpy, SIMD). */
+#define MC_DATA_LINE_OFF 64u
+_Static_assert(sizeof(mc_task) % 16 == 0, "short data stays 16-byte aligned");
+static inline uint64_t mc__data_offset(uint64_t len)
+{
+    return len >= MC_DATA_ALIGN_MIN ? MC_DATA_LINE_OFF : sizeof(mc_task);
+}
+/* Block payload a record with len data bytes needs (len < 2^63). */
+static inline uint64_t mc__record_size(uint64_t len) { return mc__data_offset(len) + len; }
 
 /* ---- workers --------------------------------------------------------- */
 
@@ -133,7 +166,6 @@ typedef struct mc_worker_slot {
     _Atomic int32_t pid;
     _Atomic uint32_t state;
     uint64_t task_off;       /* (journal) payload offset of the task in hand, 0 = none */
-    uint64_t task_id;        /* (journal) its id, to recognise a reused block */
     uint64_t pending_result; /* (journal) result block not yet published */
     uint64_t error_off;      /* (journal) init error message block */
     uint64_t error_len;      /* (journal) */
@@ -171,7 +203,6 @@ typedef struct mc_header {
     /* ring indices (journal); head == tail means empty */
     uint64_t ring_head;
     uint64_t ring_tail;
-    uint64_t next_task_id; /* (journal) */
 
     mc_arena arena;
 
@@ -285,6 +316,9 @@ int mc__lock_init(mc_header *h);
 int mc__lock(mc_header *h);     /* MC_OK or MC_ESYSTEM; rolls back a dead owner's changes */
 void mc__unlock(mc_header *h);  /* commits the open change first */
 void mc__txn_store(mc_header *h, uint64_t *word, uint64_t value);
+/* Record a word's present value, unchanged, so that a rollback restores it
+   even if the open change then overwrites it with plain stores. */
+void mc__txn_note(mc_header *h, uint64_t *word);
 void mc__txn_commit(mc_header *h);
 /* Undo what the journal records; exposed for the fuzz/fault tests. Returns
    false if the journal is corrupt (an entry outside the region). */
@@ -332,8 +366,9 @@ int mc__wait_for_space(mc_pool *pool, int64_t deadline_ns);
 /* ---- record.c: the task record's life -------------------------------- */
 
 static inline mc_task *mc__task_at(mc_header *h, uint64_t off) { return (mc_task *)mc__ptr(h, off); }
-/* The bytes after the record: a task's arguments, a buffer's contents. */
-static inline void *mc__record_data(mc_task *t) { return (char *)t + sizeof *t; }
+/* The len data bytes after the record: a task's arguments (valid while
+   its arg_len is: until a worker has taken it), a buffer's contents. */
+static inline void *mc__record_data(mc_task *t, uint64_t len) { return (char *)t + mc__data_offset(len); }
 /* The state without the WAITER bit. */
 static inline uint32_t mc__task_state(const mc_task *t)
 {
@@ -343,7 +378,7 @@ static inline bool mc__state_is_final(uint32_t state) { return (state & MC_TS_MA
 
 /* A fresh record in a block nobody else can see yet (plain stores; a
    rollback frees the block itself): one reference, no links. */
-void mc__record_init(mc_task *t, uint32_t state, uint64_t id, uint64_t data_len);
+void mc__record_init(mc_task *t, uint32_t state, uint64_t data_len);
 /* References (under the lock, journaled): take one; drop one, the last
    frees the block with its result and the buffers it links. */
 void mc__task_ref(mc_header *h, uint64_t task_off);
@@ -448,7 +483,8 @@ void mc__release_worker_holds(mc_header *h, mc_worker_slot *slot);
 mc_worker_slot *mc__worker_own_slot(void);
 mc_header *mc__worker_own_header(void);
 /* Under the lock: make task record task_off keep buffer record buf_off
-   alive (once per buffer); its link index, or -1 when all are taken. */
+   alive (once per buffer); its link index, or -1 when all MC_SHARE_MAX
+   are taken or the links block cannot be allocated. */
 int mc__link_add(mc_header *h, uint64_t task_off, uint64_t buf_off);
 /* The buffer record behind link `link` of task record task_off, or 0. */
 uint64_t mc__link_get(mc_header *h, uint64_t task_off, unsigned link);

@@ -3,7 +3,10 @@
  *
  * A record (mc_task, internal.h) heads every task block, its arguments
  * behind it, and every shared buffer block (state MC_TS_BUFFER, its bytes
- * where a task's arguments would be). Its steps:
+ * where a task's arguments would be). What it owns besides its block: a
+ * result block (a DONE task's result too large to sit in the record's own
+ * block), and a links block naming the shared buffers it keeps alive.
+ * Its steps:
  *
  *   init      the submitter (group.c) or mc_buffer_alloc (hold.c) writes a
  *             fresh record while nobody else can see it: one reference.
@@ -28,12 +31,11 @@
 #include <limits.h>
 #include <string.h>
 
-void mc__record_init(mc_task *t, uint32_t state, uint64_t id, uint64_t data_len)
+void mc__record_init(mc_task *t, uint32_t state, uint64_t data_len)
 {
     memset(t, 0, sizeof *t);
     atomic_init(&t->state, state);
     t->refs = 1;
-    t->id = id;
     t->arg_len = data_len;
 }
 
@@ -44,6 +46,18 @@ void mc__task_ref(mc_header *h, uint64_t off)
     mc__txn_store(h, &t->refs, t->refs + 1);
 }
 
+/* Does the record at task_off own a result block (a DONE task's result
+   that is not stored inside the record's own block)? An empty result
+   stored inline may sit at the very end of the block; another block's
+   payload starts a header further. */
+static bool owns_result_block(mc_header *h, uint64_t task_off, const mc_task *t)
+{
+    if (mc__task_state(t) != MC_TS_DONE || !t->result_off)
+        return false;
+    uint64_t own = mc__arena_block_size(h, task_off);
+    return t->result_off < task_off || t->result_off - task_off > own;
+}
+
 void mc__task_unref(mc_header *h, uint64_t task_off)
 {
     MC_ASSERT_LOCKED(h);
@@ -52,12 +66,15 @@ void mc__task_unref(mc_header *h, uint64_t task_off)
     mc__txn_store(h, &t->refs, refs);
     if (refs != 0)
         return;
-    uint32_t state = mc__task_state(t);
-    /* The links are read before the block is freed: freeing writes into it. */
-    uint64_t links[MC_SHARE_MAX], n = t->nlinks <= MC_SHARE_MAX ? t->nlinks : 0;
-    for (uint64_t i = 0; i < n; i++)
-        links[i] = t->links[i];
-    if (state == MC_TS_DONE && t->result_off) {
+    /* The links are read before the blocks are freed: freeing writes into them. */
+    uint64_t links[MC_SHARE_MAX], n = 0, lo = t->links_off;
+    if (lo && mc__arena_block_size(h, lo) >= sizeof links) {
+        const uint64_t *l = mc__ptr(h, lo);
+        for (; n < MC_SHARE_MAX && l[n]; n++)
+            links[n] = l[n];
+        mc__arena_free(h, lo);
+    }
+    if (owns_result_block(h, task_off, t)) {
         mc__arena_release_pages(h, t->result_off);
         mc__arena_free(h, t->result_off);
     }

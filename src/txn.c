@@ -216,12 +216,26 @@ void mc__unlock(mc_header *h)
     pthread_mutex_unlock(&h->lock);
 }
 
+static void journal(mc_header *h, uint64_t *word, uint64_t old);
+
 void mc__txn_store(mc_header *h, uint64_t *word, uint64_t value)
 {
     MC_ASSERT_LOCKED(h);
     uint64_t old = __atomic_load_n(word, __ATOMIC_RELAXED);
     if (old == value)
         return;
+    journal(h, word, old);
+    __atomic_store_n(word, value, __ATOMIC_RELEASE);
+}
+
+void mc__txn_note(mc_header *h, uint64_t *word)
+{
+    MC_ASSERT_LOCKED(h);
+    journal(h, word, __atomic_load_n(word, __ATOMIC_RELAXED));
+}
+
+static void journal(mc_header *h, uint64_t *word, uint64_t old)
+{
     uint64_t n = atomic_load_explicit(&h->journal.count, memory_order_relaxed);
     if (n >= MC_JOURNAL_MAX) {
         /* A critical section larger than the journal is an engine bug, and
@@ -234,5 +248,4 @@ void mc__txn_store(mc_header *h, uint64_t *word, uint64_t value)
     /* The entry is visible before the count that covers it, and the count
        before the store it protects (release orders all earlier stores). */
     atomic_store_explicit(&h->journal.count, n + 1, memory_order_release);
-    __atomic_store_n(word, value, __ATOMIC_RELEASE);
 }

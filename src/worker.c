@@ -13,7 +13,10 @@
  *
  * What a worker holds is always written in its slot (task in hand, result
  * allocated but not yet published) through the journal, so that the zygote
- * can fail exactly that task and free exactly those blocks if it dies.
+ * can fail exactly that task and free exactly those blocks if it dies. A
+ * small result needs no block at all: it goes in the room the task's own
+ * block has left after the arguments (most blocks have some: they are
+ * 64-byte multiples), which the task record frees with itself.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -29,6 +32,12 @@ struct mc_task_ctx {
     mc_header *h;
     mc_worker_slot *slot;
     mc_task *task;
+    /* The room left in the task's own block after its arguments (8-byte
+       aligned): a result that fits is written there, with no allocation
+       and no lock, and costs no block of its own. */
+    uint64_t inline_off, inline_cap;
+    bool result_inline;  /* the result set is the one in that room */
+    uint64_t result_len;  /* of the result set (inline or the slot's pending block) */
 };
 
 /* This process's identity when it is a worker (its pid cached: getpid() is
@@ -87,7 +96,7 @@ const void *mc_task_link_data(mc_task_ctx *ctx, unsigned link, size_t *len)
     mc_task *b = mc__task_at(ctx->h, off);
     if (len)
         *len = (size_t)b->arg_len;
-    return mc__record_data(b);
+    return mc__record_data(b, b->arg_len);
 }
 
 int mc_task_link_hold(mc_task_ctx *ctx, unsigned link, mc_hold **hold)
@@ -117,24 +126,40 @@ void *mc_result_alloc(mc_task_ctx *ctx, size_t len)
     if (!ctx || !ctx->h)
         return NULL;
     mc_header *h = ctx->h;
+    mc_worker_slot *slot = ctx->slot;
+    ctx->result_inline = false;
+    ctx->result_len = 0;
+    if (len <= ctx->inline_cap) {
+        /* In the task's own block: nothing to allocate, nothing a crash
+           could leak; only a result block set before is given back. */
+        if (slot->pending_result) {
+            if (mc__lock(h) != MC_OK)
+                return NULL;
+            drop_pending_result(h, slot);
+            mc__unlock(h);
+        }
+        ctx->result_inline = true;
+        ctx->result_len = len;
+        return mc__ptr(h, ctx->inline_off);
+    }
     if (mc__lock(h) != MC_OK)
         return NULL;
-    drop_pending_result(h, ctx->slot);
+    drop_pending_result(h, slot);
     uint64_t off = mc__arena_alloc(h, len);
     if (off)
-        mc__txn_store(h, &ctx->slot->pending_result, off);
+        mc__txn_store(h, &slot->pending_result, off);
     mc__unlock(h);
     if (!off)
         return NULL;
     void *p = mc__ptr(h, off);
     if (len >= MC_POPULATE_THRESHOLD && mc__region_populate(p, len) != MC_OK) {
         if (mc__lock(h) == MC_OK) {
-            drop_pending_result(h, ctx->slot);
+            drop_pending_result(h, slot);
             mc__unlock(h);
         }
         return NULL;
     }
-    ctx->task->result_len = len;
+    ctx->result_len = len;
     return p;
 }
 
@@ -172,17 +197,19 @@ void mc_worker_set_error(const char *message)
 }
 
 /* Publish a finished task's outcome; false if the caller had cancelled it
-   (the result then stays pending and is freed with the task's release). */
-static bool publish(mc_header *h, mc_task *t, mc_worker_slot *slot, int code)
+   (a result block then stays pending and is freed with the task's
+   release). The task is taken: its fn and arg_len words are free to hold
+   the outcome and the result's length. */
+static bool publish(mc_header *h, const mc_task_ctx *ctx, int code)
 {
-    t->result_off = slot->pending_result;
-    if (!t->result_off)
-        t->result_len = 0;
-    t->status = code ? MC_ETASK : MC_OK;
-    t->task_code = code;
+    mc_task *t = ctx->task;
+    uint64_t off = ctx->result_inline ? ctx->inline_off : ctx->slot->pending_result;
+    t->result_off = off;
+    t->result_len = off ? ctx->result_len : 0;
+    t->out.task_code = code;
+    t->out.term_signal = 0;
+    t->out.exit_status = 0;
     t->worker_pid = (int32_t)g_worker_pid;
-    t->term_signal = 0;
-    t->exit_status = 0;
     return mc__task_finish(h, t, MC_TS_DONE);
 }
 
@@ -200,7 +227,6 @@ static void release_task_in_hand(mc_header *h, mc_worker_slot *slot, bool publis
     if (slot->task_off) {
         mc__task_unref(h, slot->task_off);
         mc__txn_store(h, &slot->task_off, 0);
-        mc__txn_store(h, &slot->task_id, 0);
     }
     mc__txn_commit(h);
 }
@@ -224,7 +250,6 @@ static uint64_t finish_and_take(mc_header *h, mc_worker_slot *slot, bool publish
         mc_task *t = mc__task_at(h, off);
         if (mc__task_state(t) == MC_TS_PENDING) {
             mc__txn_store(h, &slot->task_off, off);
-            mc__txn_store(h, &slot->task_id, t->id);
             return off;
         }
         mc__task_unref(h, off); /* cancelled while queued: drop the queue's reference */
@@ -308,13 +333,17 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
         }
 
         mc_task *t = mc__task_at(h, off);
-        mc_task_ctx ctx = {h, slot, t};
         mc_task_fn fn = (mc_task_fn)(uintptr_t)t->fn;
-        t->result_len = 0;
+        uint64_t arg_len = t->arg_len;
+        mc_task_ctx ctx = {.h = h, .slot = slot, .task = t};
+        /* The room after the arguments, if the record's own block has any. */
+        uint64_t end = off + mc__arena_block_size(h, off);
+        ctx.inline_off = MC_ALIGN_UP(off + mc__record_size(arg_len), 8);
+        ctx.inline_cap = ctx.inline_off <= end ? end - ctx.inline_off : 0;
         int64_t began = mc__now_ns();
-        int code = fn(mc__record_data(t), (size_t)t->arg_len, &ctx);
-        uint64_t result_len = slot->pending_result ? t->result_len : 0;
-        published = publish(h, t, slot, code);
+        int code = fn(mc__record_data(t, arg_len), (size_t)arg_len, &ctx);
+        uint64_t result_len = ctx.result_len; /* 0 unless a result is set */
+        published = publish(h, &ctx, code);
         /* Counters only this worker writes: no contention, relaxed. */
         atomic_fetch_add_explicit(&slot->busy_ns, (uint64_t)(mc__now_ns() - began), memory_order_relaxed);
         atomic_fetch_add_explicit(&slot->bytes_out, result_len, memory_order_relaxed);
@@ -338,11 +367,10 @@ void mc__recover_worker(mc_header *h, mc_worker_slot *slot, pid_t pid, int wstat
         if (state == MC_TS_PENDING) {
             t->result_off = 0;
             t->result_len = 0;
-            t->status = MC_EWORKERDIED;
-            t->task_code = 0;
+            t->out.task_code = 0;
+            t->out.term_signal = (int16_t)(WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0);
+            t->out.exit_status = (int16_t)(WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 0);
             t->worker_pid = (int32_t)pid;
-            t->term_signal = WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0;
-            t->exit_status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 0;
             mc__task_finish(h, t, MC_TS_FAILED);
         }
         published = state == MC_TS_DONE;

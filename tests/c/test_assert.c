@@ -105,7 +105,7 @@ static void alloc_unlocked(region *a, region *b)
 static void store_unlocked(region *a, region *b)
 {
     (void)b;
-    mc__txn_store(a->h, &a->h->next_task_id, 7);
+    mc__txn_store(a->h, &a->h->arena.retained, 7);
 }
 
 static void push_unlocked(region *a, region *b)
@@ -122,7 +122,7 @@ static uint64_t locked_record(mc_header *h)
     uint64_t off = mc__arena_alloc(h, sizeof(mc_task));
     if (!off)
         _exit(11);
-    mc__record_init(mc__task_at(h, off), MC_TS_PENDING, 1, 0);
+    mc__record_init(mc__task_at(h, off), MC_TS_PENDING, 0);
     return off;
 }
 
@@ -139,7 +139,7 @@ static void all_locked(region *a, region *b)
     (void)b;
     mc_header *h = a->h;
     uint64_t off = locked_record(h);
-    mc__txn_store(h, &h->next_task_id, 7);
+    mc__txn_store(h, &h->arena.retained, 7);
     if (!mc__ring_push(h, off) || mc__ring_pop(h) != off)
         _exit(12);
     mc__task_unref(h, off);

@@ -75,7 +75,6 @@ static inline mc_header *fz_reset(void)
     h->slots_off = slots_off;
     h->ring_off = ring_off;
     h->ring_capacity = FZ_RING;
-    h->next_task_id = 1;
     mc__arena_init(h, arena_off, FZ_REGION);
     if (mc__lock_init(h) != MC_OK)
         abort();

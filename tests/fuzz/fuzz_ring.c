@@ -37,16 +37,11 @@ static mc_task *task(mc_header *h, uint64_t off) { return (mc_task *)mc__ptr(h, 
 
 static void submit(mc_header *h, fz_pool *p, uint64_t arg_len)
 {
-    uint64_t off = mc__arena_alloc(h, sizeof(mc_task) + arg_len);
+    uint64_t off = mc__arena_alloc(h, mc__record_size(arg_len));
     if (!off)
         return;
-    mc__txn_store(h, &h->next_task_id, h->next_task_id + 1);
     mc_task *t = task(h, off);
-    memset(t, 0, sizeof *t);
-    atomic_init(&t->state, MC_TS_PENDING);
-    t->refs = 1;
-    t->id = h->next_task_id - 1;
-    t->arg_len = arg_len;
+    mc__record_init(t, MC_TS_PENDING, arg_len);
     if (!mc__ring_push(h, off)) {
         mc__arena_free(h, off);
         return;
@@ -63,7 +58,6 @@ static void take(mc_header *h, mc_worker_slot *s)
         mc_task *t = task(h, off);
         if ((atomic_load(&t->state) & MC_TS_MASK) == MC_TS_PENDING) {
             mc__txn_store(h, &s->task_off, off);
-            mc__txn_store(h, &s->task_id, t->id);
             return;
         }
         mc__task_unref(h, off);
@@ -82,15 +76,20 @@ static void result(mc_header *h, mc_worker_slot *s, uint64_t len)
         mc__txn_store(h, &s->pending_result, off);
 }
 
-/* The worker publishes (outside the lock) and releases its task. */
-static void finish(mc_header *h, mc_worker_slot *s, bool publish)
+/* The worker publishes (outside the lock) and releases its task. Without
+   a result block, a result may sit in the room after the arguments. */
+static void finish(mc_header *h, mc_worker_slot *s, bool publish, bool inline_result)
 {
     if (!s->task_off)
         return;
     mc_task *t = task(h, s->task_off);
+    uint64_t room = MC_ALIGN_UP(s->task_off + mc__record_size(t->arg_len), 8);
     uint32_t pending = MC_TS_PENDING;
     if (publish && atomic_compare_exchange_strong(&t->state, &pending, MC_TS_DONE)) {
         t->result_off = s->pending_result;
+        if (!t->result_off && inline_result &&
+            room <= s->task_off + mc__arena_block_size(h, s->task_off))
+            t->result_off = room;
         mc__txn_store(h, &s->pending_result, 0);
     } else if (s->pending_result) {
         mc__arena_free(h, s->pending_result);
@@ -98,7 +97,6 @@ static void finish(mc_header *h, mc_worker_slot *s, bool publish)
     }
     mc__task_unref(h, s->task_off);
     mc__txn_store(h, &s->task_off, 0);
-    mc__txn_store(h, &s->task_id, 0);
 }
 
 /* A task function keeps its task's bytes past the task (hold.c:
@@ -131,7 +129,7 @@ static void worker_step(mc_header *h, fz_in *in)
             result(h, s, fz_u16(in) % 5000);
         break;
     case 2:
-        finish(h, s, b & 8);
+        finish(h, s, b & 8, b & 16);
         break;
     default:
         hold(h, s, b >> 3);
@@ -191,7 +189,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             uint8_t w = fz_u8(&in);
             off = h->slots_off + (w & 1) * sizeof(mc_worker_slot);
             w >>= 1;
-            off += w < 64 ? offsetof(mc_worker_slot, task_off) + (w % 5) * 8
+            off += w < 64 ? offsetof(mc_worker_slot, task_off) + (w % 4) * 8
                           : offsetof(mc_worker_slot, holds) + (w % MC_WORKER_HOLDS) * 8;
             break;
         }
