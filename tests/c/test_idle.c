@@ -1,6 +1,7 @@
 /* test_idle.c — no polling: an idle pool and a waiting caller use no CPU. */
 #include "harness.h"
 
+#include <pthread.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -10,6 +11,28 @@ static int task_sleep_ms(const void *arg, size_t arg_len, mc_task_ctx *ctx)
     if (arg_len == sizeof(int))
         mc_t_sleep_ms(*(const int *)arg);
     return 0;
+}
+
+/* Tasks that hold their workers until the test lets them go: mapped
+   before the pool starts, so every worker has it. */
+typedef struct {
+    mc_t_gate go;
+    uint32_t started; /* __atomic builtins */
+} holders;
+static holders *g_hold;
+
+static int task_hold(const void *arg, size_t arg_len, mc_task_ctx *ctx)
+{
+    (void)arg, (void)arg_len, (void)ctx;
+    __atomic_add_fetch(&g_hold->started, 1, __ATOMIC_SEQ_CST);
+    return mc_t_gate_wait(&g_hold->go, 120) == 0 ? 0 : 1;
+}
+
+static void *open_after_300ms(void *arg)
+{
+    mc_t_sleep_ms(300);
+    mc_t_gate_open(arg);
+    return NULL;
 }
 
 static int task_square(const void *arg, size_t arg_len, mc_task_ctx *ctx)
@@ -97,6 +120,8 @@ TEST(test_waiting_caller_does_not_spin)
     mc_t_snapshot snap;
     mc_t_snap(&snap);
     mc_pool_options o;
+    g_hold = mmap(NULL, sizeof *g_hold, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(g_hold != MAP_FAILED);
     mc_pool_options_init(&o);
     o.workers = 2;
     o.queue_capacity = 2;
@@ -105,9 +130,14 @@ TEST(test_waiting_caller_does_not_spin)
     CHECK_OK(mc_pool_wait_ready(pool, 30));
     mc_group *g = NULL;
     REQUIRE_OK(mc_group_create(pool, &g));
-    int ms = 1500;
-    CHECK_OK(mc_submit(g, task_sleep_ms, &ms, sizeof ms, 10));
-    CHECK_OK(mc_submit(g, task_sleep_ms, &ms, sizeof ms, 10));
+    /* both workers held until the gate opens (the order is forced: the
+       queue is filled only once both hold a task, so no room can appear) */
+    CHECK_OK(mc_submit(g, task_hold, NULL, 0, 10));
+    CHECK_OK(mc_submit(g, task_hold, NULL, 0, 10));
+    for (double end = mc_t_now() + 60; __atomic_load_n(&g_hold->started, __ATOMIC_SEQ_CST) < 2 &&
+                                       mc_t_now() < end;)
+        mc_t_sleep_ms(1);
+    REQUIRE(__atomic_load_n(&g_hold->started, __ATOMIC_SEQ_CST) == 2);
 
     /* a timed group wait that times out */
     double c0 = mc_t_thread_cpu(), t0 = mc_t_now();
@@ -140,16 +170,26 @@ TEST(test_waiting_caller_does_not_spin)
     CHECK(wall >= 0.29);
     CHECK(cpu < 0.030);
 
-    /* an untimed wait until the tasks end (~0.6 s more) */
+    /* an untimed wait until the tasks end: a thread opens the gate in
+       0.3 s (its CPU is not this thread's) */
+    pthread_t opener;
+    REQUIRE(pthread_create(&opener, NULL, open_after_300ms, &g_hold->go) == 0);
     c0 = mc_t_thread_cpu();
     t0 = mc_t_now();
     CHECK_OK(mc_group_wait(g, -1));
     cpu = mc_t_thread_cpu() - c0;
     wall = mc_t_now() - t0;
+    pthread_join(opener, NULL);
     printf("  group_wait(-1): %.1f ms CPU over %.1f ms\n", cpu * 1e3, wall * 1e3);
+    CHECK(wall >= 0.29);
     CHECK(cpu < 0.030);
+    mc_result r;
+    CHECK_OK(mc_group_result(g, 0, &r));
+    CHECK(r.status == MC_OK);
     mc_group_destroy(g);
     CHECK_OK(mc_pool_stop(pool));
+    munmap(g_hold, sizeof *g_hold);
+    g_hold = NULL;
     CHECK_NOTHING_LEFT(&snap);
 }
 
