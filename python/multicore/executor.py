@@ -41,7 +41,8 @@ import weakref
 from collections import deque
 
 from multicore import _multicore
-from multicore._multicore import Task, wait_first
+from multicore._multicore import Task
+from multicore.cluster import executor_pool as _cluster_pool, wait_first
 from multicore.exceptions import PoolNotRunningError
 from multicore.mapping import _in_flight_limit, _pool_workers, _run_chunk
 
@@ -309,6 +310,8 @@ class Executor(_cf.Executor):
             raise ValueError("give pool, or max_workers and initializer, not both")
         private_pool = None
         self._owns_pool = False
+        if pool is None and initializer is None:
+            pool = _cluster_pool()   # the process-wide pool when it is a cluster
         if initializer is not None:
             # The workers of the process-wide pool may already run, without
             # this initializer: a pool of the executor's own.

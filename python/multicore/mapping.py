@@ -23,7 +23,8 @@ R = TypeVar("R")
 Progress = Union[bool, str, Any]
 
 from multicore import _multicore
-from multicore._multicore import Task, wait_first
+from multicore._multicore import Task
+from multicore.cluster import active as _active_cluster, wait_first
 from multicore.exceptions import PoolNotRunningError, TimeoutExceededError
 from multicore.progress import make_progress
 
@@ -140,6 +141,8 @@ def _map_list(fn, iterable, chunksize, star, progress, timeout, use_dill, handle
 def _result_chunks(fn, iterable, chunksize, star, ordered, progress, timeout,
                    use_dill, handle):
     """The chunks' result lists, as they come (in order if ordered)."""
+    if handle is None:
+        handle = _active_cluster()     # None: the local process-wide pool
     workers = _pool_workers(handle)
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
