@@ -70,6 +70,7 @@ class _Chunker:
             self.cap = max(1, min(self.cap, -(-self.total // (4 * workers))))
         self.per_item = None
         self.taken = 0
+        self.target = TARGET_CHUNK_SECONDS
 
     def next_chunk(self):
         chunk = list(itertools.islice(self.items, self.size))
@@ -84,7 +85,7 @@ class _Chunker:
         per_item = seconds / n_items
         self.per_item = per_item if self.per_item is None else \
             0.7 * self.per_item + 0.3 * per_item
-        size = int(TARGET_CHUNK_SECONDS / max(self.per_item, 1e-9))
+        size = int(self.target / max(self.per_item, 1e-9))
         self.size = max(1, min(size, self.cap))
 
 
@@ -147,6 +148,8 @@ def _result_chunks(fn, iterable, chunksize, star, ordered, progress, timeout,
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
     chunker = _Chunker(iterable, chunksize, workers)
+    # a cluster's tasks cost milliseconds each: longer chunks there
+    chunker.target = getattr(handle, "target_chunk_seconds", TARGET_CHUNK_SECONDS)
     bar = make_progress(progress, chunker.total)
     deadline = None if timeout is None else time.monotonic() + timeout
     in_flight = deque()          # (task, n_items), in submission order

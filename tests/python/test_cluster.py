@@ -27,7 +27,7 @@ from multicore.exceptions import (CallableNotFoundError, MulticoreError,  # noqa
                                   WorkerDiedError, WorkerInitError)
 
 from conftest import child_pids  # noqa: E402
-from dask_cluster import TASK_MODULES, LocalDaskCluster  # noqa: E402
+from dask_cluster import TASK_MODULES, ExternalCluster, LocalDaskCluster  # noqa: E402
 
 sys.path.insert(0, TASK_MODULES)
 import cluster_tasks  # noqa: E402
@@ -36,8 +36,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 pytestmark = pytest.mark.timeout(90)
 
 
+# The netns suite (test_cluster_netns.py) runs this module in the caller's
+# network namespace against a cluster in three others.
+EXTERNAL = os.environ.get("MULTICORE_TEST_CLUSTER")
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
+    if EXTERNAL:
+        yield ExternalCluster(EXTERNAL)
+        multicore.shutdown()
+        return
     c = LocalDaskCluster(tmp_path_factory.mktemp("dask"), n_workers=2)
     try:
         c.start()
@@ -138,7 +147,7 @@ def test_exception_type_and_remote_traceback(on_cluster):
     pids = set(on_cluster.worker_pids().values())
     assert any(f"pid {pid}," in text for pid in pids), text
     assert f"host {socket.gethostname()}" in text
-    assert "Dask worker tcp://127.0.0.1:" in text
+    assert any(f"Dask worker {a}" in text for a in on_cluster.worker_pids()), text
     assert "in fail" in text and "raise ValueError(message)" in text
 
     # what cannot travel still arrives, as text

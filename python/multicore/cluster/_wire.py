@@ -104,6 +104,18 @@ def _callable_bytes(fn, use_dill):
     return data
 
 
+def _as_array(buffer):
+    """An out-of-band buffer as a uint8 numpy array over the same memory:
+    Dask sends arrays out of band at every hop (caller, scheduler, worker),
+    while a bare PickleBuffer is copied into the graph on the scheduler.
+    Without numpy, the buffer as it is."""
+    try:
+        import numpy
+    except ImportError:
+        return buffer
+    return numpy.frombuffer(buffer, dtype=numpy.uint8)
+
+
 def encode_call(key, session_id, fmt, use_dill, fn, args, kwargs):
     """(payload, buffers) for pickle.loads(payload, buffers=buffers) on a
     worker. buffers are the arguments' out-of-band buffers (not copied)."""
@@ -117,7 +129,7 @@ def encode_call(key, session_id, fmt, use_dill, fn, args, kwargs):
     buffers = []
     payload = pickle.dumps(_Call((meta, fn_bytes, args_bytes, arg_buffers)),
                            protocol=5, buffer_callback=buffers.append)
-    return payload, buffers
+    return payload, [_as_array(b) for b in buffers]
 
 
 # ---------------------------------------------------------------------------
