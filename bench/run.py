@@ -15,7 +15,9 @@ Scenarios: (a) round trip of one trivial task, (b) 20,000 tasks one by one,
 (e) numpy arrays to and from a worker, (f) start-up and shutdown, (g) CPU
 of an idle pool, (h) the C API against futex and spin floors, (i) a
 scikit-learn grid search on joblib's multicore backend against loky
-(bench/joblib_grid.py). See docs/benchmarks.md.
+(bench/joblib_grid.py), (j) multicore on a Dask cluster against raw Dask
+and joblib's dask backend (bench/cluster.py; docs/cluster.md). See
+docs/benchmarks.md.
 
 Each library runs in its own child process (bench/measure.py) per scenario
 (per library with --quick), its pool started once per scenario and shut
@@ -55,6 +57,7 @@ TITLES = {
     "g": "CPU used by an idle pool",
     "h": "C API round trip vs floors",
     "i": "scikit-learn grid search, joblib backend multicore vs loky",
+    "j": "multicore on a Dask cluster vs raw Dask and joblib's dask backend",
 }
 
 
@@ -133,7 +136,7 @@ def main():
     ap.add_argument("--png", default=os.path.join(HERE, "results", "latest.png"))
     ap.add_argument("--no-png", action="store_true")
     ap.add_argument("--md", default=os.path.join(HERE, "results", "latest.md"))
-    ap.add_argument("--scenarios", default="a,b,c,d,e,f,g,h,i")
+    ap.add_argument("--scenarios", default="a,b,c,d,e,f,g,h,i,j")
     ap.add_argument("--libs", default=",".join(ALL_LIBS))
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--quiet-wait", type=float, default=None,
@@ -325,6 +328,26 @@ def main():
         except (OSError, ValueError):
             data["scenarios"]["i"] = {"title": TITLES["i"], "error": why or "no result (see log)"}
 
+    # -- (j) multicore on a Dask cluster (own process and cluster) ---------
+    if "j" in scen:
+        log(f"[{time.perf_counter() - t_start:6.1f}s] dask: scenario j")
+        out = os.path.join(logdir, "cluster_j.json")
+        logpath = out[:-5] + ".log"
+        if os.path.exists(out):
+            os.unlink(out)
+        cmd = [sys.executable, os.path.join(HERE, "cluster.py"), "--json", out] + \
+            (["--quick"] if args.quick else [])
+        if args.quiet_wait > 0:
+            procs.wait_quiet(give_up=args.quiet_wait)
+        with Interference() as itf:
+            ok, why, secs, strays = run_child(cmd, logpath, 300 if args.quick else 1800)
+        note_child("cluster j", ok, why, secs, strays, logpath)
+        try:
+            with open(out) as f:
+                data["scenarios"]["j"] = dict(json.load(f), interference_percent=round(itf.percent, 1))
+        except (OSError, ValueError):
+            data["scenarios"]["j"] = {"title": TITLES["j"], "error": why or "no result (see log)"}
+
     # -- output -------------------------------------------------------------
     for lib in libs:
         data["peers"].setdefault(lib, {"available": None, "version": None, "error": "not run"})
@@ -346,6 +369,13 @@ def main():
             print(f"\n(i) {TITLES['i']}: {i['fits']} fits on {i['workers']} workers: "
                   f"loky {r['loky']['best_s']:.3f} s, multicore {r['multicore']['best_s']:.3f} s, "
                   f"loky / multicore = {i['ratio_loky_over_multicore']:.2f}x")
+    j = data["scenarios"].get("j")
+    if j is not None:
+        if "error" in j:
+            print(f"\n(j) {TITLES['j']}: failed: {j['error']}")
+        else:
+            import cluster as cluster_bench
+            print("\n" + cluster_bench.render(j))
     missing = [l for l, p in data["peers"].items() if p.get("available") is False]
     if missing:
         print("\nMissing peers: " + "; ".join(f"{l}: {data['peers'][l]['error']}" for l in missing))
