@@ -16,7 +16,9 @@ that were only queued there, never claimed, are placed on other workers as
 usual. The session subscribes to the scheduler's events: a "remove-worker"
 event lists the tasks that were processing on the worker; those of ours
 that the scheduler then reports "no-worker" were running, and fail with
-WorkerDiedError naming the worker; the others run elsewhere. A task that
+WorkerDiedError naming the worker; the others run elsewhere. Results are
+fetched in the background every sweep_seconds while tasks are in flight
+(their futures then dropped, so that the workers free them); a task that
 finished on a worker that died before its result was fetched fails the
 same way (Dask would run it again). A claim that finds its task cancelled
 (the caller gave up on it) does not run the callable. Nothing in the
@@ -82,20 +84,23 @@ def _dumps_hook(fn):
 
 
 class _Part:
-    """One run(): its Dask future, and its verdict if the session decided
-    it failed (its worker died)."""
+    """One run(): its Dask future, its report once fetched (the future is
+    then dropped, so that Dask frees the result on its worker), and its
+    verdict if the session decided it failed (its worker died)."""
 
-    __slots__ = ("key", "future", "name", "verdict", "watched", "__weakref__")
+    __slots__ = ("key", "future", "name", "verdict", "report", "watched", "__weakref__")
 
     def __init__(self, key, future, name):
         self.key = key
         self.future = future
         self.name = name
         self.verdict = None
+        self.report = None
         self.watched = False
 
     def done(self):
-        return self.verdict is not None or self.future.done()
+        future = self.future
+        return self.verdict is not None or future is None or future.done()
 
 
 class DaskSession:
@@ -106,6 +111,10 @@ class DaskSession:
     # What multicore.map aims at per chunk: a task costs a few milliseconds
     # of scheduling here (tens of microseconds locally).
     target_chunk_seconds = 0.1
+    # While tasks are in flight, finished results are fetched from the
+    # workers this often (and at get()): a result left on a worker is lost
+    # if that worker dies, and Dask would run the task again.
+    sweep_seconds = 0.2
 
     def __init__(self, target, worker_init=None, worker_exit=None):
         self.running = False
@@ -131,6 +140,7 @@ class DaskSession:
         self._nthreads = 0
         self._keys = itertools.count()
         self._submitted = 0
+        self._sweeping = False    # a sweep is scheduled in the event loop
         # Watch the cluster before anything runs on it.
         self._previous_handler = self.client._event_handlers.get("all")
         self.client.subscribe_topic("all", self._on_event)
@@ -204,7 +214,8 @@ class DaskSession:
         self.running = False
         atexit.unregister(self._at_exit)
         with self._lock:
-            futures = [part.future for part in self._inflight.values()]
+            futures = [part.future for part in self._inflight.values()
+                       if part.future is not None]
             self._inflight.clear()
             self._undecided.clear()
             self._cond.notify_all()
@@ -255,7 +266,48 @@ class DaskSession:
         with self._lock:
             self._inflight[key] = part
             self._submitted += 1
+            arm, self._sweeping = not self._sweeping, True
+        if arm:       # add_callback: the one IOLoop method safe from other threads
+            self.client.loop.add_callback(self._arm_sweep)
         return part
+
+    # -- fetching results as they finish (in the client's event loop) --------
+
+    def _arm_sweep(self):
+        self.client.loop.call_later(self.sweep_seconds, self._start_sweep)
+
+    def _start_sweep(self):
+        asyncio.ensure_future(self._sweep())
+
+    async def _sweep(self):
+        """Fetch the finished results of the tasks in flight, then come
+        back in sweep_seconds while any is in flight."""
+        try:
+            with self._lock:
+                parts = [p for p in self._inflight.values()
+                         if p.report is None and p.verdict is None and
+                         p.future is not None and p.future.status == "finished"]
+            if parts and self.running:
+                try:
+                    got = await self.client.gather([p.future for p in parts],
+                                                   asynchronous=True)
+                except Exception:
+                    got = None      # a worker died meanwhile: get() fetches
+                if got is not None:
+                    for part, report in zip(parts, got):
+                        if part.verdict is None:
+                            part.report = report
+                            part.future = None
+                del got
+        finally:
+            with self._lock:
+                again = self.running and any(
+                    p.verdict is None and p.future is not None and
+                    p.future.status in ("pending", "finished")
+                    for p in self._inflight.values())
+                self._sweeping = again
+            if again:
+                self.client.loop.call_later(self.sweep_seconds, self._start_sweep)
 
     # -- waiting -------------------------------------------------------------
 
@@ -265,16 +317,18 @@ class DaskSession:
 
     def _watch(self, parts):
         for part in parts:
-            if not part.watched:
+            future = part.future
+            if not part.watched and future is not None:
                 part.watched = True
-                part.future.add_done_callback(self._notify)
+                future.add_done_callback(self._notify)
 
     def wait_all(self, parts, timeout):
         """Until every part is done; TimeoutExceededError past timeout (None:
         no limit)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            futures = [p.future for p in parts if not p.done()]
+            futures = [f for f in (p.future for p in parts if not p.done())
+                       if f is not None]
             if not futures:
                 return
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -315,15 +369,23 @@ class DaskSession:
 
     def collect(self, parts):
         """(values, first failure or None) of done parts, in order."""
-        finished = [p for p in parts if p.verdict is None and p.future.status == "finished"]
         reports = {}
+        finished = []
+        for p in parts:
+            future = p.future
+            if p.verdict is not None:
+                continue
+            if future is None:
+                reports[p.key] = p.report
+            elif future.status == "finished":
+                finished.append((p.key, future))
         if finished:
             try:
-                got = self.client.gather([p.future for p in finished])
+                got = self.client.gather([f for _, f in finished])
             except Exception as e:          # lost meanwhile, or the connection failed
                 raise MulticoreError(f"fetching results from the cluster "
                                      f"failed: {type(e).__name__}: {e}") from e
-            reports = dict(zip([p.key for p in finished], got))
+            reports.update(zip([k for k, _ in finished], got))
         values, failure = [], None
         for part in parts:
             if failure is not None:
@@ -360,7 +422,7 @@ class DaskSession:
     def stop(self, parts):
         """Cancel the parts not done: queued ones never run; a worker running
         one ends its process (its nanny starts a new one)."""
-        pending = [p for p in parts if not p.done()]
+        pending = [p for p in parts if not p.done() and p.future is not None]
         if not pending or self.client.status != "running":
             return
         keys = [p.key for p in pending]
@@ -398,7 +460,8 @@ class DaskSession:
                 lost = msg.get("lost-computed-tasks") or ()
                 with self._lock:
                     for key in itertools.chain(processing, lost):
-                        if key in self._inflight:
+                        part = self._inflight.get(key)
+                        if part is not None and part.report is None:
                             self._undecided[key] = address
                 lost_ours = [k for k in lost if k in self._undecided]
                 if lost_ours:
@@ -456,7 +519,7 @@ class DaskSession:
             for key in keys:
                 address = self._undecided.pop(key, None)
                 part = self._inflight.get(key)
-                if part is None or part.verdict is not None:
+                if part is None or part.verdict is not None or part.report is not None:
                     continue
                 info = self._workers.get(address, {})
                 pid = info.get("pid")
@@ -469,7 +532,8 @@ class DaskSession:
                     f"the scheduler removed it", pid=pid)
                 err.worker = address
                 part.verdict = err
-                futures.append(part.future)
+                if part.future is not None:
+                    futures.append(part.future)
             self._cond.notify_all()
         if futures:
             await self.client.cancel(futures, asynchronous=True)
