@@ -53,7 +53,9 @@ def cluster(tmp_path_factory):
         yield ExternalCluster(EXTERNAL)
         multicore.shutdown()
         return
-    c = LocalDaskCluster(tmp_path_factory.mktemp("dask"), n_workers=2)
+    workdir = os.environ.get("MULTICORE_TEST_CLUSTER_WORKDIR") or \
+        tmp_path_factory.mktemp("dask")
+    c = LocalDaskCluster(workdir, n_workers=2)
     try:
         c.start()
         yield c

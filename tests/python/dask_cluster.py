@@ -77,11 +77,15 @@ class LocalDaskCluster:
     def _popen(self, name, args, env):
         log = open(os.path.join(self.workdir, f"{name}.log"), "wb")
         try:
-            return subprocess.Popen(self.prefix + args, stdout=log, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(self.prefix + args, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env, cwd=self.workdir,
                                     start_new_session=True)
         finally:
             log.close()
+        # for kill_groups() by whoever started this process, should it die
+        with open(os.path.join(self.workdir, "pgids"), "a") as f:
+            f.write(f"{proc.pid}\n")
+        return proc
 
     def start_scheduler(self, prefix=None, host=None):
         env = dict(self.env)
@@ -195,6 +199,22 @@ class LocalDaskCluster:
         left = _wait_exited(_pgid_members(pgids), 5.0)
         self.scheduler, self.workers = None, []
         return left
+
+
+def kill_groups(workdir):
+    """SIGKILL the process groups a LocalDaskCluster in workdir started
+    (its owner was killed before stop()); returns their pgids."""
+    try:
+        with open(os.path.join(workdir, "pgids")) as f:
+            pgids = [int(line) for line in f if line.strip()]
+    except OSError:
+        return []
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pgids
 
 
 class ExternalCluster(LocalDaskCluster):

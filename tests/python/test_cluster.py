@@ -41,13 +41,24 @@ def _suite_tests():
 
 @pytest.fixture(scope="module")
 def suite_results(tmp_path_factory):
-    xml = tmp_path_factory.mktemp("cluster-suite") / "results.xml"
-    env = dict(os.environ)
+    base = tmp_path_factory.mktemp("cluster-suite")
+    xml = base / "results.xml"
+    env = dict(os.environ, MULTICORE_TEST_CLUSTER_WORKDIR=str(base))
     env.pop("MULTICORE_CLUSTER", None)
     env.pop("MULTICORE_TEST_CLUSTER", None)
-    proc = subprocess.run([sys.executable, "-m", "pytest", SUITE, "-q", "-p", "no:cacheprovider",
-                           "-o", "addopts=", f"--junitxml={xml}"],
-                          capture_output=True, text=True, timeout=TIMEOUT, cwd=HERE, env=env)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", SUITE, "-q",
+                               "-p", "no:cacheprovider", "-o", "addopts=",
+                               f"--junitxml={xml}"],
+                              capture_output=True, text=True, timeout=TIMEOUT, cwd=HERE,
+                              env=env)
+    except subprocess.TimeoutExpired:
+        # The suite's own teardown ends its cluster; killed before that,
+        # it leaves its scheduler and workers (in process groups of their
+        # own, still running), ended here.
+        from dask_cluster import kill_groups
+        kill_groups(str(base))
+        raise
     results = {}
     if xml.exists():
         for case in ET.parse(xml).getroot().iter("testcase"):
