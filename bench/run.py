@@ -18,7 +18,9 @@ scikit-learn grid search on joblib's multicore backend against loky
 (bench/joblib_grid.py), (j) shared memory per task (1,000,000 tasks in one
 Task, bench/memory_probe.py; and the C sweep bench/c/memory.c), (k)
 start-up against the number of workers, against fork floors
-(bench/startup_workers_probe.py, bench/c/startup.c). See
+(bench/startup_workers_probe.py, bench/c/startup.c). (o) multicore on a Dask
+cluster against raw Dask and joblib's dask backend (bench/cluster.py;
+docs/cluster.md). See
 docs/benchmarks.md.
 
 Each library runs in its own child process (bench/measure.py) per scenario
@@ -61,6 +63,7 @@ TITLES = {
     "i": "scikit-learn grid search, joblib backend multicore vs loky",
     "j": "shared memory per task",
     "k": "start-up against the number of workers",
+    "o": "multicore on a Dask cluster vs raw Dask and joblib's dask backend",
 }
 
 
@@ -139,7 +142,7 @@ def main():
     ap.add_argument("--png", default=os.path.join(HERE, "results", "latest.png"))
     ap.add_argument("--no-png", action="store_true")
     ap.add_argument("--md", default=os.path.join(HERE, "results", "latest.md"))
-    ap.add_argument("--scenarios", default="a,b,c,d,e,f,g,h,i,j,k")
+    ap.add_argument("--scenarios", default="a,b,c,d,e,f,g,h,i,j,k,o")
     ap.add_argument("--libs", default=",".join(ALL_LIBS))
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--quiet-wait", type=float, default=None,
@@ -383,6 +386,25 @@ def main():
             log(f"  !! (k) C part failed: {exc}")
             K["c"] = {"error": str(exc)}
             data["failures"].append({"what": "multicore k", "why": str(exc)})
+    # -- (o) multicore on a Dask cluster (own process and cluster) ---------
+    if "o" in scen:
+        log(f"[{time.perf_counter() - t_start:6.1f}s] dask: scenario o")
+        out = os.path.join(logdir, "cluster_o.json")
+        logpath = out[:-5] + ".log"
+        if os.path.exists(out):
+            os.unlink(out)
+        cmd = [sys.executable, os.path.join(HERE, "cluster.py"), "--json", out] + \
+            (["--quick"] if args.quick else [])
+        if args.quiet_wait > 0:
+            procs.wait_quiet(give_up=args.quiet_wait)
+        with Interference() as itf:
+            ok, why, secs, strays = run_child(cmd, logpath, 300 if args.quick else 1800)
+        note_child("cluster o", ok, why, secs, strays, logpath)
+        try:
+            with open(out) as f:
+                data["scenarios"]["o"] = dict(json.load(f), interference_percent=round(itf.percent, 1))
+        except (OSError, ValueError):
+            data["scenarios"]["o"] = {"title": TITLES["o"], "error": why or "no result (see log)"}
 
     # -- output -------------------------------------------------------------
     for lib in libs:
@@ -405,6 +427,13 @@ def main():
             print(f"\n(i) {TITLES['i']}: {i['fits']} fits on {i['workers']} workers: "
                   f"loky {r['loky']['best_s']:.3f} s, multicore {r['multicore']['best_s']:.3f} s, "
                   f"loky / multicore = {i['ratio_loky_over_multicore']:.2f}x")
+    o = data["scenarios"].get("o")
+    if o is not None:
+        if "error" in o:
+            print(f"\n(o) {TITLES['o']}: failed: {o['error']}")
+        else:
+            import cluster as cluster_bench
+            print("\n" + cluster_bench.render(o))
     missing = [l for l, p in data["peers"].items() if p.get("available") is False]
     if missing:
         print("\nMissing peers: " + "; ".join(f"{l}: {data['peers'][l]['error']}" for l in missing))

@@ -5,14 +5,18 @@
 
 initialize() forks the workers once; what the program defined before it
 (functions, module globals) is visible to them. Task() groups calls, run()
-queues one, get() returns the results in order.
+queues one, get() returns the results in order. initialize(cluster=...) or
+the environment variable MULTICORE_CLUSTER runs the same API on a Dask
+cluster instead (multicore.cluster, docs/cluster.md).
 """
 
 import atexit as _atexit
 
-from multicore._multicore import (Task, initialize, shutdown, stats,
-                                  worker_id, worker_state)
 from multicore import _multicore
+# The local engine's (C), or a cluster's while the process-wide pool is one.
+from multicore.cluster import (Task, initialize, shutdown, stats, worker_id,
+                               worker_state)
+from multicore import cluster as _cluster
 from multicore import exceptions  # noqa: F401  (multicore.exceptions)
 # Imported before any initialize(), so that their worker-side helpers exist
 # in the workers.
@@ -28,10 +32,10 @@ __version__ = "0.2.0"
 
 
 def __getattr__(name):
-    # NUMBER_OF_WORKERS follows the pool: its worker count while it runs,
-    # else the number of online CPUs.
+    # NUMBER_OF_WORKERS follows the pool: its worker count while it runs
+    # (a cluster's worker threads), else the number of online CPUs.
     if name == "NUMBER_OF_WORKERS":
-        return _multicore.number_of_workers()
+        return _cluster.number_of_workers()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

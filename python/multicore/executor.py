@@ -60,7 +60,8 @@ from collections import deque
 from concurrent.futures.process import BrokenProcessPool
 
 from multicore import _multicore
-from multicore._multicore import Task, wait_first
+from multicore._multicore import Task
+from multicore.cluster import executor_pool as _cluster_pool, wait_first
 from multicore.exceptions import (MulticoreError, PoolNotRunningError,
                                   RemoteTraceback, ResultUnpicklingError,
                                   WorkerInitError)
@@ -506,6 +507,8 @@ class Executor(_cf.Executor):
             raise ValueError("give pool, or max_workers, initializer and "
                              "max_tasks_per_child, not both")
         self._owns_pool = False
+        if pool is None and initializer is None and max_tasks_per_child is None:
+            pool = _cluster_pool()   # the process-wide pool when it is a cluster
         if initializer is not None or max_tasks_per_child is not None:
             # The workers of the process-wide pool may already run, without
             # this initializer or recycling: a pool of the executor's own,

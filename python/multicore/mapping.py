@@ -23,7 +23,8 @@ R = TypeVar("R")
 Progress = Union[bool, str, Any]
 
 from multicore import _multicore
-from multicore._multicore import Task, wait_first
+from multicore._multicore import Task
+from multicore.cluster import active as _active_cluster, wait_first
 from multicore.exceptions import PoolNotRunningError, TimeoutExceededError
 from multicore.progress import make_progress
 
@@ -69,6 +70,7 @@ class _Chunker:
             self.cap = max(1, min(self.cap, -(-self.total // (4 * workers))))
         self.per_item = None
         self.taken = 0
+        self.target = TARGET_CHUNK_SECONDS
 
     def next_chunk(self):
         chunk = list(itertools.islice(self.items, self.size))
@@ -83,7 +85,7 @@ class _Chunker:
         per_item = seconds / n_items
         self.per_item = per_item if self.per_item is None else \
             0.7 * self.per_item + 0.3 * per_item
-        size = int(TARGET_CHUNK_SECONDS / max(self.per_item, 1e-9))
+        size = int(self.target / max(self.per_item, 1e-9))
         self.size = max(1, min(size, self.cap))
 
 
@@ -140,10 +142,14 @@ def _map_list(fn, iterable, chunksize, star, progress, timeout, use_dill, handle
 def _result_chunks(fn, iterable, chunksize, star, ordered, progress, timeout,
                    use_dill, handle):
     """The chunks' result lists, as they come (in order if ordered)."""
+    if handle is None:
+        handle = _active_cluster()     # None: the local process-wide pool
     workers = _pool_workers(handle)
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
     chunker = _Chunker(iterable, chunksize, workers)
+    # a cluster's tasks cost milliseconds each: longer chunks there
+    chunker.target = getattr(handle, "target_chunk_seconds", TARGET_CHUNK_SECONDS)
     bar = make_progress(progress, chunker.total)
     deadline = None if timeout is None else time.monotonic() + timeout
     in_flight = deque()          # (task, n_items), in submission order

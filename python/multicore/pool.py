@@ -34,7 +34,8 @@ import weakref
 from collections import deque
 
 from multicore import _multicore
-from multicore._multicore import wait_first
+from multicore import cluster as _cluster
+from multicore.cluster import wait_first
 from multicore.exceptions import (PoolClosedError, PoolNotRunningError,
                                   TimeoutExceededError)
 from multiprocessing.pool import MaybeEncodingError
@@ -524,7 +525,7 @@ class _Worker:
 class Pool:
     def __init__(self, processes=None, initializer=None, initargs=(),
                  maxtasksperchild=None, *, workers=None, worker_init=None,
-                 worker_exit=None, shared_memory=None):
+                 worker_exit=None, shared_memory=None, cluster=None):
         self._state = RUN   # before anything can fail: __del__ reads it
         self._core = None
         if processes is not None and workers is not None:
@@ -537,8 +538,15 @@ class Pool:
             if worker_init is not None:
                 raise ValueError("give initializer or worker_init, not both")
             worker_init = functools.partial(initializer, *initargs)
-        self._handle = _multicore.PoolHandle(processes, worker_init, worker_exit,
-                                             shared_memory, maxtasksperchild)
+        if cluster is None:
+            cluster = _cluster.default_pool_target()
+        if cluster is not None:   # a cluster session of its own (docs/cluster.md)
+            self._handle = _cluster.pool_session(cluster, processes, worker_init,
+                                                 worker_exit, shared_memory,
+                                                 maxtasksperchild)
+        else:
+            self._handle = _multicore.PoolHandle(processes, worker_init, worker_exit,
+                                                 shared_memory, maxtasksperchild)
         self._core = _Core(self._handle, self._handle.workers)
         _live_cores.add(self._core)
 

@@ -9,7 +9,7 @@ import pytest
 
 DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs"
 PAGES = ["task.md", "map.md", "executor.md", "worker-state.md", "migration.md",
-         "pool.md", "shared.md", "joblib.md"]
+         "pool.md", "shared.md", "joblib.md", "cluster.md"]
 
 
 def examples():
