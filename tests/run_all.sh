@@ -461,7 +461,9 @@ stage_wheel() {
 # (mypy on stubs, no C code), test_bench (bench/run.py's verdict) and the
 # peers' conformance suites in tests/python/conformance (the Python glue's
 # behaviour against CPython's and joblib's own tests: the C calls they make
-# are the ones the other tests make, at several times the run time). Runs after the python stage
+# are the ones the other tests make, at several times the run time), and
+# the cluster suites (test_cluster*.py: the Python glue over Dask, whose
+# workers are separate, uninstrumented interpreters). Runs after the python stage
 # (its venv sees the packages that stage installed).
 stage_pyasan() {
     local venv=$BUILD_ROOT/venv-asan base=$PYTHON
@@ -483,7 +485,9 @@ stage_pyasan() {
         "$venv/bin/python" -m pytest "$ROOT/tests/python" -q -p no:cacheprovider \
             --ignore "$ROOT/tests/python/test_typing.py" \
             --ignore "$ROOT/tests/python/test_bench.py" \
-            --ignore "$ROOT/tests/python/conformance")
+            --ignore "$ROOT/tests/python/conformance" \
+            --ignore "$ROOT/tests/python/test_cluster.py" \
+            --ignore "$ROOT/tests/python/test_cluster_netns.py")
 }
 
 # bench: the benchmark suite in its quick mode, only to prove that every
