@@ -467,6 +467,57 @@ def test_recursion_error_in_task(pool):
     assert task.get() == [36]
 
 
+TRACEBACK_PICKLING = r"""
+import sys
+from tblib import pickling_support
+pickling_support.install()          # as importing Dask's distributed does
+from multicore import Task, initialize, shutdown
+
+def deep(n):
+    return deep(n + 1)
+
+def fails():
+    try:
+        raise KeyError("inner")
+    except KeyError as e:
+        raise ValueError("outer") from e
+
+if __name__ == "__main__":
+    initialize(workers=1)
+    try:
+        task = Task()
+        task.run(deep, 0)
+        try:
+            task.get()
+        except RecursionError as e:
+            print("recursion:", type(e.__cause__).__name__)
+        task = Task()
+        task.run(fails)
+        try:
+            task.get()
+        except ValueError as e:
+            print("chained:", e, type(e.__cause__).__name__, "inner" in str(e.__cause__))
+    finally:
+        shutdown()
+"""
+
+
+def test_exceptions_travel_without_their_tracebacks(tmp_path):
+    # A library that makes tracebacks picklable (tblib, installed by
+    # importing distributed) must not change what reaches the caller: the
+    # worker's frames travel as the RemoteTraceback's text, the exception
+    # without them (a deep recursion's frames would not even pickle).
+    pytest.importorskip("tblib")
+    script = tmp_path / "tb_pickling.py"
+    script.write_text(TRACEBACK_PICKLING)
+    import subprocess
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "recursion: RemoteTraceback" in out.stdout, out.stdout + out.stderr
+    assert "chained: outer RemoteTraceback True" in out.stdout, out.stdout + out.stderr
+
+
 def test_timeout(pool):
     task = Task()
     task.run(sleep_then, 1, 1.0)

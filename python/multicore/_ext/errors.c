@@ -416,6 +416,36 @@ PyObject *mcx_traceback_text(void)
  * Clears the exception; returns bytes, or NULL with an exception set only
  * if even the fallback could not be built.
  */
+/* The worker's frames travel as text (the RemoteTraceback); the exception
+   object travels without them. Pickle leaves tracebacks out, but a library
+   that makes them picklable (tblib, which importing Dask's distributed
+   installs) would send every frame of the chain, and a deep recursion's
+   would not pickle at all. Clears the traceback of `exc` and of every
+   exception in its __cause__/__context__ chain (at most MCX_CHAIN_MAX of
+   them, cycles included). */
+#define MCX_CHAIN_MAX 64
+static void drop_tracebacks(PyObject *exc)
+{
+    PyObject *seen[MCX_CHAIN_MAX];
+    int n = 0, next = 0;
+    if (exc != NULL && PyExceptionInstance_Check(exc))
+        seen[n++] = exc;
+    while (next < n) {
+        PyObject *e = seen[next++];
+        PyException_SetTraceback(e, Py_None);
+        PyObject *links[2] = {PyException_GetCause(e), PyException_GetContext(e)}; /* new refs */
+        for (int i = 0; i < 2; i++) {
+            PyObject *l = links[i];
+            int known = l == NULL || !PyExceptionInstance_Check(l) || n == MCX_CHAIN_MAX;
+            for (int j = 0; j < n && !known; j++)
+                known = seen[j] == l;
+            if (!known)
+                seen[n++] = l;   /* borrowed: the chain holds it while we walk */
+            Py_XDECREF(l);
+        }
+    }
+}
+
 PyObject *mcx_encode_exception(void)
 {
     PyObject *type, *value, *tb;
@@ -435,6 +465,7 @@ PyObject *mcx_encode_exception(void)
                                     message ? message : Py_None);
 
     /* The exception itself, if it survives a round trip. */
+    drop_tracebacks(value);
     PyObject *exc_bytes = value ? mcx_dumps(value, 0) : NULL;
     if (exc_bytes != NULL) {
         PyObject *back = PyObject_CallOneArg(mcx.pickle_loads, exc_bytes);
