@@ -166,3 +166,17 @@ def cpu_ns(pid):
         except (OSError, ValueError, IndexError):
             pass
     return total if seen else None
+
+
+def ctxt_switches(pid):
+    """Voluntary + involuntary context switches of a process's main thread
+    (/proc/<pid>/status), or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            n = 0
+            for line in f:
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    n += int(line.split()[1])
+            return n
+    except (OSError, ValueError):
+        return None

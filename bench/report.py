@@ -168,6 +168,20 @@ def tables(data):
             out.append((f"(e) numpy arrays {what}: GB/s (mc x); multicore's arrays "
                         f"in shared memory (multicore.shared)",
                         ["library"] + [f"{s} MiB" for s in sizes] + ["others %"], rows))
+        ref = _res(data, "e", "inprocess") or {}
+        if m and any("send_floor_gb_s" in (ref.get(str(s)) or {}) for s in sizes):
+            rows = []
+            for s in sizes:
+                mr, fr = m.get(str(s)) or {}, ref.get(str(s)) or {}
+                row = [f"{s} MiB"]
+                for way in ("send", "return"):
+                    v, f = mr.get(f"{way}_copy_gb_s"), fr.get(f"{way}_floor_gb_s")
+                    row += [_fmt(v), _fmt(f), _ratio(_div(f, v))]
+                rows.append(row)
+            out.append(("(e) plain numpy arrays against the in-process copy floors (issue 12 §1): "
+                        "GB/s; time / floor (target <= 1.25x)",
+                        ["size", "mc send", "floor: copy to fresh shm + sum", "send / floor",
+                         "mc return", "floor: build + copy out", "return / floor"], rows))
     if "f" in sc:
         m = mc("f")
         out.append(("(f) start-up to first result and shutdown, fresh process each time (median)",
@@ -246,7 +260,91 @@ def tables(data):
             out.append((f"(k) {k['title']}, C ({c['heap_mib']} MiB heap; median of {c['repetitions']})",
                         ["workers", "ready ms", "first result ms", "fork chain ms", "fork tree ms",
                          "ready / chain", "chain / tree"], rows))
+    if "l" in sc:
+        libs = [l for l in _libs(data, "l") if _res(data, "l", l)]
+        by = {l: {r["bytes"]: r for r in _res(data, "l", l)["rows"]} for l in libs}
+        sizes = sorted({b for l in libs for b in by[l]})
+        for way in ("send", "return"):
+            rows = []
+            for b in sizes:
+                mr = (by.get("multicore", {}).get(b) or {}).get(way)
+                row = [_size(b)]
+                for l in libs:
+                    r = (by[l].get(b) or {}).get(way)
+                    row.append(f"{_fmt(r['p50_us'])} / {_fmt(r['gb_s'])}" if r else "-")
+                for l in libs:
+                    if l != "multicore":
+                        r = (by[l].get(b) or {}).get(way)
+                        row.append(_ratio(_div(r and r["p50_us"], mr and mr["p50_us"])))
+                rows.append(row)
+            for l in _libs(data, "l"):
+                st = _status(data, "l", l)
+                if st:
+                    rows.append([LABELS[l], st] + [""] * (2 * len(libs) - 1))
+            what = ("sent (the worker returns its size)" if way == "send"
+                    else "returned (the worker builds it)")
+            floor = ("copy into fresh shm" if way == "send" else "build + copy into fresh shm")
+            out.append((f"(l) plain numpy payload {what}: round trip p50 us / GB/s; "
+                        f"in-process = floor ({floor}); others / mc on p50",
+                        ["payload"] + [LABELS[l].replace(" (ref.)", " floor") for l in libs]
+                        + [f"{LABELS[l].replace(' (ref.)', ' floor')} / mc" for l in libs
+                           if l != "multicore"], rows))
+    if "m" in sc:
+        for lib in _libs(data, "m"):
+            r = _res(data, "m", lib)
+            st = _status(data, "m", lib)
+            if st:
+                out.append((f"(m) {sc['m']['title']}: {LABELS[lib]}", ["status"], [[st]]))
+                continue
+            two = next((x for x in r["rows"] if x["workers"] == 2), None)
+            rows = []
+            for x in r["rows"]:
+                rows.append([str(x["workers"]), str(x["live_workers"]),
+                             _fmt(x["one_by_one_per_s"]),
+                             _ratio(_div(x["one_by_one_per_s"], two and two["one_by_one_per_s"])),
+                             _fmt(x["map_per_s"]),
+                             _ratio(_div(x["map_per_s"], two and two["map_per_s"])),
+                             _fmt(x["caller_cpu_us_per_task"]), _fmt(x["workers_cpu_us_per_task"]),
+                             _fmt(x["caller_switches_per_task"]),
+                             _fmt(x["workers_switches_per_task"])])
+            out.append((f"(m) {sc['m']['title']}: {LABELS[lib]}, {r['tasks']:,} tasks one by one, "
+                        f"map over {r['items']:,} items ({r['map_method']}); best of reps; "
+                        f"CPU and switches per one-by-one task (others {_fmt(r.get('interference_percent'))} %)",
+                        ["workers", "live", "one-by-one /s", "vs 2 workers", "map items/s",
+                         "vs 2 workers", "caller CPU us", "workers CPU us", "caller switches",
+                         "workers switches"], rows))
+    if "n" in sc:
+        rows = []
+        for lib in _libs(data, "n"):
+            r = sc["n"]["results"].get(lib) or {}
+            if "error" in r or not r:
+                rows.append([LABELS[lib], "error: " + str(r.get("error"))] + [""] * 7)
+                continue
+            for key in ("parts", "items"):
+                x = r[key]
+                rows.append([LABELS[lib], x["method"], f"{x['n']:,}", _fmt(x["seconds"]),
+                             _fmt(x["per_s"]), _fmt(x["caller_peak_rss_above_mib"]),
+                             _fmt(x["caller_peak_bytes_per_item"]),
+                             _fmt(x.get("shm_peak_mib")) if "shm_peak_mib" in x else "-",
+                             _fmt(r.get("interference_percent"))])
+        mc, mp = sc["n"]["results"].get("multicore") or {}, sc["n"]["results"].get("mp_pool") or {}
+        for key in ("parts", "items"):
+            if key in mc and key in mp:
+                rows.append(["mp.Pool / mc", key, "", _ratio(_div(mp[key]["seconds"], mc[key]["seconds"])),
+                             "", _ratio(_div(mp[key]["caller_peak_rss_above_mib"],
+                                             mc[key]["caller_peak_rss_above_mib"])), "", "", ""])
+        out.append((f"(n) {sc['n']['title']} (fresh interpreter each; caller peak RSS above "
+                    f"its RSS before; shared memory peak sampled every 5 ms)",
+                    ["library", "method", "items", "seconds", "items/s", "caller peak MiB",
+                     "caller B/item", "shm peak MiB", "others %"], rows))
     return out
+
+
+def _size(b):
+    for unit, n in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if b >= n:
+            return f"{b / n:g} {unit}"
+    return f"{b} B"
 
 
 def render_text(tbls):
@@ -347,6 +445,18 @@ def targets(data, cores):
             check(f"e_{way}_inproc_{size}", f"(e) {size} MiB: {way} >= half of in-process",
                   get("e", "multicore", size, f"{way}_gb_s"),
                   get("e", "inprocess", size, f"{way}_gb_s"), 0.5, "higher", "in-process", " GB/s")
+        for way in ("send", "return"):
+            check(f"e_{way}_floor_{size}",
+                  f"(e) {size} MiB: plain-array {way} within 1.25x of its copy floor (issue 12)",
+                  get("e", "multicore", size, f"{way}_copy_gb_s"),
+                  get("e", "inprocess", size, f"{way}_floor_gb_s"), 1 / 1.25, "higher",
+                  "floor", " GB/s")
+            factor = 5 if way == "send" else 10
+            p, v = best_peer("e", (size, f"{way}_gb_s"), max)
+            check(f"e_{way}_plain_peer_{size}",
+                  f"(e) {size} MiB: plain-array {way} >= {factor}x the best peer (issue 12)",
+                  get("e", "multicore", size, f"{way}_copy_gb_s"), v, factor, "higher",
+                  f"best peer ({LABELS.get(p, p)})", " GB/s")
 
     check("f", "(f) start-up <= half of mp.Pool's",
           get("f", "multicore", "start_to_first_result_s"),
@@ -371,6 +481,16 @@ def targets(data, cores):
     check("h_sleep", "(h) C round trip after sleep within 1.2x of the futex floor (p50)",
           mc_sl and mc_sl["p50_ns"] / 1e3, fx and fx["p50_ns"] / 1e3, 1.2, "lower",
           "futex floor", " us")
+    m = _res(data, "m", "multicore")
+    if m:
+        rows = {x["workers"]: x for x in m["rows"]}
+        top = max(rows)
+        for key, what in (("one_by_one_per_s", "tasks one by one"), ("map_per_s", "map")):
+            v, ref = rows[top].get(key), (rows.get(2) or {}).get(key)
+            if top > 2 and v and ref:
+                add(f"m_{key}", f"(m) {what}: {top} workers >= 0.8x of 2 workers (issue 12)",
+                    v / ref, 0.8, v / ref >= 0.8,
+                    f"{_fmt(v)}/s with {top} against {_fmt(ref)}/s with 2: {v / ref:.2f}x")
     j = (data["scenarios"].get("j") or {}).get("python") or {}
     if "shm_overhead_per_task" in j:
         add("j", "(j) shared memory per task <= 128 B beyond its payload (issue 12)",
@@ -487,6 +607,104 @@ def draw_png(data, path):
     fig.suptitle(f"multicore vs peers - {meta.get('cpu', '?')}, {meta.get('cores', '?')} cores, "
                  f"Python {meta.get('python', '?')}" + (" (QUICK: not for quoting)" if meta.get("quick") else ""),
                  fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def draw_growth_png(data, path):
+    """How cost grows (issue 12 section 4): (l), (m), (n) as line plots.
+    Returns None on success, else why there is no PNG."""
+    sc = data["scenarios"]
+    if not any(k in sc for k in ("l", "m", "n")):
+        return "no growth scenario (l, m, n) in this run; no growth PNG drawn"
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        return f"matplotlib is not installed ({exc}); no growth PNG drawn"
+    colors = {"multicore": "#d62728", "mp_pool": "#1f77b4", "joblib": "#2ca02c",
+              "ray": "#ff7f0e", "inprocess": "#7f7f7f"}
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8.4))
+    ax = axes.flat
+    if "l" in sc:
+        for i, (way, title) in enumerate((("send", "sent"), ("return", "returned"))):
+            for lib in _libs(data, "l"):
+                r = _res(data, "l", lib)
+                if not r:
+                    continue
+                xs = [x["bytes"] for x in r["rows"] if way in x]
+                label = LABELS[lib].replace(" (ref.)", " floor")
+                ax[i].plot(xs, [x[way]["p50_us"] for x in r["rows"] if way in x], "o-",
+                           ms=3, color=colors.get(lib), label=label)
+                ax[2].plot(xs, [x[way]["gb_s"] for x in r["rows"] if way in x],
+                           "o-" if way == "send" else "s--", ms=3, color=colors.get(lib),
+                           label=f"{label} {way}")
+            ax[i].set_title(f"(l) round trip p50 (us), payload {title}", fontsize=10)
+            ax[i].set_xscale("log", base=2)
+            ax[i].set_yscale("log")
+            ax[i].set_xlabel("payload bytes")
+            ax[i].legend(fontsize=7)
+            ax[i].grid(True, which="major", alpha=0.3)
+        ax[2].set_title("(l) GB/s (payload / p50)", fontsize=10)
+        ax[2].set_xscale("log", base=2)
+        ax[2].set_yscale("log")
+        ax[2].set_xlabel("payload bytes")
+        ax[2].legend(fontsize=6, ncol=2)
+        ax[2].grid(True, which="major", alpha=0.3)
+    if "m" in sc:
+        for j, (key, title) in enumerate((("one_by_one_per_s", "tasks one by one, per s"),
+                                          ("map_per_s", "map items per s"))):
+            a = ax[3 + j]
+            for lib in _libs(data, "m"):
+                r = _res(data, "m", lib)
+                if not r:
+                    continue
+                a.plot([x["workers"] for x in r["rows"]], [x[key] for x in r["rows"]], "o-",
+                       color=colors.get(lib), label=LABELS[lib])
+                two = next((x[key] for x in r["rows"] if x["workers"] == 2), None)
+                if lib == "multicore" and two:
+                    a.axhline(0.8 * two, color=colors[lib], lw=0.8, ls=":",
+                              label="0.8 x multicore's 2-worker figure")
+            a.set_title(f"(m) {title} against workers", fontsize=10)
+            a.set_xscale("log", base=2)
+            a.set_yscale("log")
+            a.set_xlabel("workers (2 cores)")
+            a.legend(fontsize=7)
+            a.grid(True, which="major", alpha=0.3)
+    if "n" in sc:
+        a = ax[5]
+        labels, secs, mem, cs = [], [], [], []
+        for lib in _libs(data, "n"):
+            r = sc["n"]["results"].get(lib) or {}
+            for key in ("parts", "items"):
+                if key in r:
+                    labels.append(f"{LABELS[lib]}\n{r[key]['n']:,}")
+                    secs.append(r[key]["seconds"])
+                    mem.append(r[key]["caller_peak_rss_above_mib"] + r[key].get("shm_peak_mib", 0))
+                    cs.append(colors.get(lib))
+        xs = range(len(labels))
+        a.bar([x - 0.2 for x in xs], secs, 0.4, color=cs, label="seconds")
+        a2 = a.twinx()
+        a2.bar([x + 0.2 for x in xs], mem, 0.4, color=cs, alpha=0.4, hatch="//",
+               label="peak MiB (caller RSS + shm)")
+        for x, v, m in zip(xs, secs, mem):
+            a.annotate(_fmt(v) + " s", (x - 0.2, v), ha="center", va="bottom", fontsize=7)
+            a2.annotate(_fmt(m) + " MiB", (x + 0.2, m), ha="center", va="bottom", fontsize=7)
+        a.set_xticks(list(xs))
+        a.set_xticklabels(labels, fontsize=7)
+        a.set_ylabel("seconds")
+        a2.set_ylabel("peak MiB (hatched)")
+        a.set_title("(n) one big job: seconds (solid), peak memory (hatched)", fontsize=10)
+    for a in ax:
+        if not a.has_data():
+            a.axis("off")
+    meta = data["meta"]
+    fig.suptitle(f"multicore: how cost grows - {meta.get('cpu', '?')}, {meta.get('cores', '?')} cores"
+                 f", load {meta.get('loadavg_start')} -> {meta.get('loadavg_end')}"
+                 + (" (QUICK: not for quoting)" if meta.get("quick") else ""), fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -18,9 +18,12 @@ scikit-learn grid search on joblib's multicore backend against loky
 (bench/joblib_grid.py), (j) shared memory per task (1,000,000 tasks in one
 Task, bench/memory_probe.py; and the C sweep bench/c/memory.c), (k)
 start-up against the number of workers, against fork floors
-(bench/startup_workers_probe.py, bench/c/startup.c). (o) multicore on a Dask
-cluster against raw Dask and joblib's dask backend (bench/cluster.py;
-docs/cluster.md). See
+(bench/startup_workers_probe.py, bench/c/startup.c), (l) round trip and
+GB/s against payload size, 1 B to 1 GiB, (m) throughput against the number
+of workers, 1 to 64, (n) one Task of 1,000,000 parts and one map over
+10,000,000 items, time and peak memory, against mp.Pool.map
+(bench/bigtask_probe.py). (o) multicore on a Dask cluster against raw Dask
+and joblib's dask backend (bench/cluster.py; docs/cluster.md). See
 docs/benchmarks.md.
 
 Each library runs in its own child process (bench/measure.py) per scenario
@@ -49,8 +52,14 @@ import procs    # noqa: E402
 import report   # noqa: E402
 
 ALL_LIBS = ["multicore", "mp_pool", "futures", "joblib", "mpire", "ray"]
-PY_SCENARIOS = ["a", "b", "c", "d", "e", "g"]
-REFERENCE_SCENARIOS = {"a", "b", "c", "e"}   # where the in-process reference row makes sense
+PY_SCENARIOS = ["a", "b", "c", "d", "e", "g", "l", "m"]
+REFERENCE_SCENARIOS = {"a", "b", "c", "e", "l"}   # where the in-process reference row makes sense
+# Scenarios that run only some libraries: (l) against the best peers of (e)
+# for large arrays (joblib sending, Ray returning) and the in-process copy
+# floors; (m) and (n) against mp.Pool (64 workers of every peer would take
+# minutes).
+SCENARIO_LIBS = {"l": {"multicore", "joblib", "ray", "inprocess"},
+                 "m": {"multicore", "mp_pool"}, "n": {"multicore", "mp_pool"}}
 TITLES = {
     "a": "round trip of one trivial task",
     "b": "trivial tasks submitted one by one",
@@ -63,6 +72,9 @@ TITLES = {
     "i": "scikit-learn grid search, joblib backend multicore vs loky",
     "j": "shared memory per task",
     "k": "start-up against the number of workers",
+    "l": "round trip and GB/s against payload size",
+    "m": "throughput against the number of workers",
+    "n": "one Task of 1,000,000 parts, one map over 10,000,000 items",
     "o": "multicore on a Dask cluster vs raw Dask and joblib's dask backend",
 }
 
@@ -140,9 +152,11 @@ def main():
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one repetition (CI)")
     ap.add_argument("--json", default=os.path.join(HERE, "results", "latest.json"))
     ap.add_argument("--png", default=os.path.join(HERE, "results", "latest.png"))
+    ap.add_argument("--growth-png", default=None,
+                    help="the plot of (l), (m), (n) (default: --png with -growth before .png)")
     ap.add_argument("--no-png", action="store_true")
     ap.add_argument("--md", default=os.path.join(HERE, "results", "latest.md"))
-    ap.add_argument("--scenarios", default="a,b,c,d,e,f,g,h,i,j,k,o")
+    ap.add_argument("--scenarios", default="a,b,c,d,e,f,g,h,i,j,k,l,m,n,o")
     ap.add_argument("--libs", default=",".join(ALL_LIBS))
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--quiet-wait", type=float, default=None,
@@ -198,15 +212,20 @@ def main():
         data["scenarios"][s] = {"title": TITLES[s], "libs": [], "results": {}}
     jobs = []   # (lib, [scenarios])
     run_libs = libs + ["inprocess"]
+
+    def takes_part(lib, s):
+        if lib == "inprocess" and s not in REFERENCE_SCENARIOS:
+            return False
+        return lib in SCENARIO_LIBS.get(s, (lib,))
     if args.quick:
         for lib in run_libs:
-            ss = [s for s in py if lib != "inprocess" or s in REFERENCE_SCENARIOS]
+            ss = [s for s in py if takes_part(lib, s)]
             if ss:
                 jobs.append((lib, ss))
     else:
         for s in py:
             for lib in run_libs:
-                if lib != "inprocess" or s in REFERENCE_SCENARIOS:
+                if takes_part(lib, s):
                     jobs.append((lib, [s]))
     for lib, ss in jobs:
         out = os.path.join(logdir, f"{lib}_{''.join(ss)}.json")
@@ -335,9 +354,10 @@ def main():
             data["scenarios"]["i"] = {"title": TITLES["i"], "error": why or "no result (see log)"}
 
     # -- (j) memory per task, (k) start-up vs workers: multicore only --------
-    def own_probe(scen, script, argv, timeout):
-        """Run a probe in a fresh interpreter; its JSON, or None (failure noted)."""
-        out = os.path.join(logdir, f"multicore_{scen}.log")
+    def own_probe(scen, script, argv, timeout, owner="multicore"):
+        """Run a probe in a fresh interpreter; its JSON, or None (failure noted
+        as owner's: a failure of a peer's probe does not fail the run)."""
+        out = os.path.join(logdir, f"{owner}_{scen}.log")
         cmd = [sys.executable, os.path.join(HERE, script)] + argv
         if args.quiet_wait > 0:
             procs.wait_quiet(give_up=args.quiet_wait)
@@ -350,7 +370,7 @@ def main():
                 ok, why, text = False, f"timed out after {timeout} s", ""
         with open(out, "w") as lf:
             lf.write(text)
-        note_child(f"multicore {scen}", ok, why, 0, procs.reap_strays(), out)
+        note_child(f"{owner} {scen}", ok, why, 0, procs.reap_strays(), out)
         lines = [l for l in (text.splitlines() if ok else []) if l.startswith("{")]
         return (json.loads(lines[-1]) if lines else None), round(itf.percent, 1)
 
@@ -406,6 +426,20 @@ def main():
         except (OSError, ValueError):
             data["scenarios"]["o"] = {"title": TITLES["o"], "error": why or "no result (see log)"}
 
+    if "n" in scen:
+        N = data["scenarios"]["n"] = {"title": TITLES["n"], "libs": [], "results": {}}
+        parts, items = (10000, 100000) if args.quick else (1000000, 10000000)
+        for lib in [l for l in libs if l in SCENARIO_LIBS["n"]]:
+            log(f"[{time.perf_counter() - t_start:6.1f}s] {lib}: scenario n")
+            N["libs"].append(lib)
+            r, itf = own_probe("n", "bigtask_probe.py",
+                               ["--lib", lib, "--parts", str(parts), "--items", str(items),
+                                "--workers", str(args.workers)], 240 if args.quick else 900,
+                               owner=lib)
+            if r is not None:
+                r["interference_percent"] = itf
+            N["results"][lib] = r if r is not None else {"error": "see log"}
+
     # -- output -------------------------------------------------------------
     for lib in libs:
         data["peers"].setdefault(lib, {"available": None, "version": None, "error": "not run"})
@@ -437,6 +471,8 @@ def main():
     missing = [l for l, p in data["peers"].items() if p.get("available") is False]
     if missing:
         print("\nMissing peers: " + "; ".join(f"{l}: {data['peers'][l]['error']}" for l in missing))
+    print(f"\nLoad average (1, 5, 15 min): {data['meta']['loadavg_start']} at the start, "
+          f"{data['meta']['loadavg_end']} at the end")
     print(f"\nStray processes after the run: {len(data['strays'])}; "
           f"failures: {len(data['failures'])}; load average start {data['meta']['loadavg_start']}"
           f", end {data['meta']['loadavg_end']}; {data['meta']['elapsed_s']:.0f} s")
@@ -445,6 +481,10 @@ def main():
         why = report.draw_png(data, args.png)
         data["meta"]["png"] = None if why else args.png
         print(why or f"PNG: {args.png}")
+        gpng = args.growth_png or (os.path.splitext(args.png)[0] + "-growth.png")
+        why = report.draw_growth_png(data, gpng)
+        data["meta"]["growth_png"] = None if why else gpng
+        print(why or f"growth PNG: {gpng}")
     with open(args.json, "w") as f:
         json.dump(data, f, indent=1)
     with open(args.md, "w") as f:

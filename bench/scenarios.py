@@ -12,6 +12,7 @@ ever slows a run down), and every sample is kept in the JSON.
 """
 
 import gc
+import mmap
 import os
 import statistics
 import time
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import procs
-from workloads import array_make, array_sum, inc, spin
+from workloads import array_make, array_sum, inc, nap_pid, payload_len, payload_make, spin
 
 MiB = 1 << 20
 
@@ -38,13 +39,20 @@ class Config:
     array_mib: list = field(default_factory=lambda: [8, 64, 256])
     idle_seconds: float = 5.0       # (g)
     idle_settle: float = 0.5        # (g) pause after the warm-up, before the window
+    payload_max_log4: int = 15      # (l) sizes 4**0 .. 4**15 bytes (1 B .. 1 GiB)
+    payload_budget_s: float = 20.0  # (l) per size and direction, at most this long...
+    worker_counts: list = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])  # (m)
+    growth_tasks: int = 20000       # (m) tasks one by one
+    growth_items: int = 200000      # (m) items of one multicore.map
 
     @classmethod
     def make(cls, quick, spin_n):
         if not quick:
             return cls(spin_n=spin_n)
         return cls(quick=True, roundtrips=50, roundtrip_warmup=5, tasks=1000,
-                   reps=1, spin_n=spin_n, array_mib=[8], idle_seconds=0.5, idle_settle=0.1)
+                   reps=1, spin_n=spin_n, array_mib=[8], idle_seconds=0.5, idle_settle=0.1,
+                   payload_max_log4=10, payload_budget_s=1.0, worker_counts=[1, 2, 8],
+                   growth_tasks=1000, growth_items=10000)
 
 
 def _pct(samples, q):
@@ -190,10 +198,81 @@ def scaling(peer, workers, cfg):
 # (e) numpy arrays to and from a worker
 # ---------------------------------------------------------------------------
 
+def fresh_shared(nbytes):
+    """A fresh mapping of shared memory (MAP_SHARED|MAP_ANONYMOUS: shmem,
+    like the pool's memfd region): every page faults and is zeroed on first
+    touch, as a fresh block of the pool's region is."""
+    return mmap.mmap(-1, max(1, nbytes), flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+
+
+def floor_copy_sum(a):
+    """(e)'s sending floor, in-process: copy the array into fresh shared
+    memory (what sending a plain array must do once), then sum it there
+    (the task's work)."""
+    m = fresh_shared(a.nbytes)
+    b = np.frombuffer(m, dtype=a.dtype, count=a.size)
+    b[:] = a
+    r = float(b.sum())
+    del b
+    m.close()
+    return r
+
+
+def floor_build_copy(nbytes, dtype=np.float64):
+    """(e)'s and (l)'s returning floor, in-process: build the array (the
+    task's work), then copy it out into fresh shared memory (what returning
+    a plain array must do once). Returns the copy (its mapping lives as
+    long as the array)."""
+    a = np.ones(nbytes // np.dtype(dtype).itemsize, dtype=dtype)
+    m = fresh_shared(a.nbytes)
+    b = np.frombuffer(m, dtype=a.dtype, count=a.size)
+    b[:] = a
+    return b
+
+
+def floor_copy(a):
+    """(l)'s sending floor, in-process: copy the payload into fresh shared
+    memory; returns its size (what the worker returns)."""
+    m = fresh_shared(a.nbytes)
+    b = np.frombuffer(m, dtype=a.dtype, count=a.size)
+    b[:] = a
+    n = b.nbytes
+    del b
+    m.close()
+    return n
+
+
+def _array_floors(nbytes, reps):
+    """The copy floors of (e), in this process: sending (copy into fresh
+    shared memory + sum) and returning (build + copy out)."""
+    a = np.ones(nbytes // 8)
+    send = []
+    for _ in range(reps):
+        dt, r = _timed(lambda: floor_copy_sum(a))
+        _check(r, float(nbytes // 8), "floor_copy_sum")
+        send.append(dt)
+    del a
+    gc.collect()
+    ret = []
+    for _ in range(reps):
+        dt, r = _timed(lambda: floor_build_copy(nbytes))
+        if r.nbytes != nbytes or r[-1] != 1.0:
+            raise AssertionError("floor_build_copy: wrong array")
+        del r
+        gc.collect()
+        ret.append(dt)
+    return {"send_floor_s": send, "return_floor_s": ret,
+            "send_floor_gb_s": nbytes / min(send) / 1e9,
+            "return_floor_gb_s": nbytes / min(ret) / 1e9}
+
+
 def arrays(peer, workers, cfg):
     """Each library's best way: multicore sends and returns arrays made in
     its shared memory (multicore.shared, passed by reference); it is also
-    measured with plain numpy arrays (keys *_copy_*: one copy each way)."""
+    measured with plain numpy arrays (keys *_copy_*: one copy each way).
+    The in-process reference also measures the copy floors of plain arrays
+    (keys *_floor_*, issue 12 section 1): copy into fresh shared memory +
+    sum, and build + copy out."""
     out = {}
     peer.start(workers)
     try:
@@ -231,6 +310,8 @@ def arrays(peer, workers, cfg):
                     f"send{suffix}_gb_s": nbytes / min(send) / 1e9,
                     f"return{suffix}_gb_s": nbytes / min(ret) / 1e9,
                 })
+            if peer.is_reference:
+                res.update(_array_floors(nbytes, reps))
     finally:
         peer.stop()
     return out
@@ -295,6 +376,143 @@ def idle_cpu(peer, workers, cfg):
                         for p, v in busiest if v > 0]}
 
 
+# ---------------------------------------------------------------------------
+# (l) round trip and GB/s against payload size (issue 12 section 4)
+# ---------------------------------------------------------------------------
+
+def _payload_reps(size, quick):
+    """(max, min) samples for one size: many for small payloads (a
+    percentile), few for large ones (each costs a copy of up to 1 GiB)."""
+    if quick:
+        return 5, 1
+    if size <= 64 << 10:
+        return 300, 20
+    if size <= 16 * MiB:
+        return 30, 5
+    if size <= 256 * MiB:
+        return 5, 3
+    return 3, 2
+
+
+def payload_sizes(peer, workers, cfg):
+    """Plain numpy uint8 arrays of 4**k bytes, k = 0 .. payload_max_log4.
+    Sending: the worker receives the payload and returns its size;
+    returning: the worker builds the payload (np.ones) and returns it.
+    multicore gets ordinary arrays (one copy each way, the path most users
+    take); the in-process reference measures the floors: copy into fresh
+    shared memory (sending), build + copy into fresh shared memory
+    (returning). A size stops after payload_budget_s once it has its
+    minimum number of samples. GB/s is the payload over the median."""
+    sizes = [4 ** k for k in range(cfg.payload_max_log4 + 1)]
+    rows = []
+    peer.start(workers)
+    try:
+        peer.call(payload_len, np.ones(16, dtype=np.uint8))     # warm-up, both ways
+        peer.call(payload_make, 16)
+        for size in sizes:
+            most, least = _payload_reps(size, cfg.quick)
+            row = {"bytes": size}
+            a = np.ones(size, dtype=np.uint8)
+            if peer.is_reference:
+                ops = {"send": lambda: floor_copy(a),
+                       "return": lambda: floor_build_copy(size, np.uint8)}
+            else:
+                ops = {"send": lambda: peer.call(payload_len, a),
+                       "return": lambda: peer.call(payload_make, size)}
+            for way, op in ops.items():
+                samples = []
+                end = time.monotonic() + cfg.payload_budget_s
+                for i in range(most):
+                    dt, r = _timed(op)
+                    got = r if way == "send" else r.nbytes
+                    if got != size:
+                        _check(got, size, f"payload {way} {size}")
+                    del r
+                    samples.append(dt)
+                    if i + 1 >= least and time.monotonic() > end:
+                        break
+                if size >= 16 * MiB:
+                    gc.collect()
+                med = statistics.median(samples)
+                row[way] = {"n": len(samples), "p50_us": 1e6 * med,
+                            "min_us": 1e6 * min(samples), "gb_s": size / med / 1e9}
+            del a
+            gc.collect()
+            rows.append(row)
+    finally:
+        peer.stop()
+    return {"rows": rows, "multicore_arrays": "plain numpy (copied)"}
+
+
+# ---------------------------------------------------------------------------
+# (m) throughput against the number of workers (issue 12 section 4)
+# ---------------------------------------------------------------------------
+
+def _tree_cpu(pids):
+    """(CPU ns from schedstat, voluntary + involuntary context switches) summed
+    over pids."""
+    ns = sw = 0
+    for p in pids:
+        ns += procs.cpu_ns(p) or 0
+        sw += procs.ctxt_switches(p) or 0
+    return ns, sw
+
+
+def worker_growth(peer, workers, cfg):
+    """For each worker count: growth_tasks trivial tasks submitted one by
+    one, and one map over growth_items items (multicore.map's adaptive
+    chunking; a peer's map with its default chunk size), best of reps.
+    Every worker is live first: as many tasks as workers, each holding its
+    worker 50 ms, are run at once, and the pids that ran them are counted.
+    The CPU time (schedstat) and context switches of the caller and of the
+    workers over the timed one-by-one runs are kept for the analysis."""
+    me = os.getpid()
+    rows = []
+    items_b = list(range(cfg.growth_tasks))
+    want_b = [x + 1 for x in items_b]
+    items_c = list(range(cfg.growth_items))
+    want_c = [x + 1 for x in items_c]
+    chunk = "auto" if peer.name == "multicore" else None
+    reps = cfg.reps if cfg.quick else max(cfg.reps, 5)
+    for w in cfg.worker_counts:
+        peer.start(w)
+        try:
+            live = set(peer.submit_all(nap_pid, [0.02 if cfg.quick else 0.05] * w))
+            peer.submit_all(inc, list(range(4 * w)))
+            pids = sorted((set(procs.descendants(me)) | set(peer.worker_pids())) - {me})
+            c0, s0 = _tree_cpu(pids)
+            me0, mes0 = time.process_time_ns(), procs.ctxt_switches(me) or 0
+            one = []
+            for _ in range(reps):
+                dt, got = _timed(lambda: peer.submit_all(inc, items_b))
+                _check(got, want_b, "one by one")
+                one.append(dt)
+                del got
+            c1, s1 = _tree_cpu(pids)
+            me1, mes1 = time.process_time_ns(), procs.ctxt_switches(me) or 0
+            maps = []
+            for _ in range(reps):
+                dt, got = _timed(lambda: peer.map(inc, items_c, chunk))
+                _check(list(got), want_c, "map")
+                maps.append(dt)
+                del got
+        finally:
+            peer.stop()
+        n_b = cfg.growth_tasks * reps
+        rows.append({
+            "workers": w, "live_workers": len(live),
+            "one_by_one_s": one, "one_by_one_per_s": cfg.growth_tasks / min(one),
+            "map_s": maps, "map_per_s": cfg.growth_items / min(maps),
+            "caller_cpu_us_per_task": (me1 - me0) / 1e3 / n_b,
+            "workers_cpu_us_per_task": (c1 - c0) / 1e3 / n_b,
+            "caller_switches_per_task": (mes1 - mes0) / n_b,
+            "workers_switches_per_task": (s1 - s0) / n_b,
+            "wall_us_per_task": 1e6 * sum(one) / n_b,
+        })
+    return {"tasks": cfg.growth_tasks, "items": cfg.growth_items, "rows": rows,
+            "map_method": peer.map_label(chunk)}
+
+
 SCENARIOS = {
     "a": ("round trip of one trivial task", roundtrip),
     "b": ("trivial tasks submitted one by one", one_by_one),
@@ -302,6 +520,8 @@ SCENARIOS = {
     "d": ("CPU-bound scaling", scaling),
     "e": ("numpy arrays to/from a worker", arrays),
     "g": ("CPU used by an idle pool", idle_cpu),
+    "l": ("round trip and GB/s against payload size", payload_sizes),
+    "m": ("throughput against the number of workers", worker_growth),
 }
 # What the in-process reference can take part in.
-REFERENCE_SCENARIOS = {"a", "b", "c", "e"}
+REFERENCE_SCENARIOS = {"a", "b", "c", "e", "l"}

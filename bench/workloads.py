@@ -43,3 +43,22 @@ def array_make_shared(nbytes):
     pool's shared memory (multicore.shared), so it comes back by reference."""
     import multicore.shared
     return multicore.shared.ones(nbytes // 8, dtype=np.float64)
+
+
+def payload_len(a):
+    """Scenario (l), sending: the worker takes the payload and returns its size."""
+    return a.nbytes
+
+
+def payload_make(nbytes):
+    """Scenario (l), returning: the worker builds a payload of nbytes bytes."""
+    return np.ones(nbytes, dtype=np.uint8)
+
+
+def nap_pid(seconds):
+    """Scenario (m)'s warm-up: hold a worker long enough that every worker
+    takes one such task; returns the pid that ran it."""
+    import os
+    import time
+    time.sleep(seconds)
+    return os.getpid()
