@@ -310,14 +310,18 @@ def arrays(peer, workers, cfg):
             reps = 1 if cfg.quick else (5 if mib <= 8 else 3)
             res = out[str(mib)] = {}
             for suffix, shared in variants:
-                a = peer.array_to_send(nbytes, shared)
+                # A fresh array for every repetition, made outside the
+                # timer: joblib keeps the memmap it made of an array object
+                # and reuses it when the same object is sent again, which
+                # would time a cache instead of a send.
                 send = []
                 for _ in range(reps):
+                    a = peer.array_to_send(nbytes, shared)
                     dt, r = _timed(lambda a=a: peer.call(array_sum, a))
                     _check(r, float(nbytes // 8), "array_sum")
                     send.append(dt)
-                del a
-                gc.collect()
+                    del a
+                    gc.collect()
                 maker = peer.array_maker(shared)
                 ret = []
                 for _ in range(reps):
@@ -424,7 +428,8 @@ def payload_sizes(peer, workers, cfg):
     take); the in-process reference measures the floors: copy into fresh
     shared memory (sending), build + copy into fresh shared memory
     (returning). A size stops after payload_budget_s once it has its
-    minimum number of samples. GB/s is the payload over the median."""
+    minimum number of samples. GB/s is the payload over the median. Each
+    sample sends a new array (made outside the timer)."""
     sizes = [4 ** k for k in range(cfg.payload_max_log4 + 1)]
     rows = []
     peer.start(workers)
@@ -434,17 +439,18 @@ def payload_sizes(peer, workers, cfg):
         for size in sizes:
             most, least = _payload_reps(size, cfg.quick)
             row = {"bytes": size}
-            a = np.ones(size, dtype=np.uint8)
+            box = [None]   # a fresh payload for every sample (see arrays(): joblib's memmap cache)
             if peer.is_reference:
-                ops = {"send": lambda: floor_copy(a),
+                ops = {"send": lambda: floor_copy(box[0]),
                        "return": lambda: floor_build_copy(size, np.uint8)}
             else:
-                ops = {"send": lambda: peer.call(payload_len, a),
+                ops = {"send": lambda: peer.call(payload_len, box[0]),
                        "return": lambda: peer.call(payload_make, size)}
             for way, op in ops.items():
                 samples = []
                 end = time.monotonic() + cfg.payload_budget_s
                 for i in range(most):
+                    box[0] = np.ones(size, dtype=np.uint8) if way == "send" else None
                     dt, r = _timed(op)
                     got = r if way == "send" else r.nbytes
                     if got != size:
@@ -458,7 +464,7 @@ def payload_sizes(peer, workers, cfg):
                 med = statistics.median(samples)
                 row[way] = {"n": len(samples), "p50_us": 1e6 * med,
                             "min_us": 1e6 * min(samples), "gb_s": size / med / 1e9}
-            del a
+            box[0] = None
             gc.collect()
             rows.append(row)
     finally:
