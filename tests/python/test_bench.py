@@ -12,11 +12,11 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def run_bench(tmp_path, crash):
+def run_bench(tmp_path, crash, scenarios="a"):
     env = dict(os.environ, MCBENCH_SIMULATE_CRASH=crash)
     out = tmp_path / "q"
     cmd = [sys.executable, os.path.join(ROOT, "bench", "run.py"), "--quick",
-           "--scenarios", "a", "--libs", "mp_pool", "--no-png",
+           "--scenarios", scenarios, "--libs", "mp_pool", "--no-png",
            "--json", str(out / "q.json"), "--md", str(out / "q.md")]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=240)
     data = json.loads((out / "q.json").read_text())
@@ -38,3 +38,23 @@ def test_a_failure_of_multicore_fails_the_run(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     assert data["scenarios"]["a"]["results"]["multicore"]["error"] == "exit status 3"
     assert "FAILED: multicore a: exit status 3" in r.stdout
+
+
+def test_growth_scenarios_run_and_a_failing_peer_in_them_is_reported(tmp_path):
+    # (m) and (n) against mp.Pool, (e) with its copy floors; mp.Pool dies
+    # in every one of its children: reported, and multicore's rows are there.
+    r, data, md = run_bench(tmp_path, "mp_pool", scenarios="e,m,n")
+    assert r.returncode == 0, r.stdout + r.stderr
+    sc = data["scenarios"]
+    assert sc["m"]["results"]["mp_pool"]["error"] == "exit status 3"
+    assert sc["n"]["results"]["mp_pool"] == {"error": "see log"}
+    m = sc["m"]["results"]["multicore"]
+    assert [x["workers"] for x in m["rows"]] == [1, 2, 8]
+    assert all(x["live_workers"] == x["workers"] and x["one_by_one_per_s"] > 0 for x in m["rows"])
+    n = sc["n"]["results"]["multicore"]
+    assert n["parts"]["n"] == 10000 and n["items"]["n"] == 100000
+    assert n["parts"]["shm_peak_mib"] > 0
+    floors = sc["e"]["results"]["inprocess"]["8"]
+    assert floors["send_floor_gb_s"] > 0 and floors["return_warm_floor_gb_s"] > 0
+    assert "copy floors" in md
+    assert "mp_pool e,m: exit status 3" in r.stdout and "mp_pool n: exit status 3" in r.stdout
