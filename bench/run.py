@@ -333,25 +333,32 @@ def main():
         data["strays"] += [{"after": "h", "pid": p, "comm": c, "cmdline": cl}
                            for p, c, cl in procs.reap_strays()]
 
-    # -- (i) scikit-learn grid search, joblib backends (own process) ---------
-    if "i" in scen:
-        log(f"[{time.perf_counter() - t_start:6.1f}s] joblib: scenario i")
-        out = os.path.join(logdir, "joblib_i.json")
+    def child_scenario(letter, who, script, argv, quick_timeout):
+        """A scenario measured by a script of its own in a fresh interpreter
+        that writes its JSON (its peers inside it); a failure is noted."""
+        log(f"[{time.perf_counter() - t_start:6.1f}s] {who}: scenario {letter}")
+        out = os.path.join(logdir, f"{who}_{letter}.json")
         logpath = out[:-5] + ".log"
         if os.path.exists(out):
             os.unlink(out)
-        cmd = [sys.executable, os.path.join(HERE, "joblib_grid.py"), "--json", out,
-               "--workers", str(args.workers)] + (["--quick"] if args.quick else [])
+        cmd = [sys.executable, os.path.join(HERE, script), "--json", out] + argv + \
+            (["--quick"] if args.quick else [])
         if args.quiet_wait > 0:
             procs.wait_quiet(give_up=args.quiet_wait)
         with Interference() as itf:
-            ok, why, secs, strays = run_child(cmd, logpath, 240 if args.quick else 1800)
-        note_child("joblib i", ok, why, secs, strays, logpath)
+            ok, why, secs, strays = run_child(cmd, logpath, quick_timeout if args.quick else 1800)
+        note_child(f"{who} {letter}", ok, why, secs, strays, logpath)
         try:
             with open(out) as f:
-                data["scenarios"]["i"] = dict(json.load(f), interference_percent=round(itf.percent, 1))
+                data["scenarios"][letter] = dict(json.load(f),
+                                                 interference_percent=round(itf.percent, 1))
         except (OSError, ValueError):
-            data["scenarios"]["i"] = {"title": TITLES["i"], "error": why or "no result (see log)"}
+            data["scenarios"][letter] = {"title": TITLES[letter],
+                                         "error": why or "no result (see log)"}
+
+    # -- (i) scikit-learn grid search, joblib backends (own process) ---------
+    if "i" in scen:
+        child_scenario("i", "joblib", "joblib_grid.py", ["--workers", str(args.workers)], 240)
 
     # -- (j) memory per task, (k) start-up vs workers: multicore only --------
     def own_probe(scen, script, argv, timeout, owner="multicore"):
@@ -408,23 +415,7 @@ def main():
             data["failures"].append({"what": "multicore k", "why": str(exc)})
     # -- (o) multicore on a Dask cluster (own process and cluster) ---------
     if "o" in scen:
-        log(f"[{time.perf_counter() - t_start:6.1f}s] dask: scenario o")
-        out = os.path.join(logdir, "cluster_o.json")
-        logpath = out[:-5] + ".log"
-        if os.path.exists(out):
-            os.unlink(out)
-        cmd = [sys.executable, os.path.join(HERE, "cluster.py"), "--json", out] + \
-            (["--quick"] if args.quick else [])
-        if args.quiet_wait > 0:
-            procs.wait_quiet(give_up=args.quiet_wait)
-        with Interference() as itf:
-            ok, why, secs, strays = run_child(cmd, logpath, 300 if args.quick else 1800)
-        note_child("cluster o", ok, why, secs, strays, logpath)
-        try:
-            with open(out) as f:
-                data["scenarios"]["o"] = dict(json.load(f), interference_percent=round(itf.percent, 1))
-        except (OSError, ValueError):
-            data["scenarios"]["o"] = {"title": TITLES["o"], "error": why or "no result (see log)"}
+        child_scenario("o", "cluster", "cluster.py", [], 300)
 
     if "n" in scen:
         N = data["scenarios"]["n"] = {"title": TITLES["n"], "libs": [], "results": {}}

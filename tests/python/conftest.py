@@ -12,37 +12,7 @@ import time
 import pytest
 
 import multicore
-
-
-def child_pids(pid=None):
-    """Pids of the processes whose parent is `pid` (default: this process),
-    zombies included, read from /proc/*/stat."""
-    pid = os.getpid() if pid is None else pid
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read().decode("ascii", "replace")
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) >= 2 and int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
-def exited(pid):
-    """True once pid has exited: gone from /proc, or a zombie nobody reaped
-    yet (an orphan's new parent may reap late; it has still exited)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state == "Z"
+from procfs import child_pids, exited  # noqa: F401 (the tests import them from here)
 
 
 def shm_mappings(pid):

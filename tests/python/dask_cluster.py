@@ -12,37 +12,16 @@ import subprocess
 import sys
 import time
 
+from procfs import exited, group_members
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TASK_MODULES = os.path.join(HERE, "cluster_modules")
 START_TIMEOUT = 60.0
 
 
-def _pgid_members(pgids):
-    """Pids of the live processes (zombies too) whose process group is in
-    pgids."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read().decode("ascii", "replace")
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) >= 3 and int(fields[2]) in pgids:
-            found.append(int(entry))
-    return found
-
-
 def _alive(pid):
-    """Not exited: in /proc and not a zombie (an orphan's zombie is reaped
-    by its new parent, late perhaps; it has exited)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    """Not exited (see procfs.exited)."""
+    return not exited(pid)
 
 
 def _wait_exited(pids, timeout):
@@ -188,7 +167,7 @@ class LocalDaskCluster:
                 p.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
-        if _wait_exited(_pgid_members(pgids), max(0.1, deadline - time.monotonic())):
+        if _wait_exited(group_members(pgids), max(0.1, deadline - time.monotonic())):
             for pgid in pgids:
                 try:
                     os.killpg(pgid, signal.SIGKILL)
@@ -196,7 +175,7 @@ class LocalDaskCluster:
                     pass
         for p in procs:
             p.wait(10)
-        left = _wait_exited(_pgid_members(pgids), 5.0)
+        left = _wait_exited(group_members(pgids), 5.0)
         self.scheduler, self.workers = None, []
         return left
 
