@@ -556,13 +556,25 @@ static inline uint64_t mc_t_shm_in_use(mc_pool *pool)
 }
 
 /* Workers drop their reference on a finished task just after publishing
-   its result: wait up to 2 s for the count to settle at `want`. */
+   its result (a worker preempted in between, on a loaded machine, holds it
+   a while longer): wait up to MC_T_SETTLE_S for the count to settle at
+   `want`, or below `limit`. */
+#define MC_T_SETTLE_S 10.0
 static inline int mc_t_shm_settles_at(mc_pool *pool, uint64_t want)
 {
     double t0 = mc_t_now();
-    while (mc_t_shm_in_use(pool) != want && mc_t_now() - t0 < 2)
+    while (mc_t_shm_in_use(pool) != want && mc_t_now() - t0 < MC_T_SETTLE_S)
         mc_t_sleep_ms(1);
     return mc_t_shm_in_use(pool) == want;
+}
+
+static inline uint64_t mc_t_shm_settles_below(mc_pool *pool, uint64_t limit)
+{
+    double t0 = mc_t_now();
+    uint64_t now;
+    while ((now = mc_t_shm_in_use(pool)) >= limit && mc_t_now() - t0 < MC_T_SETTLE_S)
+        mc_t_sleep_ms(1);
+    return now;
 }
 
 /* ------------------------------------------------------------------ main */
