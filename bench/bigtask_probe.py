@@ -27,6 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import workloads  # noqa: E402  (before the pool starts)
+import procs      # noqa: E402
 
 
 def status_kib(key):
@@ -106,11 +107,7 @@ def main():
     ap.add_argument("--items", type=int, default=10_000_000)
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     args = ap.parse_args()
-    # As in measure.py: MCBENCH_SIMULATE_CRASH=mp_pool makes this probe die
-    # before measuring (tests the path where a peer fails).
-    if args.lib in os.environ.get("MCBENCH_SIMULATE_CRASH", "").split(","):
-        print(f"{args.lib}: simulated crash (MCBENCH_SIMULATE_CRASH)", file=sys.stderr)
-        os._exit(3)
+    procs.crash_if_simulated(args.lib)
     inc = workloads.inc
     res = {"lib": args.lib, "workers": args.workers, "peak_reset": reset_peak()}
 

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import workloads  # noqa: E402,F401  (before any pool starts)
 import peers      # noqa: E402
 import scenarios  # noqa: E402
+import procs      # noqa: E402
 
 
 class SharedPool:
@@ -59,12 +60,7 @@ def main():
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     args = ap.parse_args()
 
-    # MCBENCH_SIMULATE_CRASH=mp_pool,...: this child dies before measuring,
-    # as a peer whose daemon or session directory vanished would (tests the
-    # path where a peer fails: reported, and the run goes on).
-    if args.lib in os.environ.get("MCBENCH_SIMULATE_CRASH", "").split(","):
-        print(f"{args.lib}: simulated crash (MCBENCH_SIMULATE_CRASH)", file=sys.stderr)
-        os._exit(3)
+    procs.crash_if_simulated(args.lib)
     cls = peers.PEERS[args.lib]
     cfg = scenarios.Config.make(args.quick, args.spin_n)
     out = {"lib": args.lib, "results": {}}

@@ -6,6 +6,7 @@ Works without psutil (it only reads /proc); psutil is not needed.
 import ctypes
 import os
 import signal
+import sys
 import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -180,3 +181,13 @@ def ctxt_switches(pid):
             return n
     except (OSError, ValueError):
         return None
+
+
+def crash_if_simulated(lib):
+    """MCBENCH_SIMULATE_CRASH=mp_pool,...: a measuring child for one of these
+    libraries dies before measuring, as a peer whose daemon or session
+    directory vanished would (tests the path where a peer fails: reported,
+    and the run goes on)."""
+    if lib in os.environ.get("MCBENCH_SIMULATE_CRASH", "").split(","):
+        print(f"{lib}: simulated crash (MCBENCH_SIMULATE_CRASH)", file=sys.stderr)
+        os._exit(3)
