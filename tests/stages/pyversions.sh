@@ -81,7 +81,7 @@ for c in "${candidates[@]}"; do
     [[ -z ${seen[$minor]:-} ]] || continue
     seen[$minor]=1
     if [[ $minor == "$main_minor" ]]; then
-        echo "pyversions: $d ($c): skipped, the main python stage runs $PYTHON ($main_minor) in full"
+        echo "pyversions: $d ($c): not repeated here, the main python stage runs $PYTHON ($main_minor) in full"
         continue
     fi
     chosen+=("$d $c")
