@@ -31,14 +31,27 @@ done
 
 out=/tmp/multicore-flakes.$$
 mkdir -p "$out"
-hog_pid=""
+hog_pid="" run_pid=""
 cleanup() {
     if [[ -n $hog_pid ]]; then
         kill "$hog_pid" 2>/dev/null || true
         wait "$hog_pid" 2>/dev/null || true
     fi
 }
+# A signal to the hunt ends the run in progress too: each run is a process
+# group of its own (setsid below), so the whole group gets the signal, and
+# the hunt waits for it before it exits.
+interrupted() {
+    trap - INT TERM
+    if [[ -n $run_pid ]]; then
+        echo "flake hunt: interrupted, stopping the run in progress (process group $run_pid)" >&2
+        kill -TERM -- "-$run_pid" 2>/dev/null || true
+        wait "$run_pid" 2>/dev/null || true
+    fi
+    exit 130
+}
 trap cleanup EXIT
+trap interrupted INT TERM
 if ((hog)); then
     cpu=$(($(nproc) - 1))
     taskset -c "$cpu" bash -c 'while :; do :; done' &
@@ -70,17 +83,22 @@ for ((i = 1; i <= runs; i++)); do
     git clone --quiet "$ROOT" "$dir/src"
     start=$SECONDS
     rc=0
+    # Started in the background (as from a script), the run has SIGINT and
+    # SIGQUIT ignored, which bash cannot undo and every program would
+    # inherit: CI's run has them as a terminal does, so python restores
+    # them before it becomes the run.
     (
         cd "$dir/src"
         [[ -z $stages ]] || export MULTICORE_STAGES=$stages
-        # Started in the background (as from a script), this shell has
-        # SIGINT and SIGQUIT ignored, which bash cannot undo and every
-        # program would inherit: CI's run has them as a terminal does.
-        MULTICORE_BUILD_ROOT="$dir/build" python3 -c 'import os, signal, sys
+        export MULTICORE_BUILD_ROOT="$dir/build"
+        exec setsid python3 -c 'import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_DFL)
 signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 os.execvp(sys.argv[1], sys.argv[1:])' bash .ci/run
-    ) >"$dir/run.log" 2>&1 </dev/null || rc=$?
+    ) >"$dir/run.log" 2>&1 </dev/null &
+    run_pid=$!
+    wait "$run_pid" || rc=$?
+    run_pid=""
     secs=$((SECONDS - start))
     total=$(grep -E '^total: ' "$dir/run.log" | tail -n1 || true)
     if ((rc == 0)); then
