@@ -43,7 +43,7 @@ ROOT = os.path.dirname(HERE)
 OUT = "/tmp/rt2-build/rtprof"
 
 
-def build(name, tree):
+def build(name, tree, extra=()):
     dest = os.path.join(OUT, name)
     pkg = os.path.join(dest, "multicore")
     if os.path.isdir(dest):
@@ -52,7 +52,7 @@ def build(name, tree):
                     ignore=shutil.ignore_patterns("_ext", "__pycache__"))
     inc = sysconfig.get_paths()["include"]
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    cmd = (["cc", "-O3", "-DNDEBUG", "-std=gnu11", "-fPIC", "-shared", "-fvisibility=hidden",
+    cmd = (["cc", "-O3", *extra, "-DNDEBUG", "-std=gnu11", "-fPIC", "-shared", "-fvisibility=hidden",
             "-I" + inc, "-Iinclude", "-Isrc", "-Ipython/multicore/_ext"]
            + sorted(glob.glob(os.path.join(tree, "src", "*.c")))
            + sorted(glob.glob(os.path.join(tree, "python", "multicore", "_ext", "*.c")))
@@ -74,6 +74,8 @@ def child(n, workers):
     import pickle
     import time
     import multicore
+    if not multicore._multicore.__file__.startswith(os.environ["PYTHONPATH"]):
+        raise SystemExit(f"wrong module: {multicore._multicore.__file__}")
     clock = time.perf_counter_ns
 
     def loop(fn, k=n):
@@ -150,7 +152,9 @@ def main():
     for rep in range(a.reps):
         for name, d in dirs.items():
             env = dict(os.environ, PYTHONPATH=d)
-            p = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "--n", str(a.n),
+            # -S: no site-packages, so that an installed (or editable) multicore
+            # cannot shadow the build on PYTHONPATH
+            p = subprocess.run([sys.executable, "-S", os.path.abspath(__file__), "--child", "--n", str(a.n),
                                 "--workers", str(a.workers)], env=env, cwd="/tmp",
                                capture_output=True, text=True, timeout=600)
             if p.returncode != 0:

@@ -19,6 +19,8 @@
 #include "ext.h"
 
 #include <errno.h>
+#include <stddef.h>
+#include <string.h>
 #include <math.h>
 
 struct mcx_run {
@@ -251,10 +253,12 @@ static PyObject *Task_run(TaskObject *self, PyObject *args, PyObject *kwargs)
 {
     PyObject *fn = NULL, *call_args = NULL, *call_kwargs = NULL;
     PyObject *pair = NULL, *fn_bytes = NULL;
-    mcx_oob frame = {0};
+    mcx_oob frame;
     PyObject *ret = NULL;
     int format = MCX_FMT_PICKLE, use_dill = 0;
     Py_ssize_t nargs = PyTuple_GET_SIZE(args);
+
+    memset(&frame, 0, offsetof(mcx_oob, compact));   /* the compact bytes need no clearing */
 
     if (task_enter(self, "run") < 0)
         return NULL;
@@ -485,6 +489,8 @@ static PyObject *decode_result(TaskObject *self, size_t i, const mc_result *r)
     int format = self->runs[i].format;
     if (format != MCX_FMT_PICKLE)
         return mcx_decode_result(r->data, r->len, format);
+    if (mcx_compact_is(r->data, r->len))
+        return mcx_oob_loads(r->data, r->len, 0, NULL, NULL, NULL, NULL);
     mcx_frame f;
     if (mcx_frame_parse(r->data, r->len, &f) < 0) {
         PyErr_SetString(mcx.MulticoreError, "Task.get: malformed result frame");
