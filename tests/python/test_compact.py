@@ -138,3 +138,38 @@ def test_many_parts_mixing_compact_and_pickled(pool):
     for v in values:
         t.run(identity, v)
     assert t.get(timeout=60) == values
+
+
+def test_run_keywords_are_parsed_only_when_given_and_not_mutated(pool):
+    """run() without keywords takes the path that parses nothing; with
+    them, its own options are taken out of a copy (the caller's dict is
+    untouched) and the rest reach the function."""
+    opts = {"serialization_format": "json", "k": 1}
+    t = Task()
+    t.run(describe, 2, **opts)
+    t.run(describe, 3)
+    t.run(fn=describe, use_dill=False, z="w")
+    assert t.get(timeout=60) == [[[["int", "2"]], [["k", "int", "1"]]],
+                                 ([("int", "3")], []),
+                                 ([], [("z", "str", "'w'")])]
+    assert opts == {"serialization_format": "json", "k": 1}
+
+
+def test_task_constructor_and_get_arguments(pool):
+    for make in (lambda: Task(), lambda: Task(None), lambda: Task(max_load_average=None),
+                 lambda: Task(1e9)):
+        t = make()
+        t.run(identity, 7)
+        assert t.get() == [7]
+    t = Task()
+    t.run(identity, 8)
+    assert t.get(None) == [8]
+    t = Task()
+    t.run(identity, 9)
+    assert t.get(timeout=60.0) == [9]
+    with pytest.raises(TypeError):
+        Task().get(1, 2)
+    with pytest.raises(ValueError):
+        Task().get(-1)
+    with pytest.raises(TypeError):
+        multicore._multicore.Task(None, None)
