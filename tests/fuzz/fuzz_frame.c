@@ -3,7 +3,10 @@
  * shared memory (python/multicore/_ext/frame.c): the task payload a worker
  * reads before it unpickles anything (mcx_wire_parse), and the out-of-band
  * frame the caller reads in a result and a worker in its arguments
- * (mcx_frame_parse, mcx_frame_buffer, mcx_frame_link_parse). A task can
+ * (mcx_frame_parse, mcx_frame_buffer, mcx_frame_link_parse), and the
+ * compact frame of small atoms that replaces it for trivial calls and
+ * results (mcx_compact_is, mcx_compact_parse; built with mcx_compact_put).
+ * A task can
  * write anything into its own result, and past it, so these are the only
  * reads of another process's bytes that the extension does before Python
  * sees them.
@@ -28,7 +31,13 @@
  *     entry either refused or naming a link below MC_SHARE_MAX;
  *   - what a parser accepts survives being written again with the writers
  *     (the canonical layout) and parsed back, to the same parts and bytes;
- *   - with no edit, what was built parses back to exactly the description.
+ *   - with no edit, what was built parses back to exactly the description;
+ *   - compact frames (first byte with bits 0 and 3 = 0 and 1: built from a
+ *     list of atoms, then edited; and every raw input): a parse either
+ *     refuses or gives a kind and count in range and items whose bytes lie
+ *     inside the frame, ending exactly at its end; what it accepts is
+ *     written again by the writer to the very same bytes; unedited, the
+ *     atoms come back exactly (ints, float bits, lengths and bytes).
  */
 #include "fuzz_common.h"
 
@@ -281,6 +290,123 @@ static uint64_t edit_value(fz_in *in, size_t len)
     }
 }
 
+/* ---------------------------------------------------------------------
+ * Compact frames
+ * --------------------------------------------------------------------- */
+
+/* Checks on what mcx_compact_parse() made of [base, base + len). */
+static void check_compact(const unsigned char *base, size_t len, const mcx_compact *c)
+{
+    FZ_ASSERT(mcx_compact_is(base, len));
+    FZ_ASSERT(len >= MCX_COMPACT_HEAD && len <= MCX_COMPACT_MAX);
+    FZ_ASSERT(c->kind == MCX_COMPACT_VALUE || c->kind == MCX_COMPACT_CALL);
+    FZ_ASSERT(c->n <= MCX_COMPACT_MAX_ITEMS);
+    FZ_ASSERT(c->kind != MCX_COMPACT_VALUE || c->n == 1);
+    for (size_t k = 0; k < c->n; k++) {
+        const mcx_atom *a = &c->item[k];
+        FZ_ASSERT(a->type <= MCX_ATOM_BYTES);
+        if (a->type == MCX_ATOM_STR || a->type == MCX_ATOM_BYTES) {
+            FZ_ASSERT((const unsigned char *)a->data >= base + MCX_COMPACT_HEAD);
+            FZ_ASSERT(a->len <= len && (size_t)((const unsigned char *)a->data - base) <= len - a->len);
+            touch(a->data, a->len);
+        }
+    }
+    /* written again: the very same bytes */
+    unsigned char *p = malloc(MCX_COMPACT_MAX);
+    FZ_ASSERT(p != NULL);
+    mcx_compact_writer w;
+    mcx_compact_begin(&w, p, c->kind);
+    for (size_t k = 0; k < c->n; k++)
+        FZ_ASSERT(mcx_compact_put(&w, &c->item[k]) == 0);
+    FZ_ASSERT(mcx_compact_end(&w) == len);
+    FZ_ASSERT(memcmp(p, base, len) == 0);
+    free(p);
+}
+
+static void parse_compact(const unsigned char *data, size_t len, const mcx_compact *want)
+{
+    mcx_compact c;
+    if (mcx_compact_parse(data, len, &c) != 0) {
+        FZ_ASSERT(want == NULL);
+        return;
+    }
+    check_compact(data, len, &c);
+    if (want == NULL)
+        return;
+    FZ_ASSERT(c.kind == want->kind && c.n == want->n);
+    for (size_t k = 0; k < c.n; k++) {
+        const mcx_atom *a = &c.item[k], *b = &want->item[k];
+        FZ_ASSERT(a->type == b->type);
+        if (a->type == MCX_ATOM_INT)
+            FZ_ASSERT(a->i == b->i);
+        if (a->type == MCX_ATOM_FLOAT)
+            FZ_ASSERT(memcmp(&a->f, &b->f, sizeof a->f) == 0);   /* NaN bits, -0.0 */
+        if (a->type == MCX_ATOM_STR || a->type == MCX_ATOM_BYTES)
+            FZ_ASSERT(a->len == b->len && memcmp(a->data, b->data, a->len) == 0);
+    }
+}
+
+/* Built: a list of atoms (as oob.c writes a call's arguments or a result),
+   then edits. Atoms that do not fit end the list, as oob.c then pickles. */
+static void fuzz_compact(fz_in *in, uint8_t kind)
+{
+    static unsigned char text[MCX_COMPACT_MAX + 16];
+    for (size_t k = 0; k < sizeof text; k++)
+        text[k] = pattern(k, 5);
+    mcx_compact want = {0};
+    want.kind = (kind & 16) ? MCX_COMPACT_VALUE : MCX_COMPACT_CALL;
+    unsigned count = want.kind == MCX_COMPACT_VALUE ? 1 : fz_u8(in) % (MCX_COMPACT_MAX_ITEMS + 3);
+    unsigned char *buf = malloc(MCX_COMPACT_MAX);
+    FZ_ASSERT(buf != NULL);
+    mcx_compact_writer w;
+    mcx_compact_begin(&w, buf, want.kind);
+    for (unsigned k = 0; k < count; k++) {
+        mcx_atom a = {0};
+        a.type = fz_u8(in) % 8;   /* 7: not an atom type, refused */
+        if (a.type == MCX_ATOM_INT) {
+            a.i = (int64_t)fz_u64(in);
+        } else if (a.type == MCX_ATOM_FLOAT) {
+            uint64_t bits = fz_u64(in);
+            memcpy(&a.f, &bits, sizeof bits);
+        } else if (a.type == MCX_ATOM_STR || a.type == MCX_ATOM_BYTES) {
+            a.len = fz_u16(in) % (MCX_COMPACT_MAX + 16);
+            a.data = (const char *)text;
+        }
+        int full = w.n >= MCX_COMPACT_MAX_ITEMS;
+        int ok = mcx_compact_put(&w, &a);
+        if (a.type > MCX_ATOM_BYTES || full || a.len > MCX_COMPACT_MAX)
+            FZ_ASSERT(ok < 0);
+        if (ok < 0)
+            break;
+        want.item[want.n++] = a;
+    }
+    size_t len = mcx_compact_end(&w);
+    FZ_ASSERT(len <= MCX_COMPACT_MAX);
+    /* exactly len bytes on the heap: ASan sees any read past them */
+    unsigned char *p = malloc(len);
+    FZ_ASSERT(p != NULL);
+    memcpy(p, buf, len);
+    free(buf);
+    int edited = 0;
+    for (unsigned k = 0; k < 8 && fz_more(in); k++) {
+        size_t at = (size_t)fz_u16(in) % len;
+        p[at] = fz_u8(in);
+        edited = 1;
+    }
+    /* a truncated frame is refused (unless the edits made it whole) */
+    size_t cut = fz_more(in) ? (size_t)fz_u16(in) % (len + 1) : len;
+    int whole = !edited && cut == len;
+    /* a VALUE whose one atom did not fit is no frame: oob.c pickles it */
+    int valid = want.kind == MCX_COMPACT_CALL || want.n == 1;
+    parse_compact(p, cut, whole && valid ? &want : NULL);
+    if (whole && !valid)
+        FZ_ASSERT(mcx_compact_parse(p, cut, &(mcx_compact){0}) != 0);
+    mcx_frame f;
+    if (!edited)
+        FZ_ASSERT(mcx_frame_parse(p, len, &f) != 0);   /* never taken for a pickle frame */
+    free(p);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz_in in = {data, size};
@@ -292,7 +418,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(p, in.p, in.n);
         parse_payload(p, in.n, NULL, NULL);
         parse_frame(p, in.n, NULL);
+        parse_compact(p, in.n, NULL);
         free(p);
+        return 0;
+    }
+    if (kind & 8) {
+        fuzz_compact(&in, kind);
         return 0;
     }
 

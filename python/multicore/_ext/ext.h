@@ -66,6 +66,8 @@ typedef struct {
     PyObject *shared[MC_SHARE_MAX];     /* their SharedMemory objects */
     signed char *buf_shared;            /* per buffer: index in shared[], or -1 */
     size_t *buf_offset;                 /* per buffer: its offset in that one */
+    size_t compact_len;                 /* > 0: a compact frame (frame.h), no pickle */
+    unsigned char compact[MCX_COMPACT_MAX];   /* last: not cleared by encode */
 } mcx_oob;
 
 /* Where a frame goes, for linking shared buffers: the destination pool's
@@ -314,6 +316,9 @@ int mcx_oob_write(const mcx_oob *src, void *dst, mcx_share_fn share, void *share
 void mcx_oob_release(mcx_oob *o);
 PyObject *mcx_oob_loads(const void *frame, size_t len, int use_dill, mc_hold **hold,
                         mcx_link_fn resolve, void *resolve_arg, const void *tag);
+/* The objects of a parsed compact frame (frame.h): 0 with out[0..c->n)
+   set to new references, or -1 with an exception (none set). */
+int mcx_compact_objects(const mcx_compact *c, PyObject **out);
 
 /* ---- shared.c: the SharedMemory type; shared buffers ---- */
 extern PyTypeObject mcx_SharedMemoryType;

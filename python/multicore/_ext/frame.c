@@ -168,3 +168,129 @@ int mcx_frame_link_parse(uint64_t entry, unsigned *link, size_t *offset)
     *offset = (size_t)(entry & MCX_FRAME_OFF_MASK);
     return 0;
 }
+
+/* ---------------------------------------------------------------------
+ * Compact frame
+ * --------------------------------------------------------------------- */
+
+void mcx_compact_begin(mcx_compact_writer *w, void *buf, unsigned kind)
+{
+    w->p = buf;
+    store_u64(w->p, MCX_COMPACT_MARK);
+    w->p[8] = (unsigned char)kind;
+    w->p[9] = 0;
+    w->at = MCX_COMPACT_HEAD;
+    w->n = 0;
+}
+
+int mcx_compact_put(mcx_compact_writer *w, const mcx_atom *a)
+{
+    if (w->n >= MCX_COMPACT_MAX_ITEMS)
+        return -1;
+    size_t need = 1;
+    switch (a->type) {
+    case MCX_ATOM_NONE:
+    case MCX_ATOM_FALSE:
+    case MCX_ATOM_TRUE:
+        break;
+    case MCX_ATOM_INT:
+    case MCX_ATOM_FLOAT:
+        need += 8;
+        break;
+    case MCX_ATOM_STR:
+    case MCX_ATOM_BYTES:
+        if (a->len > MCX_COMPACT_MAX)
+            return -1;
+        need += 4 + a->len;
+        break;
+    default:
+        return -1;
+    }
+    if (need > MCX_COMPACT_MAX - w->at)
+        return -1;
+    unsigned char *p = w->p + w->at;
+    *p++ = (unsigned char)a->type;
+    if (a->type == MCX_ATOM_INT) {
+        memcpy(p, &a->i, 8);
+    } else if (a->type == MCX_ATOM_FLOAT) {
+        memcpy(p, &a->f, 8);
+    } else if (a->type == MCX_ATOM_STR || a->type == MCX_ATOM_BYTES) {
+        uint32_t n = (uint32_t)a->len;
+        memcpy(p, &n, 4);
+        if (a->len > 0)
+            memcpy(p + 4, a->data, a->len);
+    }
+    w->at += need;
+    w->n++;
+    return 0;
+}
+
+size_t mcx_compact_end(mcx_compact_writer *w)
+{
+    w->p[9] = (unsigned char)w->n;
+    return w->at;
+}
+
+int mcx_compact_is(const void *data, size_t len)
+{
+    return data != NULL && len >= 8 && load_u64(data) == MCX_COMPACT_MARK;
+}
+
+int mcx_compact_parse(const void *data, size_t len, mcx_compact *out)
+{
+    const unsigned char *p = data;
+    if (!mcx_compact_is(data, len) || len < MCX_COMPACT_HEAD || len > MCX_COMPACT_MAX)
+        return -1;
+    unsigned kind = p[8], n = p[9];
+    if ((kind != MCX_COMPACT_VALUE && kind != MCX_COMPACT_CALL) || n > MCX_COMPACT_MAX_ITEMS ||
+        (kind == MCX_COMPACT_VALUE && n != 1))
+        return -1;
+    size_t at = MCX_COMPACT_HEAD;
+    for (unsigned k = 0; k < n; k++) {
+        mcx_atom *a = &out->item[k];
+        if (at >= len)
+            return -1;
+        a->type = p[at++];
+        a->i = 0;
+        a->f = 0.0;
+        a->data = NULL;
+        a->len = 0;
+        switch (a->type) {
+        case MCX_ATOM_NONE:
+        case MCX_ATOM_FALSE:
+        case MCX_ATOM_TRUE:
+            break;
+        case MCX_ATOM_INT:
+        case MCX_ATOM_FLOAT:
+            if (len - at < 8)
+                return -1;
+            if (a->type == MCX_ATOM_INT)
+                memcpy(&a->i, p + at, 8);
+            else
+                memcpy(&a->f, p + at, 8);
+            at += 8;
+            break;
+        case MCX_ATOM_STR:
+        case MCX_ATOM_BYTES: {
+            uint32_t m;
+            if (len - at < 4)
+                return -1;
+            memcpy(&m, p + at, 4);
+            at += 4;
+            if (m > len - at)
+                return -1;
+            a->data = (const char *)p + at;
+            a->len = m;
+            at += m;
+            break;
+        }
+        default:
+            return -1;
+        }
+    }
+    if (at != len)
+        return -1;
+    out->kind = kind;
+    out->n = n;
+    return 0;
+}

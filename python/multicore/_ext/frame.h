@@ -111,4 +111,74 @@ int mcx_frame_has_inline(const mcx_frame *f);
    not below MC_SHARE_MAX. */
 int mcx_frame_link_parse(uint64_t entry, unsigned *link, size_t *offset);
 
+/* ---------------------------------------------------------------------
+ * Compact frame: a few small atoms in place of a pickle, for the common
+ * trivial call (run(f, 3)) and result. Written instead of an out-of-band
+ * frame when every value is an atom (below); anything else is pickled as
+ * before. The first word cannot be an out-of-band frame's pickle_len (it
+ * is larger than any frame), so the two are told apart by it alone:
+ *
+ *   0  u64  MCX_COMPACT_MARK
+ *   8  u8   kind: MCX_COMPACT_VALUE (one atom: a result) or
+ *           MCX_COMPACT_CALL (the positional arguments; no keywords)
+ *   9  u8   count (VALUE: 1; CALL: 0 to MCX_COMPACT_MAX_ITEMS)
+ *  10       count items: u8 type, then
+ *             INT: i64, FLOAT: the f64's 8 bytes (NaN payloads and -0.0
+ *             kept), STR (UTF-8) / BYTES: u32 length, then the bytes;
+ *             NONE, FALSE, TRUE: nothing
+ *
+ * The frame ends exactly after the last item; MCX_COMPACT_MAX bytes at
+ * most. Atoms are exact types only: None, bool, int within 64 bits,
+ * float, str that encodes to UTF-8 (no lone surrogates), bytes. Big ints,
+ * subclasses and everything else are pickled.
+ * --------------------------------------------------------------------- */
+#define MCX_COMPACT_MARK ((uint64_t)0xFFFFFFFFFFFF6D43u)
+#define MCX_COMPACT_VALUE 1u
+#define MCX_COMPACT_CALL 2u
+#define MCX_COMPACT_MAX_ITEMS 8u
+#define MCX_COMPACT_MAX 512u
+#define MCX_COMPACT_HEAD 10u
+
+enum {
+    MCX_ATOM_NONE = 0,
+    MCX_ATOM_FALSE = 1,
+    MCX_ATOM_TRUE = 2,
+    MCX_ATOM_INT = 3,
+    MCX_ATOM_FLOAT = 4,
+    MCX_ATOM_STR = 5,
+    MCX_ATOM_BYTES = 6
+};
+
+typedef struct {
+    unsigned type;       /* MCX_ATOM_* */
+    int64_t i;           /* INT */
+    double f;            /* FLOAT */
+    const char *data;    /* STR, BYTES: in the frame (parsed) or the caller's */
+    size_t len;
+} mcx_atom;
+
+typedef struct {
+    unsigned kind;
+    size_t n;
+    mcx_atom item[MCX_COMPACT_MAX_ITEMS];
+} mcx_compact;
+
+/* Writing into buf (MCX_COMPACT_MAX bytes): begin, put each atom (-1 when
+   it does not fit or there are too many: then write a pickle instead),
+   end gives the frame's length. */
+typedef struct {
+    unsigned char *p;
+    size_t at;
+    unsigned n;
+} mcx_compact_writer;
+
+void mcx_compact_begin(mcx_compact_writer *w, void *buf, unsigned kind);
+int mcx_compact_put(mcx_compact_writer *w, const mcx_atom *a);
+size_t mcx_compact_end(mcx_compact_writer *w);
+
+/* Reading: is it a compact frame (by its first word)? Then parse: 0, or
+   -1 if it is malformed. Items' data point into the frame. */
+int mcx_compact_is(const void *data, size_t len);
+int mcx_compact_parse(const void *data, size_t len, mcx_compact *out);
+
 #endif /* MULTICORE_EXT_FRAME_H */

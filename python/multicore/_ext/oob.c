@@ -26,6 +26,7 @@
  */
 #include "ext.h"
 
+#include <stddef.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------------
@@ -218,13 +219,158 @@ static int plan_buffers(mcx_oob *out, const void *tag)
     return 0;
 }
 
+/* ---------------------------------------------------------------------
+ * Compact frames: small atoms without pickle (layout in frame.h)
+ * --------------------------------------------------------------------- */
+
+/* 1 and *a set if obj is an atom a compact frame carries, else 0 (never
+   an exception). Exact types only: a subclass may pickle differently. */
+static int as_atom(PyObject *obj, mcx_atom *a)
+{
+    a->data = NULL;
+    a->len = 0;
+    if (obj == Py_None) {
+        a->type = MCX_ATOM_NONE;
+    } else if (obj == Py_True) {
+        a->type = MCX_ATOM_TRUE;
+    } else if (obj == Py_False) {
+        a->type = MCX_ATOM_FALSE;
+    } else if (PyLong_CheckExact(obj)) {
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (overflow != 0 || (v == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return 0;   /* beyond 64 bits: pickled */
+        }
+        a->type = MCX_ATOM_INT;
+        a->i = (int64_t)v;
+    } else if (PyFloat_CheckExact(obj)) {
+        a->type = MCX_ATOM_FLOAT;
+        a->f = PyFloat_AS_DOUBLE(obj);
+    } else if (PyUnicode_CheckExact(obj)) {
+        if (PyUnicode_GET_LENGTH(obj) > (Py_ssize_t)MCX_COMPACT_MAX)
+            return 0;
+        Py_ssize_t n;
+        const char *utf8 = PyUnicode_AsUTF8AndSize(obj, &n);
+        if (utf8 == NULL) {
+            PyErr_Clear();   /* lone surrogates: pickled */
+            return 0;
+        }
+        a->type = MCX_ATOM_STR;
+        a->data = utf8;
+        a->len = (size_t)n;
+    } else if (PyBytes_CheckExact(obj)) {
+        if (PyBytes_GET_SIZE(obj) > (Py_ssize_t)MCX_COMPACT_MAX)
+            return 0;
+        a->type = MCX_ATOM_BYTES;
+        a->data = PyBytes_AS_STRING(obj);
+        a->len = (size_t)PyBytes_GET_SIZE(obj);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* Write obj (is_call: an (args, kwargs) pair) as a compact frame into
+   out->compact: 1 if it is one, 0 if it must be pickled. */
+static int compact_encode(PyObject *obj, int is_call, mcx_oob *out)
+{
+    mcx_compact_writer w;
+    mcx_atom a;
+    if (is_call) {
+        PyObject *args = PyTuple_GET_ITEM(obj, 0), *kwargs = PyTuple_GET_ITEM(obj, 1);
+        Py_ssize_t n = PyTuple_GET_SIZE(args);
+        if (PyDict_GET_SIZE(kwargs) != 0 || n > (Py_ssize_t)MCX_COMPACT_MAX_ITEMS)
+            return 0;
+        mcx_compact_begin(&w, out->compact, MCX_COMPACT_CALL);
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (!as_atom(PyTuple_GET_ITEM(args, i), &a) || mcx_compact_put(&w, &a) < 0)
+                return 0;
+    } else {
+        mcx_compact_begin(&w, out->compact, MCX_COMPACT_VALUE);
+        if (!as_atom(obj, &a) || mcx_compact_put(&w, &a) < 0)
+            return 0;
+    }
+    out->compact_len = mcx_compact_end(&w);
+    out->frame_size = out->compact_len;
+    return 1;
+}
+
+int mcx_compact_objects(const mcx_compact *c, PyObject **out)
+{
+    for (size_t k = 0; k < c->n; k++) {
+        const mcx_atom *a = &c->item[k];
+        PyObject *o;
+        switch (a->type) {
+        case MCX_ATOM_NONE:
+            o = Py_NewRef(Py_None);
+            break;
+        case MCX_ATOM_FALSE:
+            o = Py_NewRef(Py_False);
+            break;
+        case MCX_ATOM_TRUE:
+            o = Py_NewRef(Py_True);
+            break;
+        case MCX_ATOM_INT:
+            o = PyLong_FromLongLong((long long)a->i);
+            break;
+        case MCX_ATOM_FLOAT:
+            o = PyFloat_FromDouble(a->f);
+            break;
+        case MCX_ATOM_STR:
+            o = PyUnicode_DecodeUTF8(a->data, (Py_ssize_t)a->len, "strict");
+            break;
+        default:   /* MCX_ATOM_BYTES: the parser admits nothing else */
+            o = PyBytes_FromStringAndSize(a->data, (Py_ssize_t)a->len);
+            break;
+        }
+        if (o == NULL) {
+            for (size_t j = 0; j < k; j++)
+                Py_DECREF(out[j]);
+            return -1;
+        }
+        out[k] = o;
+    }
+    return 0;
+}
+
+/* The object of a compact frame: the atom, or an (args, {}) pair. */
+static PyObject *compact_loads(const void *frame, size_t len)
+{
+    mcx_compact c;
+    if (mcx_compact_parse(frame, len, &c) < 0) {
+        PyErr_SetString(PyExc_ValueError, "malformed compact frame");
+        return NULL;
+    }
+    PyObject *items[MCX_COMPACT_MAX_ITEMS];
+    if (mcx_compact_objects(&c, items) < 0)
+        return NULL;
+    if (c.kind == MCX_COMPACT_VALUE)
+        return items[0];
+    PyObject *args = PyTuple_New((Py_ssize_t)c.n);
+    if (args == NULL) {
+        for (size_t k = 0; k < c.n; k++)
+            Py_DECREF(items[k]);
+        return NULL;
+    }
+    for (size_t k = 0; k < c.n; k++)
+        PyTuple_SET_ITEM(args, (Py_ssize_t)k, items[k]);
+    PyObject *kwargs = PyDict_New();
+    PyObject *pair = kwargs ? PyTuple_Pack(2, args, kwargs) : NULL;
+    Py_DECREF(args);
+    Py_XDECREF(kwargs);
+    return pair;
+}
+
 /* Pickle obj for a frame: mcx_oob.frame_size tells how much shared memory
    mcx_oob_write() needs. is_call: obj is a run()'s (args, kwargs) pair.
    tag names the destination pool (NULL: link nothing). With dill there
    are no out-of-band buffers. */
 int mcx_oob_encode(PyObject *obj, int is_call, int use_dill, const void *tag, mcx_oob *out)
 {
-    memset(out, 0, sizeof *out);
+    memset(out, 0, offsetof(mcx_oob, compact));
+    if (!use_dill && compact_encode(obj, is_call, out))
+        return 0;
     if (use_dill) {
         out->pickle = mcx_dumps(obj, 1);
         if (out->pickle == NULL)
@@ -270,6 +416,10 @@ int mcx_oob_encode(PyObject *obj, int is_call, int use_dill, const void *tag, mc
 int mcx_oob_write(const mcx_oob *src, void *dst, mcx_share_fn share, void *share_arg)
 {
     unsigned links[MC_SHARE_MAX];
+    if (src->compact_len > 0) {
+        memcpy(dst, src->compact, src->compact_len);
+        return 0;
+    }
     for (int k = 0; k < src->nshared; k++) {
         const mcx_shm *owner = (const mcx_shm *)src->shared[k];
         int rc = share ? share(share_arg, owner->hold, &links[k]) : MC_EINVAL;
@@ -326,6 +476,7 @@ void mcx_oob_release(mcx_oob *o)
     o->buf_shared = NULL;
     o->buf_offset = NULL;
     o->frame_size = 0;
+    o->compact_len = 0;
 }
 
 /* ---------------------------------------------------------------------
@@ -395,6 +546,8 @@ static PyObject *linked_buffer(uint64_t entry, size_t n, mcx_link_fn resolve, vo
 PyObject *mcx_oob_loads(const void *frame, size_t len, int use_dill, mc_hold **hold,
                         mcx_link_fn resolve, void *resolve_arg, const void *tag)
 {
+    if (mcx_compact_is(frame, len))
+        return compact_loads(frame, len);
     mcx_frame f;
     if (mcx_frame_parse(frame, len, &f) < 0) {
         PyErr_SetString(PyExc_ValueError, "malformed out-of-band frame");

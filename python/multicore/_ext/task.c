@@ -19,6 +19,8 @@
 #include "ext.h"
 
 #include <errno.h>
+#include <stddef.h>
+#include <string.h>
 #include <math.h>
 
 struct mcx_run {
@@ -37,7 +39,8 @@ typedef struct {
     int busy;
     size_t n_runs;
     size_t cap_runs;
-    struct mcx_run *runs;
+    struct mcx_run *runs;      /* one_run, or PyMem once there are more */
+    struct mcx_run one_run;    /* the one-task case allocates nothing */
 } TaskObject;
 
 static int task_pool_ok(TaskObject *self)
@@ -96,8 +99,12 @@ static PyObject *Task_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"max_load_average", NULL};
     PyObject *limit_obj = Py_None;
-    double limit;
+    double limit = NAN;
     (void)type;
+    /* Task() and Task(None) (what multicore.Task() calls): nothing to parse */
+    if ((PyTuple_GET_SIZE(args) == 0 || (PyTuple_GET_SIZE(args) == 1 && PyTuple_GET_ITEM(args, 0) == Py_None)) &&
+        (kwargs == NULL || PyDict_GET_SIZE(kwargs) == 0))
+        return mcx_task_new(&mcx.main, NULL, limit);
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:Task", kwlist, &limit_obj) ||
         mcx_parse_load_limit(limit_obj, &limit) < 0)
         return NULL;
@@ -152,7 +159,8 @@ static void Task_dealloc(TaskObject *self)
     self->group = NULL;
     mcx_defer_or_destroy_group(self->ref, group, self->generation, self->pid);
     clear_runs(self);
-    PyMem_Free(self->runs);
+    if (self->runs != &self->one_run)
+        PyMem_Free(self->runs);
     self->runs = NULL;
     Py_CLEAR(self->ref_owner);   /* after the group: ref may live in it */
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -222,8 +230,20 @@ static int grow_runs(TaskObject *self)
 {
     if (self->n_runs < self->cap_runs)
         return 0;
-    size_t cap = self->cap_runs ? self->cap_runs * 2 : 8;
-    struct mcx_run *runs = PyMem_Realloc(self->runs, cap * sizeof *runs);
+    if (self->cap_runs == 0) {
+        self->runs = &self->one_run;
+        self->cap_runs = 1;
+        return 0;
+    }
+    size_t cap = self->cap_runs == 1 ? 8 : self->cap_runs * 2;
+    struct mcx_run *runs;
+    if (self->runs == &self->one_run) {
+        runs = PyMem_Malloc(cap * sizeof *runs);
+        if (runs != NULL)
+            runs[0] = self->one_run;
+    } else {
+        runs = PyMem_Realloc(self->runs, cap * sizeof *runs);
+    }
     if (runs == NULL) {
         PyErr_NoMemory();
         return -1;
@@ -251,29 +271,39 @@ static PyObject *Task_run(TaskObject *self, PyObject *args, PyObject *kwargs)
 {
     PyObject *fn = NULL, *call_args = NULL, *call_kwargs = NULL;
     PyObject *pair = NULL, *fn_bytes = NULL;
-    mcx_oob frame = {0};
+    mcx_oob frame;
     PyObject *ret = NULL;
     int format = MCX_FMT_PICKLE, use_dill = 0;
     Py_ssize_t nargs = PyTuple_GET_SIZE(args);
 
+    memset(&frame, 0, offsetof(mcx_oob, compact));   /* the compact bytes need no clearing */
+
     if (task_enter(self, "run") < 0)
         return NULL;
 
-    call_kwargs = (kwargs != NULL) ? PyDict_Copy(kwargs) : PyDict_New();
-    if (call_kwargs == NULL)
-        goto done;
-    PyObject *v = PyDict_GetItemString(call_kwargs, "serialization_format");
-    if (v != NULL) {
-        if (mcx_parse_format(v, &format) < 0 ||
-            PyDict_DelItemString(call_kwargs, "serialization_format") < 0)
+    /* The common call passes no keywords: no copy, no lookups. */
+    if (kwargs == NULL || PyDict_GET_SIZE(kwargs) == 0) {
+        call_kwargs = PyDict_New();
+        if (call_kwargs == NULL)
             goto done;
-    }
-    v = PyDict_GetItemString(call_kwargs, "use_dill");
-    if (v != NULL) {
-        use_dill = PyObject_IsTrue(v);
-        if (use_dill < 0 || PyDict_DelItemString(call_kwargs, "use_dill") < 0)
+    } else {
+        call_kwargs = PyDict_Copy(kwargs);
+        if (call_kwargs == NULL)
             goto done;
+        PyObject *v = PyDict_GetItemString(call_kwargs, "serialization_format");
+        if (v != NULL) {
+            if (mcx_parse_format(v, &format) < 0 ||
+                PyDict_DelItemString(call_kwargs, "serialization_format") < 0)
+                goto done;
+        }
+        v = PyDict_GetItemString(call_kwargs, "use_dill");
+        if (v != NULL) {
+            use_dill = PyObject_IsTrue(v);
+            if (use_dill < 0 || PyDict_DelItemString(call_kwargs, "use_dill") < 0)
+                goto done;
+        }
     }
+    PyObject *v;
     if (nargs >= 1) {
         fn = PyTuple_GET_ITEM(args, 0);
         Py_INCREF(fn);
@@ -485,6 +515,8 @@ static PyObject *decode_result(TaskObject *self, size_t i, const mc_result *r)
     int format = self->runs[i].format;
     if (format != MCX_FMT_PICKLE)
         return mcx_decode_result(r->data, r->len, format);
+    if (mcx_compact_is(r->data, r->len))
+        return mcx_oob_loads(r->data, r->len, 0, NULL, NULL, NULL, NULL);
     mcx_frame f;
     if (mcx_frame_parse(r->data, r->len, &f) < 0) {
         PyErr_SetString(mcx.MulticoreError, "Task.get: malformed result frame");
@@ -510,7 +542,8 @@ static PyObject *Task_get(TaskObject *self, PyObject *args, PyObject *kwargs)
     double timeout = 10.0;   /* the 0.1.1 default */
     PyObject *list = NULL;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:get", kwlist, &timeout_obj))
+    if ((PyTuple_GET_SIZE(args) != 0 || (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0)) &&
+        !PyArg_ParseTupleAndKeywords(args, kwargs, "|O:get", kwlist, &timeout_obj))
         return NULL;
     if (timeout_obj != NULL && mcx_parse_timeout(timeout_obj, &timeout) < 0)
         return NULL;

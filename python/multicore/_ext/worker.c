@@ -14,6 +14,7 @@
  */
 #include "ext.h"
 
+#include <stddef.h>
 #include <string.h>
 
 /* Set a UTF-8 text result and return code (used for the non-exception
@@ -109,9 +110,11 @@ static int run_task(const void *arg, size_t arg_len, mc_task_ctx *ctx)
     mcx_wire_task task;
     PyObject *fn = NULL, *call = NULL, *result = NULL, *msg = NULL;
     mcx_buffer out = {NULL, NULL, 0};
-    mcx_oob frame_out = {0};
+    mcx_oob frame_out;
     mc_hold *hold = NULL;
     int rc;
+
+    memset(&frame_out, 0, offsetof(mcx_oob, compact));
 
     if (mcx_wire_parse(arg, arg_len, &task) < 0) {
         msg = PyUnicode_FromFormat("malformed task payload (%zu bytes)",
@@ -125,6 +128,30 @@ static int run_task(const void *arg, size_t arg_len, mc_task_ctx *ctx)
         msg = mcx_exception_summary();
         rc = text_result(ctx, MCX_RC_CALLABLE, msg);
         goto done;
+    }
+
+    /* A compact frame: the atoms are the positional arguments. */
+    if (mcx_compact_is(task.args, task.args_len)) {
+        mcx_compact c;
+        PyObject *argv[MCX_COMPACT_MAX_ITEMS];
+        if (mcx_compact_parse(task.args, task.args_len, &c) < 0 || c.kind != MCX_COMPACT_CALL) {
+            msg = PyUnicode_FromFormat("malformed compact arguments (%zu bytes)", task.args_len);
+            rc = text_result(ctx, MCX_RC_ARGS, msg);
+            goto done;
+        }
+        if (mcx_compact_objects(&c, argv) < 0) {
+            msg = mcx_exception_summary();
+            rc = text_result(ctx, MCX_RC_ARGS, msg);
+            goto done;
+        }
+        result = PyObject_Vectorcall(fn, argv, c.n, NULL);
+        for (size_t k = 0; k < c.n; k++)
+            Py_DECREF(argv[k]);
+        if (result == NULL) {
+            rc = exception_result(ctx);
+            goto done;
+        }
+        goto encode;
     }
 
     /* Large arguments are views of the shared memory; a hold keeps it in
@@ -159,6 +186,7 @@ static int run_task(const void *arg, size_t arg_len, mc_task_ctx *ctx)
     /* Drop the arguments before encoding: they may be large. */
     Py_CLEAR(call);
 
+encode:
     if (task.format == MCX_FMT_PICKLE) {
         /* large buffers of the result go out of band: copied once */
         if (mcx_oob_encode(result, 0, 0, MCX_WORKER_TAG, &frame_out) < 0) {

@@ -252,8 +252,9 @@ else:
         pool, local (the C type) or on a cluster."""
 
         def __call__(cls, max_load_average=None):
-            session = active()
-            if session is not None:
+            # active(), inlined: this is on every round trip's path
+            session = _session
+            if session is not None and session.running:
                 return session.task(max_load_average)
             return _multicore.Task(max_load_average)
 
