@@ -21,35 +21,22 @@ microseconds per task for each stage and process.
 
 import argparse
 import collections
-import glob
 import json
 import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
+
+import buildext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-PROF = os.path.join(HERE, ".build", "prof")
+PROF = os.path.join(buildext.BUILD, "prof")
 
 
 def build_module():
-    pkg = os.path.join(PROF, "multicore")
-    if os.path.isdir(PROF):
-        shutil.rmtree(PROF)
-    shutil.copytree(os.path.join(ROOT, "python", "multicore"), pkg,
-                    ignore=shutil.ignore_patterns("_ext", "__pycache__"))
-    inc = sysconfig.get_paths()["include"]
-    suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    cmd = (["cc", "-O3", "-g", "-DNDEBUG", "-std=gnu11", "-fPIC", "-shared",
-            "-fvisibility=hidden", "-I" + inc, "-Iinclude", "-Isrc", "-Ipython/multicore/_ext"]
-           + sorted(glob.glob(os.path.join(ROOT, "src", "*.c")))
-           + sorted(glob.glob(os.path.join(ROOT, "python", "multicore", "_ext", "*.c")))
-           + ["-lpthread", "-o", os.path.join(pkg, "_multicore" + suffix)])
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    return " ".join(c.replace(ROOT + "/", "") for c in cmd)
+    return buildext.build_extension(ROOT, PROF, ("-g",))
 
 
 # (stage, symbol test) in order; the first match wins. dso is the shared

@@ -63,7 +63,7 @@ def inclusive(outfile):
 
 
 def measure(pkgdir, n, tag):
-    out = f"/tmp/rt2-build/cg/{tag}"
+    out = os.path.join(rt_profile.buildext.BUILD, "cg", tag)
     os.makedirs(out, exist_ok=True)
     for f in glob.glob(out + "/callgrind.out.*"):
         os.remove(f)

@@ -6,7 +6,7 @@ for one or more builds of the extension measured in the same run.
 
 Each --src names a source tree (a worktree, or a `git archive` of a commit);
 its extension is compiled (the Release wheel's flags: -O3 -DNDEBUG, hidden
-visibility) into /tmp/rt2-build/rtprof/NAME/multicore. Without --src, the
+visibility) into bench/.build/rtprof/NAME/multicore. Without --src, the
 tree this script is in is measured as "cur". The builds then run in turns,
 one child interpreter per build and repetition (A B A B ...), so that the
 machine's drift hits all of them alike; the report is the best (lowest)
@@ -29,35 +29,22 @@ caller and the worker run one after the other).
 """
 
 import argparse
-import glob
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import sysconfig
+
+import buildext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-OUT = "/tmp/rt2-build/rtprof"
+OUT = os.path.join(buildext.BUILD, "rtprof")
 
 
 def build(name, tree, extra=()):
     dest = os.path.join(OUT, name)
-    pkg = os.path.join(dest, "multicore")
-    if os.path.isdir(dest):
-        shutil.rmtree(dest)
-    shutil.copytree(os.path.join(tree, "python", "multicore"), pkg,
-                    ignore=shutil.ignore_patterns("_ext", "__pycache__"))
-    inc = sysconfig.get_paths()["include"]
-    suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    cmd = (["cc", "-O3", *extra, "-DNDEBUG", "-std=gnu11", "-fPIC", "-shared", "-fvisibility=hidden",
-            "-I" + inc, "-Iinclude", "-Isrc", "-Ipython/multicore/_ext"]
-           + sorted(glob.glob(os.path.join(tree, "src", "*.c")))
-           + sorted(glob.glob(os.path.join(tree, "python", "multicore", "_ext", "*.c")))
-           + ["-lpthread", "-o", os.path.join(pkg, "_multicore" + suffix)])
-    subprocess.run(cmd, cwd=tree, check=True)
+    buildext.build_extension(tree, dest, extra)
     return dest
 
 
