@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -303,6 +304,165 @@ def test_a_finished_result_outlives_its_worker(on_cluster, tmp_path):
     on_cluster.wait_for_workers(2)          # the death has been handled
     assert task.get(timeout=30) == [("done", pid)]
     assert len(started(tmp_path, "done")) == 1
+
+
+def test_results_are_fetched_as_they_finish(on_cluster, tmp_path):
+    """A result is fetched when its part finishes, while the Task's other
+    part still runs and nobody is in get(); once here it outlives its
+    worker (Dask would otherwise run it again, or lose it)."""
+    task = Task()
+    task.run(cluster_tasks.block, str(tmp_path), "held", 60.0)
+    (name,) = wait_for_files(tmp_path, "held.", 1)
+    held_pid = int(name.split(".")[1])
+    task.run(cluster_tasks.record, str(tmp_path), "quick")   # on the other worker
+    quick = task._parts[1]
+    deadline = time.monotonic() + 30
+    while quick.report is None:
+        assert time.monotonic() < deadline, "the finished part was never fetched"
+        time.sleep(0.01)
+    assert quick.future is None                   # released: the worker frees it
+    assert not task._parts[0].done()              # its sibling still blocks
+    (name,) = wait_for_files(tmp_path, "quick.", 1)
+    quick_pid = int(name.split(".")[1])
+    assert quick_pid != held_pid
+    os.kill(quick_pid, signal.SIGKILL)
+    on_cluster.wait_for_workers(2)                # the death has been handled
+    (tmp_path / "held.release").write_text("")
+    assert task.get(timeout=30) == [("held", held_pid), ("quick", quick_pid)]
+    assert len(started(tmp_path, "held")) == 1
+    assert len(started(tmp_path, "quick")) == 1
+
+
+def test_get_stops_waiting_for_a_fetch_once_the_worker_is_gone(on_cluster, tmp_path):
+    """A fetch stuck on a worker that stopped answering (SIGSTOP) does not
+    hold get() once that worker is gone: the part fails with
+    WorkerDiedError (its result was never fetched), and it never runs
+    again."""
+    session = multicore.cluster.active()
+    session._fetch_paused = True          # the order: finished, stopped, then fetched
+    pid = None
+    killed = []
+    try:
+        task = Task()
+        task.run(cluster_tasks.record, str(tmp_path), "unfetched")
+        part = task._parts[0]
+        deadline = time.monotonic() + 30
+        while part.future.status != "finished":
+            assert time.monotonic() < deadline, part.future.status
+            time.sleep(0.01)
+        (name,) = wait_for_files(tmp_path, "unfetched.", 1)
+        pid = int(name.split(".")[1])
+        os.kill(pid, signal.SIGSTOP)
+        session._fetch_paused = False
+
+        def kill_once_fetching():
+            # Gate: the fetch of that result is in flight (and cannot end:
+            # its worker is stopped), then the worker dies.
+            deadline = time.monotonic() + 30
+            while not part.fetching and time.monotonic() < deadline:
+                time.sleep(0.005)
+            killed.append((part.fetching, time.monotonic()))
+            os.kill(pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_once_fetching)
+        killer.start()
+        try:
+            with pytest.raises(WorkerDiedError, match="before its result was fetched") as info:
+                task.get(timeout=60)
+        finally:
+            killer.join()
+        assert killed[0][0], "the fetch was never in flight"
+        assert time.monotonic() - killed[0][1] < 10
+        assert f"pid {pid}" in str(info.value)
+        on_cluster.wait_for_workers(2)
+        assert len(started(tmp_path, "unfetched")) == 1
+    finally:
+        session._fetch_paused = False
+        if pid is not None:
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 30
+            while not pid_exited(pid):
+                assert time.monotonic() < deadline, "the stopped worker still runs"
+                time.sleep(0.02)
+            on_cluster.wait_for_workers(2)
+
+
+def test_a_fetch_that_brings_no_result_is_not_a_result(on_cluster):
+    """What a fetch answers for a part is delivered only if it is a report:
+    a gather that left a key unanswered (as an overlapping one does: the
+    key itself) or answered None is fetched again."""
+    session = multicore.cluster.active()
+    real = session.client.gather
+    answers = []
+
+    def gather(futures, *args, **kwargs):
+        answers.append(len(futures))
+        if len(answers) <= 2:
+            fake = [f.key for f in futures] if len(answers) == 1 else [None] * len(futures)
+
+            async def unanswered():
+                return fake
+            return unanswered()
+        return real(futures, *args, **kwargs)
+
+    session.client.gather = gather
+    try:
+        task = Task()
+        for i in range(3):
+            task.run(cluster_tasks.square, i)
+        assert task.get(timeout=30) == [0, 1, 4]
+    finally:
+        del session.client.gather
+    assert len(answers) >= 3
+
+
+def test_a_stopped_worker_is_removed_by_the_ttl(cluster, tmp_path_factory):
+    """A worker that stops answering mid-task (SIGSTOP) is removed by the
+    scheduler after its worker-ttl (a cluster of its own with a short one):
+    the task fails with WorkerDiedError, the others complete, nothing runs
+    twice."""
+    workdir = tmp_path_factory.mktemp("dask-ttl")
+    env = dict(os.environ, DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL="1s")
+    ttl_cluster = LocalDaskCluster(workdir, n_workers=2, env=env)
+    out = tmp_path_factory.mktemp("ttl-out")
+    pid = None
+    pool = None
+    try:
+        ttl_cluster.start()
+        pool = multicore.Pool(cluster=ttl_cluster.address)
+        victim = pool.Task()
+        victim.run(cluster_tasks.block, str(out), "frozen", 120.0)
+        (name,) = wait_for_files(out, "frozen.", 1)
+        pid = int(name.split(".")[1])
+        os.kill(pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        others = pool.Task()
+        for i in range(4):
+            others.run(cluster_tasks.record, str(out), f"live{i}")
+        with pytest.raises(WorkerDiedError, match="cluster_tasks.block") as info:
+            victim.get(timeout=60)
+        assert time.monotonic() - stopped_at < 45     # ttl: max(1 s, 10 heartbeats)
+        assert f"pid {pid}" in str(info.value)
+        assert [tag for tag, _ in others.get(timeout=60)] == [f"live{i}" for i in range(4)]
+        assert len(started(out, "frozen")) == 1
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+        if pid is not None:
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        left = ttl_cluster.stop()
+        assert left == [], f"cluster processes left: {left}"
+        if pid is not None:
+            assert pid_exited(pid)
 
 
 def test_timeout_ends_the_stuck_worker(on_cluster, tmp_path):
