@@ -465,6 +465,78 @@ def test_a_stopped_worker_is_removed_by_the_ttl(cluster, tmp_path_factory):
             assert pid_exited(pid)
 
 
+def test_claims_go_straight_to_the_scheduler(on_cluster):
+    """A task's start claim goes over the worker's own connection to the
+    scheduler (not the RPC through its event loop); a cancelled key is
+    False; a connection the scheduler drops, or a scheduler nobody answers
+    for, falls back to the RPC for that claim and reconnects for the next."""
+    from multicore.cluster import _dask
+    with on_cluster.client() as c:
+        before = c.run(cluster_tasks.claim_stats)
+        task = Task()
+        for i in range(4):
+            task.run(cluster_tasks.square, i)
+        assert task.get(timeout=30) == [0, 1, 4, 9]
+        after = c.run(cluster_tasks.claim_stats)
+        assert sum(after[a]["direct"] - before[a]["direct"] for a in after) == 4
+        assert sum(after[a]["rpc"] - before[a]["rpc"] for a in after) == 0
+
+        # a key the scheduler has (a builtin: the scheduler has no task module)
+        probe = c.submit(abs, -9, pure=False)
+        assert probe.result(timeout=30) == 9
+        worker = sorted(after)[0]
+
+        def claim(key, fn=cluster_tasks.claim_key):
+            return c.run(fn, key, workers=[worker])[worker]
+
+        def stats():
+            return c.run(cluster_tasks.claim_stats, workers=[worker])[worker]
+
+        assert claim(probe.key) is True
+        s1 = stats()
+        assert s1["local"] is not None
+        assert claim("multicore-no-such-key") is False           # cancelled
+        s2 = stats()
+        assert (s2["direct"], s2["rpc"]) == (s1["direct"] + 1, s1["rpc"])
+
+        # the scheduler drops the connection: that claim through the RPC,
+        # the next one over a new connection
+        def drop(address, dask_scheduler=None):
+            comms = [comm for comm in list(dask_scheduler._comms)
+                     if comm.peer_address == address]
+            for comm in comms:
+                comm.abort()
+            return len(comms)
+        assert c.run_on_scheduler(drop, s2["local"]) == 1
+        assert claim(probe.key) is True
+        s3 = stats()
+        assert (s3["fallbacks"], s3["rpc"]) == (s2["fallbacks"] + 1, s2["rpc"] + 1)
+        assert claim(probe.key) is True
+        s4 = stats()
+        assert (s4["direct"], s4["connects"]) == (s3["direct"] + 1, s3["connects"] + 1)
+        assert s4["local"] not in (None, s2["local"])
+
+        # refused: through the RPC, cancelled keys still False
+        assert claim(probe.key, cluster_tasks.claim_with_nobody_listening) is True
+        assert claim("multicore-no-such-key",
+                     cluster_tasks.claim_with_nobody_listening) is False
+        s5 = stats()
+        assert (s5["fallbacks"], s5["rpc"]) == (s4["fallbacks"] + 2, s4["rpc"] + 2)
+
+        # the RPC alone (what the bench compares with)
+        c.run(_dask._set_claim_mode, "rpc", workers=[worker])
+        try:
+            assert claim(probe.key) is True
+            assert claim("multicore-no-such-key") is False
+            s6 = stats()
+            assert (s6["direct"], s6["rpc"]) == (s5["direct"], s5["rpc"] + 2)
+        finally:
+            c.run(_dask._set_claim_mode, "direct", workers=[worker])
+        assert claim(probe.key) is True
+        assert stats()["direct"] == s6["direct"] + 1
+        del probe
+
+
 def test_timeout_ends_the_stuck_worker(on_cluster, tmp_path):
     stuck = Task()
     stuck.run(cluster_tasks.block, str(tmp_path), "stuck", 60.0)

@@ -55,6 +55,8 @@ import pickle
 import re
 import signal
 import socket
+import struct
+import sys
 import threading
 import time
 import traceback
@@ -745,15 +747,178 @@ class DaskTask(ClusterTask):
 # In the Dask workers
 # ---------------------------------------------------------------------------
 
+# How a task claims itself: "direct" over a blocking connection of this
+# worker process to the scheduler (_SchedulerLine), falling back to the RPC
+# through the worker's event loop on any failure; "rpc" always the RPC (the
+# bench measures both: set with Client.run on the workers).
+_claim_mode = "direct"
+_lines = {}                       # scheduler address -> _SchedulerLine
+_lines_lock = threading.Lock()
+claim_counts = {"direct": 0, "rpc": 0, "fallbacks": 0, "connects": 0}
+
+
 def _claim(worker, key):
     """Record on the scheduler that `key` starts here (see the module doc);
     False if the scheduler no longer has it (it was cancelled)."""
+    restriction = {key: [_CLAIMED + worker.address]}
+    if _claim_mode == "direct":
+        line = _line(worker.scheduler.address)
+        if line is not None:
+            answer = line.set_restrictions(restriction)
+            if answer is not None:
+                claim_counts["direct"] += 1
+                return answer
+            claim_counts["fallbacks"] += 1
+    claim_counts["rpc"] += 1
     try:
         distributed.utils.sync(worker.loop, worker.scheduler.set_restrictions,
-                               worker={key: [_CLAIMED + worker.address]})
+                               worker=restriction)
     except KeyError:
         return False
     return True
+
+
+def _line(address):
+    line = _lines.get(address)
+    if line is None or line.pid != os.getpid():
+        with _lines_lock:
+            line = _lines.get(address)
+            if line is None or line.pid != os.getpid():
+                line = _lines[address] = _SchedulerLine(address)
+    return line if line.usable else None
+
+
+class _SchedulerLine:
+    """A plain blocking TCP connection from this worker process to the
+    scheduler, speaking Dask's own wire format (the comm handshake, then
+    set_restrictions requests, each answered), opened at the first claim.
+
+    A claim through the worker's RPC costs two hops through the worker's
+    event loop (the task thread hands the call to the loop, the loop hands
+    the answer back) and the loop's own work; this one is a send and a
+    receive in the task's thread. On any failure (refused, reset, closed by
+    the scheduler, a scheduler restarted, a timeout) the connection is
+    closed and set_restrictions returns None: that claim goes through the
+    RPC, and the next one connects again (not before retry_after seconds
+    after a failed connect). Only tcp:// schedulers (TLS and others: always
+    the RPC)."""
+
+    timeout = 10.0
+    retry_after = 5.0
+
+    def __init__(self, address):
+        from distributed.comm.addressing import parse_address, parse_host_port
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.sock = None
+        self.down_until = 0.0
+        self.usable = False
+        try:
+            scheme, loc = parse_address(address)
+            if scheme == "tcp":
+                self.host, self.port = parse_host_port(loc)
+                self.usable = True
+        except Exception:
+            pass
+
+    def set_restrictions(self, restrictions):
+        """True: done; False: the scheduler does not have the key (it was
+        cancelled); None: failed, use the RPC."""
+        with self.lock:
+            if self.sock is None:
+                if time.monotonic() < self.down_until:
+                    return None
+                try:
+                    self._connect()
+                except Exception:
+                    self._close()
+                    self.down_until = time.monotonic() + self.retry_after
+                    return None
+            try:
+                self._write({"op": "set_restrictions", "worker": restrictions,
+                             "reply": True})
+                reply = self._read()
+            except Exception:
+                self._close()
+                return None
+        if reply is None:
+            return True
+        if isinstance(reply, dict) and reply.get("status") == "uncaught-error" and \
+                str(reply.get("exception_text", "")).startswith("KeyError"):
+            return False
+        return None         # an answer not understood: the RPC decides
+
+    def _connect(self):
+        sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        self.sock = sock
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Both ends send their handshake first (distributed.comm.core);
+        # no compression asked, so the scheduler sends none.
+        self._write({"compression": None, "python": tuple(sys.version_info)[:3],
+                     "pickle-protocol": pickle.HIGHEST_PROTOCOL})
+        if not isinstance(self._read(), dict):
+            raise OSError("unexpected handshake from the scheduler")
+        claim_counts["connects"] += 1
+
+    def _close(self):
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _write(self, msg):
+        from distributed.protocol import dumps
+        from distributed.protocol.utils import pack_frames_prelude
+        frames = [bytes(f) if not isinstance(f, bytes) else f for f in dumps(msg)]
+        prelude = pack_frames_prelude(frames)
+        # the 8-byte count of what the reader takes in one piece: here all
+        head = struct.pack("Q", len(prelude) + sum(len(f) for f in frames))
+        self.sock.sendall(b"".join([head, prelude, *frames]))
+
+    def _read(self):
+        from distributed.protocol import loads
+        from distributed.protocol.utils import unpack_frames
+        (n,) = struct.unpack("Q", self._recv(8))
+        frames, missing = unpack_frames(self._recv(n), partial=True)
+        for length in missing:
+            frames.append(memoryview(self._recv(length)))
+        return loads(frames, deserialize=True)
+
+    def _recv(self, n):
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = self.sock.recv_into(view[got:])
+            if k == 0:
+                raise ConnectionResetError("the scheduler closed the connection")
+            got += k
+        return buf
+
+
+def _claim_stats(dask_worker=None):
+    """This worker process's claim counters, and the local address of its
+    direct connection (tests)."""
+    line = _lines.get(dask_worker.scheduler.address) if dask_worker is not None else None
+    sock = line.sock if line is not None else None
+    local = None
+    if sock is not None:
+        try:
+            local = "tcp://%s:%d" % sock.getsockname()[:2]
+        except OSError:
+            pass
+    return dict(claim_counts, mode=_claim_mode, local=local)
+
+
+def _set_claim_mode(mode, dask_worker=None):
+    """Client.run on the workers: "direct" or "rpc" (the bench)."""
+    global _claim_mode
+    if mode not in ("direct", "rpc"):
+        raise ValueError(f"claim mode must be 'direct' or 'rpc', not {mode!r}")
+    _claim_mode = mode
+    return mode
 
 
 def _where(worker):
