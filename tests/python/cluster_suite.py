@@ -573,7 +573,7 @@ def test_worker_init_once_per_worker(cluster, tmp_path):
                           worker_init=_make_init(init_dir),
                           worker_exit=_make_exit(init_dir))
     try:
-        assert pool.workers == 2
+        assert pool.workers == 2, pool._handle._workers
         inits = wait_for_files(init_dir, "init.", 2)
         assert {int(n.split(".")[1]) for n in inits} == before
         task = pool.Task()

@@ -8,9 +8,11 @@ pickle.loads(payload) and bytes only (see _wire.py).
 
 At most once. Dask re-runs a task whose worker died, the one that was
 running as well as those only queued there. Here a task, when it starts,
-claims itself before the callable runs: an RPC that sets, on the
-scheduler, a worker restriction that no worker can satisfy (the scheduler
-only reads restrictions when it places a task). If its worker then dies,
+claims itself before the callable runs: a set_restrictions request that
+sets, on the scheduler, a worker restriction that no worker can satisfy
+(the scheduler only reads restrictions when it places a task), sent from
+the task's thread over a plain connection of the worker process to the
+scheduler (_SchedulerLine), the worker's RPC if that fails. If its worker then dies,
 the scheduler cannot place it again (it stays "no-worker"), while tasks
 that were only queued there, never claimed, are placed on other workers as
 usual. The session subscribes to the scheduler's events: a "remove-worker"
@@ -338,12 +340,17 @@ class DaskSession:
     def _schedule_fetch(self):
         """Start a fetch of the results finished and not fetched, now or
         when the window since the last one has passed (event loop)."""
-        if self._fetch_handle is not None or self._fetch_paused or not self.running:
+        if self._fetch_paused or not self.running:
             return
         with self._lock:
             if not self._ready or self._fetches >= self.max_fetches:
                 return
             urgent = self._waiters > 0 and self._fetches == 0
+        if self._fetch_handle is not None:
+            if not urgent:
+                return                   # it comes at the end of the window
+            self._fetch_handle.cancel()
+            self._fetch_handle = None
         wait = 0.0 if urgent else self._last_fetch + self.fetch_window - time.monotonic()
         if wait > 0:
             self._fetch_handle = self.client.loop.call_later(wait, self._start_fetch)
