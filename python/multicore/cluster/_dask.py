@@ -23,8 +23,9 @@ WorkerDiedError naming the worker; the others run elsewhere.
 Results are fetched as soon as Dask reports them finished: a watcher in the
 client's event loop waits on each future's state and queues the finished
 ones; a fetch (one gather) takes every result queued, at most one start per
-fetch_window (at once while a thread waits in get() and no fetch is in
-flight). The futures are then dropped, so that the workers free the
+fetch_window (at once while a thread waits in get(), no fetch is in flight
+and no task of the session is still unfinished: the last results of a
+get(), a round trip). The futures are then dropped, so that the workers free the
 results, and a result that has reached this process outlives its worker. A
 task that finished on a worker that died before its result was fetched
 fails the same way (Dask would run it again); get() waits for its parts'
@@ -136,8 +137,8 @@ class DaskSession:
     # it finished (a result left on a worker is lost if that worker dies,
     # and Dask would run the task again), coalesced: a fetch starts at most
     # once per fetch_window seconds (at once while get() or wait_first()
-    # waits and no fetch is in flight), and takes every result finished
-    # meanwhile.
+    # waits, no fetch is in flight and every task of the session has
+    # finished), and takes every result finished meanwhile.
     fetch_window = 0.05
     # Fetches in flight at most (one stuck on a dying worker does not hold
     # the others back).
@@ -175,6 +176,7 @@ class DaskSession:
         self._last_fetch = 0.0    # when the last one started (monotonic)
         self._fetch_handle = None  # a fetch scheduled for later
         self._waiters = 0         # threads in get()/wait_first()
+        self._unfinished = 0      # parts submitted that Dask has not finished
         self._fetch_paused = False   # tests: hold fetches back
         self.fetch_count = 0      # fetches started (tests, bench)
         # Watch the cluster before anything runs on it.
@@ -305,6 +307,7 @@ class DaskSession:
             self._inflight[key] = part
             self._submitted += 1
             self._new.append((key, future._state))
+            self._unfinished += 1
             arm = len(self._new) == 1
         if arm:       # add_callback: the one IOLoop method safe from other threads
             self.client.loop.add_callback(self._watch_new)
@@ -325,8 +328,12 @@ class DaskSession:
 
     async def _await_done(self, key, state):
         # "lost": its worker died after it finished; Dask may finish it again
-        while state.status in ("pending", "lost"):
-            await state.wait()
+        try:
+            while state.status in ("pending", "lost"):
+                await state.wait()
+        finally:
+            with self._lock:
+                self._unfinished -= 1
         with self._cond:
             if key not in self._inflight:
                 return
@@ -345,7 +352,10 @@ class DaskSession:
         with self._lock:
             if not self._ready or self._fetches >= self.max_fetches:
                 return
-            urgent = self._waiters > 0 and self._fetches == 0
+            # At once while a thread waits and nothing is left to finish
+            # (its last results, or a round trip): no fetch is worth waiting
+            # for. While tasks still run, the window coalesces the fetches.
+            urgent = self._waiters > 0 and self._fetches == 0 and self._unfinished == 0
         if self._fetch_handle is not None:
             if not urgent:
                 return                   # it comes at the end of the window
