@@ -402,7 +402,7 @@ class DaskSession:
         try:
             got = await self.client.gather([p.future for p in parts],
                                            asynchronous=True)
-        except Exception as e:
+        except BaseException as e:   # the bookkeeping below, whatever ended it
             got, error = (), e
         with self._cond:
             self._fetches -= 1
@@ -429,6 +429,8 @@ class DaskSession:
                     self._ready[part.key] = None
             del got, parts
             self._cond.notify_all()
+        if error is not None and not isinstance(error, Exception):
+            raise error              # the loop is cancelling this fetch
         self._schedule_fetch()
 
     # -- waiting -------------------------------------------------------------
