@@ -108,6 +108,11 @@ def started(directory, tag):
             if f.startswith(tag + ".") and f.split(".")[1].isdigit()]
 
 
+def address_of(cluster, pid):
+    """The address of the worker process pid (ask before killing it)."""
+    return {p: a for a, p in cluster.worker_pids().items()}[pid]
+
+
 def pid_exited(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -277,7 +282,7 @@ def test_worker_killed_mid_task(on_cluster, tmp_path):
     assert [tag for tag, _ in results] == [f"other{i}" for i in range(6)]
     queued_index = keys.index(queued_there[0])
     assert results[queued_index][1] != victim_pid      # ran elsewhere, after the kill
-    on_cluster.wait_for_workers(2)
+    on_cluster.wait_for_workers(2, gone=[victim_worker])
     # a round trip through both workers, then: nothing ran twice
     again = Task()
     for i in range(4):
@@ -300,8 +305,9 @@ def test_a_finished_result_outlives_its_worker(on_cluster, tmp_path):
     while part.report is None:
         assert time.monotonic() < deadline, "the result was never fetched"
         time.sleep(0.01)
+    address = address_of(on_cluster, pid)
     os.kill(pid, signal.SIGKILL)
-    on_cluster.wait_for_workers(2)          # the death has been handled
+    on_cluster.wait_for_workers(2, gone=[address])     # the death has been handled
     assert task.get(timeout=30) == [("done", pid)]
     assert len(started(tmp_path, "done")) == 1
 
@@ -325,8 +331,9 @@ def test_results_are_fetched_as_they_finish(on_cluster, tmp_path):
     (name,) = wait_for_files(tmp_path, "quick.", 1)
     quick_pid = int(name.split(".")[1])
     assert quick_pid != held_pid
+    address = address_of(on_cluster, quick_pid)
     os.kill(quick_pid, signal.SIGKILL)
-    on_cluster.wait_for_workers(2)                # the death has been handled
+    on_cluster.wait_for_workers(2, gone=[address])     # the death has been handled
     (tmp_path / "held.release").write_text("")
     assert task.get(timeout=30) == [("held", held_pid), ("quick", quick_pid)]
     assert len(started(tmp_path, "held")) == 1
@@ -340,7 +347,7 @@ def test_get_stops_waiting_for_a_fetch_once_the_worker_is_gone(on_cluster, tmp_p
     again."""
     session = multicore.cluster.active()
     session._fetch_paused = True          # the order: finished, stopped, then fetched
-    pid = None
+    pid = address = None
     killed = []
     try:
         task = Task()
@@ -352,6 +359,7 @@ def test_get_stops_waiting_for_a_fetch_once_the_worker_is_gone(on_cluster, tmp_p
             time.sleep(0.01)
         (name,) = wait_for_files(tmp_path, "unfetched.", 1)
         pid = int(name.split(".")[1])
+        address = address_of(on_cluster, pid)
         os.kill(pid, signal.SIGSTOP)
         session._fetch_paused = False
 
@@ -374,7 +382,7 @@ def test_get_stops_waiting_for_a_fetch_once_the_worker_is_gone(on_cluster, tmp_p
         assert killed[0][0], "the fetch was never in flight"
         assert time.monotonic() - killed[0][1] < 10
         assert f"pid {pid}" in str(info.value)
-        on_cluster.wait_for_workers(2)
+        on_cluster.wait_for_workers(2, gone=[address])
         assert len(started(tmp_path, "unfetched")) == 1
     finally:
         session._fetch_paused = False
@@ -388,7 +396,7 @@ def test_get_stops_waiting_for_a_fetch_once_the_worker_is_gone(on_cluster, tmp_p
             while not pid_exited(pid):
                 assert time.monotonic() < deadline, "the stopped worker still runs"
                 time.sleep(0.02)
-            on_cluster.wait_for_workers(2)
+            on_cluster.wait_for_workers(2, gone=[address])
 
 
 def test_a_fetch_that_brings_no_result_is_not_a_result(on_cluster):
@@ -542,6 +550,7 @@ def test_timeout_ends_the_stuck_worker(on_cluster, tmp_path):
     stuck.run(cluster_tasks.block, str(tmp_path), "stuck", 60.0)
     (name,) = wait_for_files(tmp_path, "stuck.", 1)
     stuck_pid = int(name.split(".")[1])
+    stuck_address = address_of(on_cluster, stuck_pid)
     start = time.monotonic()
     with pytest.raises(TimeoutExceededError, match=r"0 of 1 parts finished"):
         stuck.get(timeout=0.5)
@@ -551,7 +560,7 @@ def test_timeout_ends_the_stuck_worker(on_cluster, tmp_path):
     while not pid_exited(stuck_pid):
         assert time.monotonic() < deadline, "the stuck worker still runs"
         time.sleep(0.02)
-    on_cluster.wait_for_workers(2)
+    on_cluster.wait_for_workers(2, gone=[stuck_address])
     assert stuck_pid not in on_cluster.worker_pids().values()
     other = Task()
     for i in range(10):
@@ -586,8 +595,9 @@ def test_worker_init_once_per_worker(cluster, tmp_path):
         assert len(os.listdir(init_dir)) == 2           # once per worker, not per task
         # a replacement worker runs worker_init again
         victim = sorted(before)[0]
+        address = address_of(cluster, victim)
         os.kill(victim, signal.SIGKILL)
-        cluster.wait_for_workers(2)
+        cluster.wait_for_workers(2, gone=[address])
         inits = wait_for_files(init_dir, "init.", 3)
         assert len(inits) == 3
     finally:
