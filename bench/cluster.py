@@ -12,7 +12,11 @@ repetition:
 - round trip: one trivial task, submit then result; p50 over many;
 - per-task overhead: N trivial tasks submitted one by one, then all results
   (multicore: one Task, N run(), get(); Dask: N Client.submit(pure=False),
-  Client.gather; joblib: Parallel(backend="dask", batch_size=1));
+  Client.gather; joblib: Parallel(backend="dask", batch_size=1)); multicore
+  twice: with its start claim over the workers' direct connection to the
+  scheduler (the default) and through the workers' RPC (the old path). For
+  each run the CPU time of every process (scheduler, nannies, workers, this
+  one) is read from /proc, so the CPU each path costs is compared too;
 - map throughput: N trivial items (multicore.map, adaptive chunks;
   Client.map, a task per item; joblib's dask backend, automatic batching);
 - arrays: a numpy array of 8 / 64 MiB to a worker (its sum back), and one
@@ -21,8 +25,11 @@ repetition:
 A duration is the best of the repetitions (other load only slows a run
 down); every sample is in the JSON. The ratios printed are multicore's time
 over raw Dask's (1.0 = the same; the target of issue 14 is multicore's
-per-task overhead within 1.2 x Client.submit's). All processes are ended
-and reaped at the end.
+per-task overhead within 1.2 x Client.submit's): of the bests, and per
+repetition (the paths of one repetition run back to back, so each
+repetition's ratio is one comparison under one load), min / median / max.
+The load average is read before and after each repetition. All processes
+are ended and reaped at the end.
 """
 
 import argparse
@@ -40,6 +47,7 @@ sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
 
+from procs import cpu_ticks, descendants, CLK_TCK  # noqa: E402
 from workloads import array_make, array_sum, inc  # noqa: E402
 
 MiB = 1 << 20
@@ -84,6 +92,14 @@ class Cluster:
         with Client(self.address, set_as_default=False) as c:
             c.wait_for_workers(self.n, timeout=60)
 
+    def pids(self):
+        """The cluster's processes (scheduler, nannies, workers)."""
+        out = []
+        for p in self.procs:
+            out.append(p.pid)
+            out.extend(descendants(p.pid))
+        return out
+
     def stop(self):
         for p in self.procs:
             try:
@@ -108,11 +124,12 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default=None)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=6)
     args = ap.parse_args()
     n_tasks = 300 if args.quick else 2000
     n_items = 2000 if args.quick else 10000
     n_rt = 30 if args.quick else 200
-    reps = 1 if args.quick else 6
+    reps = 1 if args.quick else args.reps
     array_mib = [8] if args.quick else [8, 64]
 
     import distributed
@@ -142,6 +159,15 @@ def main():
             for x in xs:
                 task.run(inc, x)
             return task.get(timeout=600)
+
+        from multicore.cluster import _dask as mc_dask
+
+        def mc_task_rpc_claim(xs):
+            client.run(mc_dask._set_claim_mode, "rpc")
+            try:
+                return mc_task(xs)
+            finally:
+                client.run(mc_dask._set_claim_mode, "direct")
 
         def raw_submit(xs):
             return client.gather([client.submit(inc, x, pure=False) for x in xs])
@@ -184,22 +210,56 @@ def main():
             assert got == expect, fn.__name__
             return dt
 
-        tasks = {"multicore": [], "dask_submit": [], "joblib_dask": []}
+        cluster_pids = cluster.pids()
+        worker_pids = [p for p in cluster_pids
+                       if p in set(client.run(os.getpid).values())]
+        me = os.getpid()
+
+        def ticks(pids):
+            return sum(cpu_ticks(p) or 0 for p in pids)
+
+        def timed_cpu(fn, xs, expect):
+            """(seconds, {all, workers, scheduler, caller} CPU seconds)."""
+            c0 = {"workers": ticks(worker_pids), "all": ticks(cluster_pids + [me]),
+                  "caller": ticks([me])}
+            dt = timed(fn, xs, expect)
+            c1 = {"workers": ticks(worker_pids), "all": ticks(cluster_pids + [me]),
+                  "caller": ticks([me])}
+            return dt, {k: (c1[k] - c0[k]) / CLK_TCK for k in c0}
+
+        tasks = {"multicore": [], "dask_submit": [], "joblib_dask": [],
+                 "multicore_rpc_claim": []}
+        task_cpu = {k: [] for k in tasks}
+        rep_load = []
         maps = {"multicore_map": [], "dask_map": [], "joblib_dask_auto": []}
         map_items = list(range(n_items))
         map_want = [x + 1 for x in map_items]
         task_runs = [("multicore", mc_task), ("dask_submit", raw_submit),
-                     ("joblib_dask", joblib_one)]
+                     ("joblib_dask", joblib_one), ("multicore_rpc_claim", mc_task_rpc_claim)]
         map_runs = [("multicore_map", mc_map), ("dask_map", raw_map),
                     ("joblib_dask_auto", joblib_auto)]
         for rep in range(reps):
+            load0 = os.getloadavg()[0]
             # the order rotates from one repetition to the next
-            for name, fn in task_runs[rep % 3:] + task_runs[:rep % 3]:
-                tasks[name].append(timed(fn, items, want))
+            k = rep % len(task_runs)
+            for name, fn in task_runs[k:] + task_runs[:k]:
+                dt, cpu = timed_cpu(fn, items, want)
+                tasks[name].append(dt)
+                task_cpu[name].append(cpu)
             for name, fn in map_runs[rep % 3:] + map_runs[:rep % 3]:
                 maps[name].append(timed(fn, map_items, map_want))
-        out["tasks"] = {"n": n_tasks, "seconds": tasks,
-                        "us_per_task": {k: min(v) / n_tasks * 1e6 for k, v in tasks.items()}}
+            rep_load.append((load0, os.getloadavg()[0]))
+        per_rep = {name: [a / b for a, b in zip(tasks[name], tasks["dask_submit"])]
+                   for name in ("multicore", "multicore_rpc_claim", "joblib_dask")}
+        out["tasks"] = {"n": n_tasks, "seconds": tasks, "cpu_seconds": task_cpu,
+                        "rep_loadavg": rep_load,
+                        "us_per_task": {k: min(v) / n_tasks * 1e6 for k, v in tasks.items()},
+                        "per_rep_over_submit": per_rep,
+                        # the run with the least CPU in all processes, per path
+                        "cpu_us_per_task": {
+                            k: {part: min(c[part] for c in v) / n_tasks * 1e6
+                                for part in ("all", "workers", "caller")}
+                            for k, v in task_cpu.items()}}
         out["map"] = {"n": n_items, "seconds": maps,
                       "items_per_s": {k: n_items / min(v) for k, v in maps.items()}}
 
@@ -244,8 +304,13 @@ def main():
     out["loadavg_end"] = os.getloadavg()
     r = out["tasks"]["us_per_task"]
     m = out["map"]["items_per_s"]
+    cpu = out["tasks"]["cpu_us_per_task"]
     out["ratios"] = {
         "task_overhead_multicore_over_submit": r["multicore"] / r["dask_submit"],
+        "task_overhead_rpc_claim_over_submit": r["multicore_rpc_claim"] / r["dask_submit"],
+        "task_cpu_multicore_over_submit": cpu["multicore"]["all"] / cpu["dask_submit"]["all"],
+        "task_cpu_rpc_claim_over_submit":
+            cpu["multicore_rpc_claim"]["all"] / cpu["dask_submit"]["all"],
         "task_overhead_joblib_over_submit": r["joblib_dask"] / r["dask_submit"],
         "roundtrip_multicore_over_submit": out["roundtrip_us"]["multicore"]["p50"] /
         out["roundtrip_us"]["dask_submit"]["p50"],
@@ -262,6 +327,8 @@ def main():
 def render(out):
     rt = out["roundtrip_us"]
     t = out["tasks"]["us_per_task"]
+    cpu = out["tasks"]["cpu_us_per_task"]
+    per_rep = out["tasks"]["per_rep_over_submit"]
     m = out["map"]["items_per_s"]
     ratio = out["ratios"]
     lines = [
@@ -273,10 +340,25 @@ def render(out):
         f"  round trip p50: multicore {rt['multicore']['p50']:.0f} us, "
         f"Client.submit {rt['dask_submit']['p50']:.0f} us "
         f"(ratio {ratio['roundtrip_multicore_over_submit']:.2f})",
-        f"  per task ({out['tasks']['n']} one by one): multicore {t['multicore']:.0f} us, "
-        f"Client.submit {t['dask_submit']:.0f} us, joblib dask {t['joblib_dask']:.0f} us; "
-        f"multicore / submit = {ratio['task_overhead_multicore_over_submit']:.2f} "
-        f"(target <= 1.2), joblib / submit = {ratio['task_overhead_joblib_over_submit']:.2f}",
+        f"  per task ({out['tasks']['n']} one by one, best of "
+        f"{len(out['tasks']['seconds']['multicore'])}): multicore {t['multicore']:.0f} us, "
+        f"Client.submit {t['dask_submit']:.0f} us, joblib dask {t['joblib_dask']:.0f} us, "
+        f"multicore with the RPC claim {t['multicore_rpc_claim']:.0f} us",
+        f"    multicore / submit = {ratio['task_overhead_multicore_over_submit']:.2f} "
+        f"(target <= 1.2; per repetition {_spread(per_rep['multicore'])}), "
+        f"RPC claim / submit = {ratio['task_overhead_rpc_claim_over_submit']:.2f} "
+        f"(per repetition {_spread(per_rep['multicore_rpc_claim'])}), "
+        f"joblib / submit = {ratio['task_overhead_joblib_over_submit']:.2f}",
+        f"    CPU per task, all processes (least of the repetitions): multicore "
+        f"{cpu['multicore']['all']:.0f} us, Client.submit {cpu['dask_submit']['all']:.0f} us, "
+        f"RPC claim {cpu['multicore_rpc_claim']['all']:.0f} us "
+        f"(multicore / submit = {ratio['task_cpu_multicore_over_submit']:.2f}, "
+        f"RPC claim / submit = {ratio['task_cpu_rpc_claim_over_submit']:.2f}); "
+        f"in the workers: multicore {cpu['multicore']['workers']:.0f} us, "
+        f"submit {cpu['dask_submit']['workers']:.0f} us, "
+        f"RPC claim {cpu['multicore_rpc_claim']['workers']:.0f} us",
+        f"    load average per repetition: " + ", ".join(
+            f"{a:.1f}-{b:.1f}" for a, b in out["tasks"]["rep_loadavg"]),
         f"  map ({out['map']['n']} items): multicore.map {m['multicore_map']:,.0f}/s, "
         f"Client.map {m['dask_map']:,.0f}/s, joblib dask {m['joblib_dask_auto']:,.0f}/s "
         f"(multicore is {ratio['map_dask_time_over_multicore']:.1f}x Client.map, "
@@ -288,6 +370,13 @@ def render(out):
                      f"{a['return_s']['multicore']:.3f} s, Client.submit "
                      f"{a['return_s']['dask_submit']:.3f} s")
     return "\n".join(lines)
+
+
+def _spread(ratios):
+    if not ratios:
+        return "-"
+    return (f"{min(ratios):.2f} / {statistics.median(ratios):.2f} / "
+            f"{max(ratios):.2f}")
 
 
 if __name__ == "__main__":

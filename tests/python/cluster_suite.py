@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -105,6 +106,11 @@ def started(directory, tag):
     """Starts recorded by cluster_tasks.record()/block() for tag."""
     return [f for f in os.listdir(directory)
             if f.startswith(tag + ".") and f.split(".")[1].isdigit()]
+
+
+def address_of(cluster, pid):
+    """The address of the worker process pid (ask before killing it)."""
+    return {p: a for a, p in cluster.worker_pids().items()}[pid]
 
 
 def pid_exited(pid):
@@ -276,7 +282,7 @@ def test_worker_killed_mid_task(on_cluster, tmp_path):
     assert [tag for tag, _ in results] == [f"other{i}" for i in range(6)]
     queued_index = keys.index(queued_there[0])
     assert results[queued_index][1] != victim_pid      # ran elsewhere, after the kill
-    on_cluster.wait_for_workers(2)
+    on_cluster.wait_for_workers(2, gone=[victim_worker])
     # a round trip through both workers, then: nothing ran twice
     again = Task()
     for i in range(4):
@@ -299,10 +305,244 @@ def test_a_finished_result_outlives_its_worker(on_cluster, tmp_path):
     while part.report is None:
         assert time.monotonic() < deadline, "the result was never fetched"
         time.sleep(0.01)
+    address = address_of(on_cluster, pid)
     os.kill(pid, signal.SIGKILL)
-    on_cluster.wait_for_workers(2)          # the death has been handled
+    on_cluster.wait_for_workers(2, gone=[address])     # the death has been handled
     assert task.get(timeout=30) == [("done", pid)]
     assert len(started(tmp_path, "done")) == 1
+
+
+def test_results_are_fetched_as_they_finish(on_cluster, tmp_path):
+    """A result is fetched when its part finishes, while the Task's other
+    part still runs and nobody is in get(); once here it outlives its
+    worker (Dask would otherwise run it again, or lose it)."""
+    task = Task()
+    task.run(cluster_tasks.block, str(tmp_path), "held", 60.0)
+    (name,) = wait_for_files(tmp_path, "held.", 1)
+    held_pid = int(name.split(".")[1])
+    task.run(cluster_tasks.record, str(tmp_path), "quick")   # on the other worker
+    quick = task._parts[1]
+    deadline = time.monotonic() + 30
+    while quick.report is None:
+        assert time.monotonic() < deadline, "the finished part was never fetched"
+        time.sleep(0.01)
+    assert quick.future is None                   # released: the worker frees it
+    assert not task._parts[0].done()              # its sibling still blocks
+    (name,) = wait_for_files(tmp_path, "quick.", 1)
+    quick_pid = int(name.split(".")[1])
+    assert quick_pid != held_pid
+    address = address_of(on_cluster, quick_pid)
+    os.kill(quick_pid, signal.SIGKILL)
+    on_cluster.wait_for_workers(2, gone=[address])     # the death has been handled
+    (tmp_path / "held.release").write_text("")
+    assert task.get(timeout=30) == [("held", held_pid), ("quick", quick_pid)]
+    assert len(started(tmp_path, "held")) == 1
+    assert len(started(tmp_path, "quick")) == 1
+
+
+def test_get_stops_waiting_for_a_fetch_once_the_worker_is_gone(on_cluster, tmp_path):
+    """A fetch stuck on a worker that stopped answering (SIGSTOP) does not
+    hold get() once that worker is gone: the part fails with
+    WorkerDiedError (its result was never fetched), and it never runs
+    again."""
+    session = multicore.cluster.active()
+    session._fetch_paused = True          # the order: finished, stopped, then fetched
+    pid = address = None
+    killed = []
+    try:
+        task = Task()
+        task.run(cluster_tasks.record, str(tmp_path), "unfetched")
+        part = task._parts[0]
+        deadline = time.monotonic() + 30
+        while part.future.status != "finished":
+            assert time.monotonic() < deadline, part.future.status
+            time.sleep(0.01)
+        (name,) = wait_for_files(tmp_path, "unfetched.", 1)
+        pid = int(name.split(".")[1])
+        address = address_of(on_cluster, pid)
+        os.kill(pid, signal.SIGSTOP)
+        session._fetch_paused = False
+
+        def kill_once_fetching():
+            # Gate: the fetch of that result is in flight (and cannot end:
+            # its worker is stopped), then the worker dies.
+            deadline = time.monotonic() + 30
+            while not part.fetching and time.monotonic() < deadline:
+                time.sleep(0.005)
+            killed.append((part.fetching, time.monotonic()))
+            os.kill(pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_once_fetching)
+        killer.start()
+        try:
+            with pytest.raises(WorkerDiedError, match="before its result was fetched") as info:
+                task.get(timeout=60)
+        finally:
+            killer.join()
+        assert killed[0][0], "the fetch was never in flight"
+        assert time.monotonic() - killed[0][1] < 10
+        assert f"pid {pid}" in str(info.value)
+        on_cluster.wait_for_workers(2, gone=[address])
+        assert len(started(tmp_path, "unfetched")) == 1
+    finally:
+        session._fetch_paused = False
+        if pid is not None:
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 30
+            while not pid_exited(pid):
+                assert time.monotonic() < deadline, "the stopped worker still runs"
+                time.sleep(0.02)
+            on_cluster.wait_for_workers(2, gone=[address])
+
+
+def test_a_fetch_that_brings_no_result_is_not_a_result(on_cluster):
+    """What a fetch answers for a part is delivered only if it is a report:
+    a gather that left a key unanswered (as an overlapping one does: the
+    key itself) or answered None is fetched again."""
+    session = multicore.cluster.active()
+    real = session.client.gather
+    answers = []
+
+    def gather(futures, *args, **kwargs):
+        answers.append(len(futures))
+        if len(answers) <= 2:
+            fake = [f.key for f in futures] if len(answers) == 1 else [None] * len(futures)
+
+            async def unanswered():
+                return fake
+            return unanswered()
+        return real(futures, *args, **kwargs)
+
+    session.client.gather = gather
+    try:
+        task = Task()
+        for i in range(3):
+            task.run(cluster_tasks.square, i)
+        assert task.get(timeout=30) == [0, 1, 4]
+    finally:
+        del session.client.gather
+    assert len(answers) >= 3
+
+
+def test_a_stopped_worker_is_removed_by_the_ttl(cluster, tmp_path_factory):
+    """A worker that stops answering mid-task (SIGSTOP) is removed by the
+    scheduler after its worker-ttl (a cluster of its own with a short one):
+    the task fails with WorkerDiedError, the others complete, nothing runs
+    twice."""
+    workdir = tmp_path_factory.mktemp("dask-ttl")
+    env = dict(os.environ, DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL="1s")
+    ttl_cluster = LocalDaskCluster(workdir, n_workers=2, env=env)
+    out = tmp_path_factory.mktemp("ttl-out")
+    pid = None
+    pool = None
+    try:
+        ttl_cluster.start()
+        pool = multicore.Pool(cluster=ttl_cluster.address)
+        victim = pool.Task()
+        victim.run(cluster_tasks.block, str(out), "frozen", 120.0)
+        (name,) = wait_for_files(out, "frozen.", 1)
+        pid = int(name.split(".")[1])
+        os.kill(pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        others = pool.Task()
+        for i in range(4):
+            others.run(cluster_tasks.record, str(out), f"live{i}")
+        with pytest.raises(WorkerDiedError, match="cluster_tasks.block") as info:
+            victim.get(timeout=60)
+        assert time.monotonic() - stopped_at < 45     # ttl: max(1 s, 10 heartbeats)
+        assert f"pid {pid}" in str(info.value)
+        assert [tag for tag, _ in others.get(timeout=60)] == [f"live{i}" for i in range(4)]
+        assert len(started(out, "frozen")) == 1
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+        if pid is not None:
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        left = ttl_cluster.stop()
+        assert left == [], f"cluster processes left: {left}"
+        if pid is not None:
+            assert pid_exited(pid)
+
+
+def test_claims_go_straight_to_the_scheduler(on_cluster):
+    """A task's start claim goes over the worker's own connection to the
+    scheduler (not the RPC through its event loop); a cancelled key is
+    False; a connection the scheduler drops, or a scheduler nobody answers
+    for, falls back to the RPC for that claim and reconnects for the next."""
+    from multicore.cluster import _dask
+    with on_cluster.client() as c:
+        before = c.run(cluster_tasks.claim_stats)
+        task = Task()
+        for i in range(4):
+            task.run(cluster_tasks.square, i)
+        assert task.get(timeout=30) == [0, 1, 4, 9]
+        after = c.run(cluster_tasks.claim_stats)
+        assert sum(after[a]["direct"] - before[a]["direct"] for a in after) == 4
+        assert sum(after[a]["rpc"] - before[a]["rpc"] for a in after) == 0
+
+        # a key the scheduler has (a builtin: the scheduler has no task module)
+        probe = c.submit(abs, -9, pure=False)
+        assert probe.result(timeout=30) == 9
+        worker = sorted(after)[0]
+
+        def claim(key, fn=cluster_tasks.claim_key):
+            return c.run(fn, key, workers=[worker])[worker]
+
+        def stats():
+            return c.run(cluster_tasks.claim_stats, workers=[worker])[worker]
+
+        assert claim(probe.key) is True
+        s1 = stats()
+        assert s1["local"] is not None
+        assert claim("multicore-no-such-key") is False           # cancelled
+        s2 = stats()
+        assert (s2["direct"], s2["rpc"]) == (s1["direct"] + 1, s1["rpc"])
+
+        # the scheduler drops the connection: that claim through the RPC,
+        # the next one over a new connection
+        def drop(address, dask_scheduler=None):
+            comms = [comm for comm in list(dask_scheduler._comms)
+                     if comm.peer_address == address]
+            for comm in comms:
+                comm.abort()
+            return len(comms)
+        assert c.run_on_scheduler(drop, s2["local"]) == 1
+        assert claim(probe.key) is True
+        s3 = stats()
+        assert (s3["fallbacks"], s3["rpc"]) == (s2["fallbacks"] + 1, s2["rpc"] + 1)
+        assert claim(probe.key) is True
+        s4 = stats()
+        assert (s4["direct"], s4["connects"]) == (s3["direct"] + 1, s3["connects"] + 1)
+        assert s4["local"] not in (None, s2["local"])
+
+        # refused: through the RPC, cancelled keys still False
+        assert claim(probe.key, cluster_tasks.claim_with_nobody_listening) is True
+        assert claim("multicore-no-such-key",
+                     cluster_tasks.claim_with_nobody_listening) is False
+        s5 = stats()
+        assert (s5["fallbacks"], s5["rpc"]) == (s4["fallbacks"] + 2, s4["rpc"] + 2)
+
+        # the RPC alone (what the bench compares with)
+        c.run(_dask._set_claim_mode, "rpc", workers=[worker])
+        try:
+            assert claim(probe.key) is True
+            assert claim("multicore-no-such-key") is False
+            s6 = stats()
+            assert (s6["direct"], s6["rpc"]) == (s5["direct"], s5["rpc"] + 2)
+        finally:
+            c.run(_dask._set_claim_mode, "direct", workers=[worker])
+        assert claim(probe.key) is True
+        assert stats()["direct"] == s6["direct"] + 1
+        del probe
 
 
 def test_timeout_ends_the_stuck_worker(on_cluster, tmp_path):
@@ -310,6 +550,7 @@ def test_timeout_ends_the_stuck_worker(on_cluster, tmp_path):
     stuck.run(cluster_tasks.block, str(tmp_path), "stuck", 60.0)
     (name,) = wait_for_files(tmp_path, "stuck.", 1)
     stuck_pid = int(name.split(".")[1])
+    stuck_address = address_of(on_cluster, stuck_pid)
     start = time.monotonic()
     with pytest.raises(TimeoutExceededError, match=r"0 of 1 parts finished"):
         stuck.get(timeout=0.5)
@@ -319,7 +560,7 @@ def test_timeout_ends_the_stuck_worker(on_cluster, tmp_path):
     while not pid_exited(stuck_pid):
         assert time.monotonic() < deadline, "the stuck worker still runs"
         time.sleep(0.02)
-    on_cluster.wait_for_workers(2)
+    on_cluster.wait_for_workers(2, gone=[stuck_address])
     assert stuck_pid not in on_cluster.worker_pids().values()
     other = Task()
     for i in range(10):
@@ -341,7 +582,7 @@ def test_worker_init_once_per_worker(cluster, tmp_path):
                           worker_init=_make_init(init_dir),
                           worker_exit=_make_exit(init_dir))
     try:
-        assert pool.workers == 2
+        assert pool.workers == 2, pool._handle._workers
         inits = wait_for_files(init_dir, "init.", 2)
         assert {int(n.split(".")[1]) for n in inits} == before
         task = pool.Task()
@@ -354,8 +595,9 @@ def test_worker_init_once_per_worker(cluster, tmp_path):
         assert len(os.listdir(init_dir)) == 2           # once per worker, not per task
         # a replacement worker runs worker_init again
         victim = sorted(before)[0]
+        address = address_of(cluster, victim)
         os.kill(victim, signal.SIGKILL)
-        cluster.wait_for_workers(2)
+        cluster.wait_for_workers(2, gone=[address])
         inits = wait_for_files(init_dir, "init.", 3)
         assert len(inits) == 3
     finally:

@@ -8,19 +8,31 @@ pickle.loads(payload) and bytes only (see _wire.py).
 
 At most once. Dask re-runs a task whose worker died, the one that was
 running as well as those only queued there. Here a task, when it starts,
-claims itself before the callable runs: an RPC that sets, on the
-scheduler, a worker restriction that no worker can satisfy (the scheduler
-only reads restrictions when it places a task). If its worker then dies,
+claims itself before the callable runs: a set_restrictions request that
+sets, on the scheduler, a worker restriction that no worker can satisfy
+(the scheduler only reads restrictions when it places a task), sent from
+the task's thread over a plain connection of the worker process to the
+scheduler (_SchedulerLine), the worker's RPC if that fails. If its worker then dies,
 the scheduler cannot place it again (it stays "no-worker"), while tasks
 that were only queued there, never claimed, are placed on other workers as
 usual. The session subscribes to the scheduler's events: a "remove-worker"
 event lists the tasks that were processing on the worker; those of ours
 that the scheduler then reports "no-worker" were running, and fail with
-WorkerDiedError naming the worker; the others run elsewhere. Results are
-fetched in the background every sweep_seconds while tasks are in flight
-(their futures then dropped, so that the workers free them); a task that
-finished on a worker that died before its result was fetched fails the
-same way (Dask would run it again). A claim that finds its task cancelled
+WorkerDiedError naming the worker; the others run elsewhere.
+
+Results are fetched as soon as Dask reports them finished: a watcher in the
+client's event loop waits on each future's state and queues the finished
+ones; a fetch (one gather) takes every result queued, at most one start per
+fetch_window (at once while a thread waits in get(), no fetch is in flight
+and no task of the session is still unfinished: the last results of a
+get(), a round trip). The futures are then dropped, so that the workers free the
+results, and a result that has reached this process outlives its worker. A
+task that finished on a worker that died before its result was fetched
+fails the same way (Dask would run it again); get() waits for its parts'
+fates, not for a fetch, so a fetch stuck on a dying worker holds nothing
+back once the scheduler has removed that worker. What a fetch answers for
+a part is delivered only if it is a report (an overlapping gather can
+answer a key it did not bring); otherwise the part is fetched again. A claim that finds its task cancelled
 (the caller gave up on it) does not run the callable. Nothing in the
 scheduler's settings changes.
 
@@ -46,6 +58,8 @@ import pickle
 import re
 import signal
 import socket
+import struct
+import sys
 import threading
 import time
 import traceback
@@ -86,9 +100,11 @@ def _dumps_hook(fn):
 class _Part:
     """One run(): its Dask future, its report once fetched (the future is
     then dropped, so that Dask frees the result on its worker), and its
-    verdict if the session decided it failed (its worker died)."""
+    verdict if the session decided it failed (its worker died, or its
+    result could not be fetched)."""
 
-    __slots__ = ("key", "future", "name", "verdict", "report", "watched", "__weakref__")
+    __slots__ = ("key", "future", "name", "verdict", "report", "fetching",
+                 "fetch_failures", "__weakref__")
 
     def __init__(self, key, future, name):
         self.key = key
@@ -96,11 +112,17 @@ class _Part:
         self.name = name
         self.verdict = None
         self.report = None
-        self.watched = False
+        self.fetching = False     # in a fetch in flight
+        self.fetch_failures = 0
 
     def done(self):
+        """Settled: its result is here, or its fate is decided (a verdict,
+        an error or a cancel on the cluster). A part that finished on its
+        worker is done once its result has been fetched."""
+        if self.verdict is not None or self.report is not None:
+            return True
         future = self.future
-        return self.verdict is not None or future is None or future.done()
+        return future is None or future.status in ("error", "cancelled")
 
 
 class DaskSession:
@@ -111,10 +133,16 @@ class DaskSession:
     # What multicore.map aims at per chunk: a task costs a few milliseconds
     # of scheduling here (tens of microseconds locally).
     target_chunk_seconds = 0.1
-    # While tasks are in flight, finished results are fetched from the
-    # workers this often (and at get()): a result left on a worker is lost
-    # if that worker dies, and Dask would run the task again.
-    sweep_seconds = 0.2
+    # A finished result is fetched from its worker as soon as Dask reports
+    # it finished (a result left on a worker is lost if that worker dies,
+    # and Dask would run the task again), coalesced: a fetch starts at most
+    # once per fetch_window seconds (at once while get() or wait_first()
+    # waits, no fetch is in flight and every task of the session has
+    # finished), and takes every result finished meanwhile.
+    fetch_window = 0.05
+    # Fetches in flight at most (one stuck on a dying worker does not hold
+    # the others back).
+    max_fetches = 4
 
     def __init__(self, target, worker_init=None, worker_exit=None):
         self.running = False
@@ -140,7 +168,17 @@ class DaskSession:
         self._nthreads = 0
         self._keys = itertools.count()
         self._submitted = 0
-        self._sweeping = False    # a sweep is scheduled in the event loop
+        # Fetching results (the client's event loop; the lists under _lock):
+        self._new = []            # (key, FutureState) submitted, not yet watched
+        self._ready = {}          # keys finished on a worker, to fetch
+        self._watchers = set()    # the tasks waiting for futures to finish
+        self._fetches = 0         # fetches in flight
+        self._last_fetch = 0.0    # when the last one started (monotonic)
+        self._fetch_handle = None  # a fetch scheduled for later
+        self._waiters = 0         # threads in get()/wait_first()
+        self._unfinished = 0      # parts submitted that Dask has not finished
+        self._fetch_paused = False   # tests: hold fetches back
+        self.fetch_count = 0      # fetches started (tests, bench)
         # Watch the cluster before anything runs on it.
         self._previous_handler = self.client._event_handlers.get("all")
         self.client.subscribe_topic("all", self._on_event)
@@ -218,6 +256,8 @@ class DaskSession:
                        if part.future is not None]
             self._inflight.clear()
             self._undecided.clear()
+            self._ready.clear()
+            self._new = []
             self._cond.notify_all()
         if futures and self.client.status == "running":
             try:
@@ -266,78 +306,178 @@ class DaskSession:
         with self._lock:
             self._inflight[key] = part
             self._submitted += 1
-            arm, self._sweeping = not self._sweeping, True
+            self._new.append((key, future._state))
+            self._unfinished += 1
+            arm = len(self._new) == 1
         if arm:       # add_callback: the one IOLoop method safe from other threads
-            self.client.loop.add_callback(self._arm_sweep)
+            self.client.loop.add_callback(self._watch_new)
         return part
 
     # -- fetching results as they finish (in the client's event loop) --------
 
-    def _arm_sweep(self):
-        self.client.loop.call_later(self.sweep_seconds, self._start_sweep)
+    def _watch_new(self):
+        """Watch the futures submitted since the last call: each one's
+        state, not the Future itself, so that a Task dropped without get()
+        still releases its futures (and Dask its queued tasks)."""
+        with self._lock:
+            new, self._new = self._new, []
+        for key, state in new:
+            watcher = asyncio.ensure_future(self._await_done(key, state))
+            self._watchers.add(watcher)
+            watcher.add_done_callback(self._watchers.discard)
 
-    def _start_sweep(self):
-        asyncio.ensure_future(self._sweep())
-
-    async def _sweep(self):
-        """Fetch the finished results of the tasks in flight, then come
-        back in sweep_seconds while any is in flight."""
+    async def _await_done(self, key, state):
+        # "lost": its worker died after it finished; Dask may finish it again
         try:
-            with self._lock:
-                parts = [p for p in self._inflight.values()
-                         if p.report is None and p.verdict is None and
-                         p.future is not None and p.future.status == "finished"]
-            if parts and self.running:
-                try:
-                    got = await self.client.gather([p.future for p in parts],
-                                                   asynchronous=True)
-                except Exception:
-                    got = None      # a worker died meanwhile: get() fetches
-                if got is not None:
-                    for part, report in zip(parts, got):
-                        if part.verdict is None:
-                            part.report = report
-                            part.future = None
-                del got
+            while state.status in ("pending", "lost"):
+                await state.wait()
         finally:
             with self._lock:
-                again = self.running and any(
-                    p.verdict is None and p.future is not None and
-                    p.future.status in ("pending", "finished")
-                    for p in self._inflight.values())
-                self._sweeping = again
-            if again:
-                self.client.loop.call_later(self.sweep_seconds, self._start_sweep)
+                self._unfinished -= 1
+        with self._cond:
+            if key not in self._inflight:
+                return
+            if state.status == "finished":
+                self._ready[key] = None
+            else:                        # error, cancelled: done as it is
+                self._cond.notify_all()
+                return
+        self._schedule_fetch()
+
+    def _schedule_fetch(self):
+        """Start a fetch of the results finished and not fetched, now or
+        when the window since the last one has passed (event loop)."""
+        if self._fetch_paused or not self.running:
+            return
+        with self._lock:
+            if not self._ready or self._fetches >= self.max_fetches:
+                return
+            # At once while a thread waits and nothing is left to finish
+            # (its last results, or a round trip): no fetch is worth waiting
+            # for. While tasks still run, the window coalesces the fetches.
+            urgent = self._waiters > 0 and self._fetches == 0 and self._unfinished == 0
+        if self._fetch_handle is not None:
+            if not urgent:
+                return                   # it comes at the end of the window
+            self._fetch_handle.cancel()
+            self._fetch_handle = None
+        wait = 0.0 if urgent else self._last_fetch + self.fetch_window - time.monotonic()
+        if wait > 0:
+            self._fetch_handle = self.client.loop.call_later(wait, self._start_fetch)
+        else:
+            self._start_fetch()
+
+    def _start_fetch(self):
+        self._fetch_handle = None
+        if self._fetch_paused or not self.running:
+            return
+        with self._lock:
+            keys, self._ready = self._ready, {}
+            parts = []
+            for key in keys:
+                part = self._inflight.get(key)
+                if part is None or part.fetching or part.report is not None or \
+                        part.verdict is not None:
+                    continue
+                future = part.future
+                if future is None or future.status != "finished":
+                    continue        # lost or cancelled meanwhile
+                part.fetching = True
+                parts.append(part)
+            if not parts:
+                return
+            self._fetches += 1
+            self.fetch_count += 1
+        self._last_fetch = time.monotonic()
+        fetch = asyncio.ensure_future(self._fetch(parts))
+        self._watchers.add(fetch)
+        fetch.add_done_callback(self._watchers.discard)
+
+    async def _fetch(self, parts):
+        """Fetch the reports of parts; a part whose report did not come (its
+        worker died meanwhile, a part of the same fetch was cancelled, an
+        overlapping fetch answered for it) is fetched again while its future
+        is finished; its fate is decided otherwise (see _membership)."""
+        error = None
+        try:
+            got = await self.client.gather([p.future for p in parts],
+                                           asynchronous=True)
+        except BaseException as e:   # the bookkeeping below, whatever ended it
+            got, error = (), e
+        with self._cond:
+            self._fetches -= 1
+            for i, part in enumerate(parts):
+                part.fetching = False
+                if part.verdict is not None or part.report is not None:
+                    continue
+                report = got[i] if i < len(got) else None
+                if _wire.is_report(report):
+                    part.report = report     # before the future goes (done())
+                    part.future = None
+                    continue
+                future = part.future
+                if future is None or future.status != "finished" or not self.running:
+                    continue
+                if error is not None and not isinstance(error, _CANCELLED):
+                    part.fetch_failures += 1
+                if part.fetch_failures >= 3:
+                    err = MulticoreError(f"fetching the result of {part.name} from "
+                                         f"the cluster failed: "
+                                         f"{type(error).__name__}: {error}")
+                    part.verdict = err
+                else:
+                    self._ready[part.key] = None
+            del got, parts
+            self._cond.notify_all()
+        if error is not None and not isinstance(error, Exception):
+            raise error              # the loop is cancelling this fetch
+        self._schedule_fetch()
 
     # -- waiting -------------------------------------------------------------
 
-    def _notify(self, _future=None):
-        with self._cond:
-            self._cond.notify_all()
-
-    def _watch(self, parts):
+    def _kick(self, parts, always):
+        """Under self._lock: ask for the results of the parts Dask finished
+        that are neither fetched nor in a fetch, at once (a thread waits)."""
+        kick = always
         for part in parts:
             future = part.future
-            if not part.watched and future is not None:
-                part.watched = True
-                future.add_done_callback(self._notify)
+            if part.report is None and part.verdict is None and future is not None \
+                    and future.status == "finished" and not part.fetching and \
+                    part.key not in self._ready:
+                self._ready[part.key] = None
+                kick = True
+        if kick:
+            self.client.loop.add_callback(self._schedule_fetch)
 
     def wait_all(self, parts, timeout):
-        """Until every part is done; TimeoutExceededError past timeout (None:
-        no limit)."""
+        """Until every part is done (its result fetched, or its fate
+        decided); TimeoutExceededError past timeout (None: no limit). Every
+        half second it looks again at the parts Dask finished that are
+        neither fetched nor in a fetch (one finished again after its worker
+        died)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            futures = [f for f in (p.future for p in parts if not p.done())
-                       if f is not None]
-            if not futures:
-                return
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        with self._cond:
+            self._waiters += 1
             try:
-                self.client.sync(distributed.client._wait, futures, timeout=left)
-            except (TimeoutError, asyncio.TimeoutError) as e:
-                raise TimeoutExceededError(str(e)) from None
-            except _CANCELLED:
-                pass          # a part cancelled (its worker died): done too
+                first = True
+                while True:
+                    pending = [p for p in parts if not p.done()]
+                    if not pending:
+                        return
+                    if not self.running:
+                        raise PoolNotRunningError("the multicore cluster session "
+                                                  "is closed (shutdown() was called)")
+                    self._kick(pending, first)
+                    first = False
+                    wait = 0.5
+                    if deadline is not None:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise TimeoutExceededError("timed out")
+                        wait = min(wait, left)
+                    self._cond.wait(wait)
+            finally:
+                self._waiters -= 1
 
     def wait_first(self, tasks, timeout=None):
         if not self.running:
@@ -345,63 +485,55 @@ class DaskSession:
                                       "session is closed")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while True:
-                found = [i for i, task in enumerate(tasks) if task.done()]
-                if found or (timeout is not None and timeout <= 0):
-                    return found
-                if not self.running:
-                    raise PoolNotRunningError("wait_first(): the multicore "
-                                              "cluster session is closed")
-                for task in list(tasks):
-                    self._watch(task._parts)
-                found = [i for i, task in enumerate(tasks) if task.done()]
-                if found:
-                    return found
-                if deadline is None:
-                    self._cond.wait()
-                else:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return []
-                    self._cond.wait(left)
+            self._waiters += 1
+            try:
+                first = True
+                while True:
+                    found = [i for i, task in enumerate(tasks) if task.done()]
+                    if found or (timeout is not None and timeout <= 0):
+                        return found
+                    if not self.running:
+                        raise PoolNotRunningError("wait_first(): the multicore "
+                                                  "cluster session is closed")
+                    # read again at every wake-up: tasks are added meanwhile
+                    self._kick([p for task in list(tasks) for p in task._parts], first)
+                    first = False
+                    # a cancel() wakes nobody: seen within the 50 ms slice
+                    wait = 0.05
+                    if deadline is not None:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            return []
+                        wait = min(wait, left)
+                    self._cond.wait(wait)
+            finally:
+                self._waiters -= 1
 
     # -- results -------------------------------------------------------------
 
     def collect(self, parts):
-        """(values, first failure or None) of done parts, in order."""
-        reports = {}
-        finished = []
-        for p in parts:
-            future = p.future
-            if p.verdict is not None:
-                continue
-            if future is None:
-                reports[p.key] = p.report
-            elif future.status == "finished":
-                finished.append((p.key, future))
-        if finished:
-            try:
-                got = self.client.gather([f for _, f in finished])
-            except Exception as e:          # lost meanwhile, or the connection failed
-                raise MulticoreError(f"fetching results from the cluster "
-                                     f"failed: {type(e).__name__}: {e}") from e
-            reports.update(zip([k for k, _ in finished], got))
+        """(values, first failure or None) of done parts, in order (their
+        results are here: see wait_all)."""
         values, failure = [], None
         for part in parts:
             if failure is not None:
                 continue
             try:
-                values.append(self._value(part, reports))
+                values.append(self._value(part))
             except Exception as e:
                 failure = e
         return values, failure
 
-    def _value(self, part, reports):
+    def _value(self, part):
         if part.verdict is not None:
             raise part.verdict
-        if part.key in reports:
-            return _wire.decode(reports[part.key], part.name)
-        status = part.future.status
+        report = part.report
+        if report is not None:
+            return _wire.decode(report, part.name)
+        future = part.future
+        if future is None:
+            raise MulticoreError(f"running {part.name}: its result was lost")
+        status = future.status
         if status == "error":
             exc = part.future.exception()
             if type(exc).__name__ == "KilledWorker":
@@ -437,6 +569,7 @@ class DaskSession:
             for part in parts:
                 self._inflight.pop(part.key, None)
                 self._undecided.pop(part.key, None)
+                self._ready.pop(part.key, None)
 
     # -- watching the cluster (in the client's event loop) -------------------
 
@@ -633,15 +766,178 @@ class DaskTask(ClusterTask):
 # In the Dask workers
 # ---------------------------------------------------------------------------
 
+# How a task claims itself: "direct" over a blocking connection of this
+# worker process to the scheduler (_SchedulerLine), falling back to the RPC
+# through the worker's event loop on any failure; "rpc" always the RPC (the
+# bench measures both: set with Client.run on the workers).
+_claim_mode = "direct"
+_lines = {}                       # scheduler address -> _SchedulerLine
+_lines_lock = threading.Lock()
+claim_counts = {"direct": 0, "rpc": 0, "fallbacks": 0, "connects": 0}
+
+
 def _claim(worker, key):
     """Record on the scheduler that `key` starts here (see the module doc);
     False if the scheduler no longer has it (it was cancelled)."""
+    restriction = {key: [_CLAIMED + worker.address]}
+    if _claim_mode == "direct":
+        line = _line(worker.scheduler.address)
+        if line is not None:
+            answer = line.set_restrictions(restriction)
+            if answer is not None:
+                claim_counts["direct"] += 1
+                return answer
+            claim_counts["fallbacks"] += 1
+    claim_counts["rpc"] += 1
     try:
         distributed.utils.sync(worker.loop, worker.scheduler.set_restrictions,
-                               worker={key: [_CLAIMED + worker.address]})
+                               worker=restriction)
     except KeyError:
         return False
     return True
+
+
+def _line(address):
+    line = _lines.get(address)
+    if line is None or line.pid != os.getpid():
+        with _lines_lock:
+            line = _lines.get(address)
+            if line is None or line.pid != os.getpid():
+                line = _lines[address] = _SchedulerLine(address)
+    return line if line.usable else None
+
+
+class _SchedulerLine:
+    """A plain blocking TCP connection from this worker process to the
+    scheduler, speaking Dask's own wire format (the comm handshake, then
+    set_restrictions requests, each answered), opened at the first claim.
+
+    A claim through the worker's RPC costs two hops through the worker's
+    event loop (the task thread hands the call to the loop, the loop hands
+    the answer back) and the loop's own work; this one is a send and a
+    receive in the task's thread. On any failure (refused, reset, closed by
+    the scheduler, a scheduler restarted, a timeout) the connection is
+    closed and set_restrictions returns None: that claim goes through the
+    RPC, and the next one connects again (not before retry_after seconds
+    after a failed connect). Only tcp:// schedulers (TLS and others: always
+    the RPC)."""
+
+    timeout = 10.0
+    retry_after = 5.0
+
+    def __init__(self, address):
+        from distributed.comm.addressing import parse_address, parse_host_port
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.sock = None
+        self.down_until = 0.0
+        self.usable = False
+        try:
+            scheme, loc = parse_address(address)
+            if scheme == "tcp":
+                self.host, self.port = parse_host_port(loc)
+                self.usable = True
+        except Exception:
+            pass
+
+    def set_restrictions(self, restrictions):
+        """True: done; False: the scheduler does not have the key (it was
+        cancelled); None: failed, use the RPC."""
+        with self.lock:
+            if self.sock is None:
+                if time.monotonic() < self.down_until:
+                    return None
+                try:
+                    self._connect()
+                except Exception:
+                    self._close()
+                    self.down_until = time.monotonic() + self.retry_after
+                    return None
+            try:
+                self._write({"op": "set_restrictions", "worker": restrictions,
+                             "reply": True})
+                reply = self._read()
+            except Exception:
+                self._close()
+                return None
+        if reply is None:
+            return True
+        if isinstance(reply, dict) and reply.get("status") == "uncaught-error" and \
+                str(reply.get("exception_text", "")).startswith("KeyError"):
+            return False
+        return None         # an answer not understood: the RPC decides
+
+    def _connect(self):
+        sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        self.sock = sock
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Both ends send their handshake first (distributed.comm.core);
+        # no compression asked, so the scheduler sends none.
+        self._write({"compression": None, "python": tuple(sys.version_info)[:3],
+                     "pickle-protocol": pickle.HIGHEST_PROTOCOL})
+        if not isinstance(self._read(), dict):
+            raise OSError("unexpected handshake from the scheduler")
+        claim_counts["connects"] += 1
+
+    def _close(self):
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _write(self, msg):
+        from distributed.protocol import dumps
+        from distributed.protocol.utils import pack_frames_prelude
+        frames = [bytes(f) if not isinstance(f, bytes) else f for f in dumps(msg)]
+        prelude = pack_frames_prelude(frames)
+        # the 8-byte count of what the reader takes in one piece: here all
+        head = struct.pack("Q", len(prelude) + sum(len(f) for f in frames))
+        self.sock.sendall(b"".join([head, prelude, *frames]))
+
+    def _read(self):
+        from distributed.protocol import loads
+        from distributed.protocol.utils import unpack_frames
+        (n,) = struct.unpack("Q", self._recv(8))
+        frames, missing = unpack_frames(self._recv(n), partial=True)
+        for length in missing:
+            frames.append(memoryview(self._recv(length)))
+        return loads(frames, deserialize=True)
+
+    def _recv(self, n):
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = self.sock.recv_into(view[got:])
+            if k == 0:
+                raise ConnectionResetError("the scheduler closed the connection")
+            got += k
+        return buf
+
+
+def _claim_stats(dask_worker=None):
+    """This worker process's claim counters, and the local address of its
+    direct connection (tests)."""
+    line = _lines.get(dask_worker.scheduler.address) if dask_worker is not None else None
+    sock = line.sock if line is not None else None
+    local = None
+    if sock is not None:
+        try:
+            local = "tcp://%s:%d" % sock.getsockname()[:2]
+        except OSError:
+            pass
+    return dict(claim_counts, mode=_claim_mode, local=local)
+
+
+def _set_claim_mode(mode, dask_worker=None):
+    """Client.run on the workers: "direct" or "rpc" (the bench)."""
+    global _claim_mode
+    if mode not in ("direct", "rpc"):
+        raise ValueError(f"claim mode must be 'direct' or 'rpc', not {mode!r}")
+    _claim_mode = mode
+    return mode
 
 
 def _where(worker):

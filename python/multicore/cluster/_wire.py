@@ -45,6 +45,15 @@ BAD_ARGS = 3       # (BAD_ARGS, why)
 CANCELLED = 4      # (CANCELLED,): cancelled before it started; fn did not run
 NO_INIT = 5        # (NO_INIT, text): worker_init failed (or never ran) here
 
+_LENGTHS = {OK: 4, FAILED: 5, NO_CALLABLE: 2, BAD_ARGS: 2, CANCELLED: 1, NO_INIT: 2}
+
+
+def is_report(obj):
+    """Whether obj is what execute() returns (and not, say, the None or the
+    key that a gather answered for a result it did not bring)."""
+    return type(obj) is tuple and len(obj) > 0 and type(obj[0]) is int and \
+        _LENGTHS.get(obj[0]) == len(obj)
+
 
 # ---------------------------------------------------------------------------
 # Pickling the callable and the arguments

@@ -95,3 +95,40 @@ def state_and_id():
 
 def failing_init():
     raise RuntimeError("worker_init exploded on purpose")
+
+
+# -- the start claim, from inside a worker (Client.run) ----------------------
+
+async def claim_key(key, dask_worker=None):
+    """Claim `key` as a starting task does, in a thread of the worker (the
+    claim's RPC fallback needs the worker's event loop free)."""
+    import asyncio
+    from multicore.cluster import _dask
+    return await asyncio.get_running_loop().run_in_executor(
+        None, _dask._claim, dask_worker, key)
+
+
+def claim_stats(dask_worker=None):
+    from multicore.cluster import _dask
+    return _dask._claim_stats(dask_worker)
+
+
+async def claim_with_nobody_listening(key, dask_worker=None):
+    """claim_key() with the direct connection pointed at a port nobody
+    listens on (refused): the claim must still be made, through the RPC."""
+    import asyncio
+    import socket
+    from multicore.cluster import _dask
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    line = _dask._line(dask_worker.scheduler.address)
+    host, saved_port = line.host, line.port
+    line._close()
+    line.host, line.port, line.down_until = "127.0.0.1", port, 0.0
+    try:
+        return await asyncio.get_running_loop().run_in_executor(
+            None, _dask._claim, dask_worker, key)
+    finally:
+        line.host, line.port, line.down_until = host, saved_port, 0.0
