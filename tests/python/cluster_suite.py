@@ -14,7 +14,6 @@ type (copyreg), which changes how the local pool's tests see deep
 tracebacks, so the main test process never imports it."""
 
 import os
-import pickle
 import signal
 import socket
 import subprocess
@@ -119,6 +118,16 @@ def pid_exited(pid):
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def end_stopped_worker(pid):
+    """SIGCONT then SIGKILL a worker process a test stopped (its nanny
+    reaps it); a process already gone is fine."""
+    for sig in (signal.SIGCONT, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 # -- defined here: importable by the caller (pytest), not by the workers ----
@@ -387,11 +396,7 @@ def test_get_stops_waiting_for_a_fetch_once_the_worker_is_gone(on_cluster, tmp_p
     finally:
         session._fetch_paused = False
         if pid is not None:
-            for sig in (signal.SIGCONT, signal.SIGKILL):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
+            end_stopped_worker(pid)
             deadline = time.monotonic() + 30
             while not pid_exited(pid):
                 assert time.monotonic() < deadline, "the stopped worker still runs"
@@ -462,11 +467,7 @@ def test_a_stopped_worker_is_removed_by_the_ttl(cluster, tmp_path_factory):
             pool.close()
             pool.join()
         if pid is not None:
-            for sig in (signal.SIGCONT, signal.SIGKILL):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
+            end_stopped_worker(pid)
         left = ttl_cluster.stop()
         assert left == [], f"cluster processes left: {left}"
         if pid is not None:
