@@ -183,38 +183,45 @@ void mcx_compact_begin(mcx_compact_writer *w, void *buf, unsigned kind)
     w->n = 0;
 }
 
+/* One home for each atom type's encoding: what follows its type byte is
+   ATOM_FIXED bytes (INT: i64, FLOAT: f64), nothing (NONE, FALSE, TRUE),
+   or ATOM_VARLEN (STR, BYTES: a u32 length, then that many bytes); -1 for
+   a byte that is no atom type. */
+#define ATOM_FIXED 8
+#define ATOM_VARLEN (-2)
+static int atom_body(unsigned type)
+{
+    switch (type) {
+    case MCX_ATOM_NONE:
+    case MCX_ATOM_FALSE:
+    case MCX_ATOM_TRUE:
+        return 0;
+    case MCX_ATOM_INT:
+    case MCX_ATOM_FLOAT:
+        return ATOM_FIXED;
+    case MCX_ATOM_STR:
+    case MCX_ATOM_BYTES:
+        return ATOM_VARLEN;
+    default:
+        return -1;
+    }
+}
+
 int mcx_compact_put(mcx_compact_writer *w, const mcx_atom *a)
 {
     if (w->n >= MCX_COMPACT_MAX_ITEMS)
         return -1;
-    size_t need = 1;
-    switch (a->type) {
-    case MCX_ATOM_NONE:
-    case MCX_ATOM_FALSE:
-    case MCX_ATOM_TRUE:
-        break;
-    case MCX_ATOM_INT:
-    case MCX_ATOM_FLOAT:
-        need += 8;
-        break;
-    case MCX_ATOM_STR:
-    case MCX_ATOM_BYTES:
-        if (a->len > MCX_COMPACT_MAX)
-            return -1;
-        need += 4 + a->len;
-        break;
-    default:
+    int body = atom_body(a->type);
+    if (body == -1 || (body == ATOM_VARLEN && a->len > MCX_COMPACT_MAX))
         return -1;
-    }
+    size_t need = 1 + (body == ATOM_VARLEN ? 4 + a->len : (size_t)body);
     if (need > MCX_COMPACT_MAX - w->at)
         return -1;
     unsigned char *p = w->p + w->at;
     *p++ = (unsigned char)a->type;
-    if (a->type == MCX_ATOM_INT) {
-        memcpy(p, &a->i, 8);
-    } else if (a->type == MCX_ATOM_FLOAT) {
-        memcpy(p, &a->f, 8);
-    } else if (a->type == MCX_ATOM_STR || a->type == MCX_ATOM_BYTES) {
+    if (body == ATOM_FIXED) {
+        memcpy(p, a->type == MCX_ATOM_INT ? (const void *)&a->i : (const void *)&a->f, ATOM_FIXED);
+    } else if (body == ATOM_VARLEN) {
         uint32_t n = (uint32_t)a->len;
         memcpy(p, &n, 4);
         if (a->len > 0)
@@ -255,23 +262,15 @@ int mcx_compact_parse(const void *data, size_t len, mcx_compact *out)
         a->f = 0.0;
         a->data = NULL;
         a->len = 0;
-        switch (a->type) {
-        case MCX_ATOM_NONE:
-        case MCX_ATOM_FALSE:
-        case MCX_ATOM_TRUE:
-            break;
-        case MCX_ATOM_INT:
-        case MCX_ATOM_FLOAT:
-            if (len - at < 8)
+        int body = atom_body(a->type);
+        if (body == -1)
+            return -1;
+        if (body == ATOM_FIXED) {
+            if (len - at < ATOM_FIXED)
                 return -1;
-            if (a->type == MCX_ATOM_INT)
-                memcpy(&a->i, p + at, 8);
-            else
-                memcpy(&a->f, p + at, 8);
-            at += 8;
-            break;
-        case MCX_ATOM_STR:
-        case MCX_ATOM_BYTES: {
+            memcpy(a->type == MCX_ATOM_INT ? (void *)&a->i : (void *)&a->f, p + at, ATOM_FIXED);
+            at += ATOM_FIXED;
+        } else if (body == ATOM_VARLEN) {
             uint32_t m;
             if (len - at < 4)
                 return -1;
@@ -282,10 +281,6 @@ int mcx_compact_parse(const void *data, size_t len, mcx_compact *out)
             a->data = (const char *)p + at;
             a->len = m;
             at += m;
-            break;
-        }
-        default:
-            return -1;
         }
     }
     if (at != len)
