@@ -474,6 +474,32 @@ def test_a_stopped_worker_is_removed_by_the_ttl(cluster, tmp_path_factory):
             assert pid_exited(pid)
 
 
+def test_shutdown_closes_the_claim_connections(cluster):
+    """The workers' direct connections to the scheduler, opened by the
+    session's claims, are closed when the session ends (the worker
+    processes are the user's and live on)."""
+    multicore.initialize(cluster=cluster.address)
+    try:
+        task = Task()
+        for i in range(4):
+            task.run(cluster_tasks.square, i)
+        assert task.get(timeout=30) == [0, 1, 4, 9]
+        with cluster.client() as c:
+            opened = c.run(cluster_tasks.claim_stats)
+            assert any(s["local"] is not None for s in opened.values()), opened
+            multicore.shutdown()
+            deadline = time.monotonic() + 10
+            while True:
+                left = {a: s["local"] for a, s in c.run(cluster_tasks.claim_stats).items()
+                        if s["local"] is not None}
+                if not left:
+                    break
+                assert time.monotonic() < deadline, f"still connected: {left}"
+                time.sleep(0.05)
+    finally:
+        multicore.shutdown()
+
+
 def test_claims_go_straight_to_the_scheduler(on_cluster):
     """A task's start claim goes over the worker's own connection to the
     scheduler (not the RPC through its event loop); a cancelled key is

@@ -797,6 +797,17 @@ def _claim(worker, key):
     return True
 
 
+def _close_lines():
+    """Close this worker process's direct connections (the last session
+    here has gone). A claim in flight on one meets a closed socket and goes
+    through the RPC (set_restrictions' fallback)."""
+    with _lines_lock:
+        lines = list(_lines.values())
+        _lines.clear()
+    for line in lines:
+        line._close()
+
+
 def _line(address):
     line = _lines.get(address)
     if line is None or line.pid != os.getpid():
@@ -981,6 +992,8 @@ class _Plugin(WorkerPlugin):
 
     async def teardown(self, worker):
         ctx = _wire._contexts.pop(self.session_id, None)
+        if not _wire._contexts:
+            _close_lines()       # no session left here: nothing will claim
         if ctx is None or self.exit_bytes is None or ctx.init_error is not None:
             return
 
