@@ -76,6 +76,21 @@ def pool():
 
 
 @pytest.fixture
+def one_worker():
+    """A running pool of 1 worker, shut down after the test."""
+    multicore.initialize(workers=1)
+    yield
+    multicore.shutdown()
+
+
+def run1(fn, *args, **kwargs):
+    """fn(*args, **kwargs) as one Task of one run: its one result."""
+    task = multicore.Task()
+    task.run(fn, *args, **kwargs)
+    return task.get(timeout=60)[0]
+
+
+@pytest.fixture
 def run_python(tmp_path):
     """Run a Python script (source text) in a fresh interpreter."""
     import subprocess

@@ -12,6 +12,8 @@ import pytest
 import multicore
 from multicore import Task
 
+from conftest import run1
+
 
 def echo(*args):
     return args[0] if len(args) == 1 else args
@@ -43,19 +45,6 @@ class Str(str):
     pass
 
 
-def run1(fn, *args, **kwargs):
-    task = Task()
-    task.run(fn, *args, **kwargs)
-    return task.get(timeout=60)[0]
-
-
-@pytest.fixture
-def pool():
-    multicore.initialize(workers=1)
-    yield
-    multicore.shutdown()
-
-
 ATOMS = [
     None, True, False, 0, 1, -1, 255, 256, 2**31, -2**31 - 1,
     2**63 - 1, -2**63,                       # the 64-bit edges: compact
@@ -68,7 +57,7 @@ ATOMS = [
 
 
 @pytest.mark.parametrize("value", ATOMS, ids=lambda v: repr(v)[:40])
-def test_atom_round_trips_as_argument_and_result(pool, value):
+def test_atom_round_trips_as_argument_and_result(one_worker, value):
     got = run1(identity, value)
     assert type(got) is type(value)
     assert got == value
@@ -78,7 +67,7 @@ def test_atom_round_trips_as_argument_and_result(pool, value):
     assert kinds == [(type(value).__name__, repr(value))]
 
 
-def test_nan_keeps_its_bits(pool):
+def test_nan_keeps_its_bits(one_worker):
     nans = [math.nan, -math.nan, struct.unpack("<d", struct.pack("<Q", 0x7FF8000000000123))[0],
             struct.unpack("<d", struct.pack("<Q", 0xFFF80000DEADBEEF))[0]]   # payloads
     for n in nans:
@@ -88,14 +77,14 @@ def test_nan_keeps_its_bits(pool):
     assert run1(float_bits, *nans) == [struct.pack("<d", n).hex() for n in nans]
 
 
-def test_bool_stays_bool_and_int_stays_int(pool):
+def test_bool_stays_bool_and_int_stays_int(one_worker):
     assert run1(describe, True, 1, False, 0) == (
         [("bool", "True"), ("int", "1"), ("bool", "False"), ("int", "0")], [])
     assert type(run1(identity, True)) is bool
     assert type(run1(identity, 1)) is int
 
 
-def test_subclasses_are_pickled_and_keep_their_type(pool):
+def test_subclasses_are_pickled_and_keep_their_type(one_worker):
     for value in (Bytes(b"ab"), Int(3), Str("s")):
         got = run1(identity, value)
         assert type(got) is type(value) and got == value
@@ -103,7 +92,7 @@ def test_subclasses_are_pickled_and_keep_their_type(pool):
         assert kinds == [(type(value).__name__, repr(value))]
 
 
-def test_every_argument_count_and_mixture(pool):
+def test_every_argument_count_and_mixture(one_worker):
     for n in range(0, 11):   # up to 8 atoms are compact, 9 and 10 pickled
         args = tuple([None, True, -7, 2.5, "s", b"b", 2**70, "é"][i % 8] for i in range(n))
         kinds, _ = run1(describe, *args)
@@ -115,7 +104,7 @@ def test_every_argument_count_and_mixture(pool):
             assert got == args
 
 
-def test_keywords_and_non_atoms_still_travel(pool):
+def test_keywords_and_non_atoms_still_travel(one_worker):
     assert run1(describe, 1, x=2, y="z") == ([("int", "1")], [("x", "int", "2"), ("y", "str", "'z'")])
     assert run1(describe, [1], (2,), {3: 4}) == (
         [("list", "[1]"), ("tuple", "(2,)"), ("dict", "{3: 4}")], [])
@@ -124,7 +113,7 @@ def test_keywords_and_non_atoms_still_travel(pool):
     assert run1(describe, 1, [2]) == ([("int", "1"), ("list", "[2]")], [])
 
 
-def test_results_in_the_other_formats_are_unchanged(pool):
+def test_results_in_the_other_formats_are_unchanged(one_worker):
     t = Task()
     t.run(identity, "abc", serialization_format="string")
     t.run(identity, 5, serialization_format="json")
@@ -132,7 +121,7 @@ def test_results_in_the_other_formats_are_unchanged(pool):
     assert t.get(timeout=60) == ["abc", 5, 5]
 
 
-def test_many_parts_mixing_compact_and_pickled(pool):
+def test_many_parts_mixing_compact_and_pickled(one_worker):
     t = Task()
     values = [i if i % 3 else [i] for i in range(300)] + [2**64, "é", b"", None]
     for v in values:
@@ -140,7 +129,7 @@ def test_many_parts_mixing_compact_and_pickled(pool):
     assert t.get(timeout=60) == values
 
 
-def test_run_keywords_are_parsed_only_when_given_and_not_mutated(pool):
+def test_run_keywords_are_parsed_only_when_given_and_not_mutated(one_worker):
     """run() without keywords takes the path that parses nothing; with
     them, its own options are taken out of a copy (the caller's dict is
     untouched) and the rest reach the function."""
@@ -155,7 +144,7 @@ def test_run_keywords_are_parsed_only_when_given_and_not_mutated(pool):
     assert opts == {"serialization_format": "json", "k": 1}
 
 
-def test_task_constructor_and_get_arguments(pool):
+def test_task_constructor_and_get_arguments(one_worker):
     for make in (lambda: Task(), lambda: Task(None), lambda: Task(max_load_average=None),
                  lambda: Task(1e9)):
         t = make()

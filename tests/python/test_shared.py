@@ -16,15 +16,11 @@ import pytest
 import multicore
 import multicore.shared as shared
 from multicore import Task
+
+from conftest import run1
 from multicore.exceptions import PoolNotRunningError
 
 MiB = 1 << 20
-
-
-def run1(fn, *args, **kwargs):
-    task = Task()
-    task.run(fn, *args, **kwargs)
-    return task.get(timeout=60)[0]
 
 
 def shm_settles_at(value, timeout=5.0):

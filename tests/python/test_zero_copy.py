@@ -11,11 +11,12 @@ import os
 import time
 
 import numpy as np
-import pytest
 
 import multicore
 from multicore import Task
 from multicore import _multicore
+
+from conftest import run1
 
 MiB = 1 << 20
 
@@ -83,19 +84,6 @@ def shm_settles_at(value, timeout=5.0):
     while multicore.stats()["shm_in_use"] != value and time.monotonic() < deadline:
         time.sleep(0.005)
     return multicore.stats()["shm_in_use"]
-
-
-def run1(fn, *args):
-    task = Task()
-    task.run(fn, *args)
-    return task.get(timeout=60)[0]
-
-
-@pytest.fixture
-def one_worker():
-    multicore.initialize(workers=1)
-    yield
-    multicore.shutdown()
 
 
 def test_returned_array_is_a_writable_view_of_shared_memory(one_worker):
