@@ -441,7 +441,7 @@ def main():
 
     text = report.render_text(tbls)
     print(text)
-    print("Targets of issue 4" + (" (QUICK RUN: figures are not meaningful)" if args.quick else ""))
+    print("Targets of issues 4 and 12" + (" (QUICK RUN: figures are not meaningful)" if args.quick else ""))
     print(report.render_targets(data["targets"]))
     i = data["scenarios"].get("i")
     if i is not None:

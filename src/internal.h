@@ -212,6 +212,10 @@ typedef struct mc_header {
     /* While a worker spins for work: when its spin ends (CLOCK_MONOTONIC
        ns), else 0. Only one idle worker spins at a time (queue.c). */
     _Atomic int64_t work_spin_until;
+    /* While a wake-up for a task is on its way to a sleeping worker: when
+       the mark lapses (CLOCK_MONOTONIC ns), else 0. Cleared by the first
+       sleeper that comes back (queue.c). */
+    _Atomic int64_t work_wake_until;
     _Alignas(MC_CACHELINE) _Atomic uint32_t space_seq;  /* bumped when the ring frees room */
     _Atomic uint32_t space_sleepers;
     _Alignas(MC_CACHELINE) _Atomic uint32_t done_seq;   /* bumped when a task finishes, if watched */
@@ -400,9 +404,10 @@ int64_t mc__deadline(double timeout_s);
 /* FUTEX_WAIT on a shared word until deadline: MC_OK (woken or value
    changed), MC_ETIMEDOUT or MC_EINTR. */
 int mc__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns);
-void mc__futex_wake(_Atomic uint32_t *word, int n);
+/* FUTEX_WAKE up to n sleepers of a word: how many it woke. */
+int mc__futex_wake(_Atomic uint32_t *word, int n);
 /* Bump a sequence word and wake up to n of its sleepers. */
-void mc__futex_bump_wake(_Atomic uint32_t *seq, int n);
+int mc__futex_bump_wake(_Atomic uint32_t *seq, int n);
 static inline void mc__cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -419,6 +424,13 @@ static inline void mc__cpu_relax(void)
 #define MC_SPIN_NS 20000
 #define MC_SPIN_MIN_NS 5000
 #define MC_SPIN_YIELD_NS 2000
+/* How long one wake-up in flight stands for the next tasks (queue.c): a
+   submit during that time wakes no second sleeper, because the woken one,
+   once it has taken a task, wakes the next if more are queued. Long
+   enough for a woken worker to get a CPU on an oversubscribed machine;
+   a mark whose worker never came back (killed) only delays the next
+   wake-up by this much. */
+#define MC_WAKE_PENDING_NS 1000000
 
 /* One waiter's spin budget. A spin that saw its partner after t ns keeps
    the budget at 4t or more; one that gave up shrinks it by a quarter (down

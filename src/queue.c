@@ -14,6 +14,13 @@
  * changes the ring, fences, and makes the wake-up syscall only when the
  * sleepers count is non-zero. One of the two always sees the other, so no
  * wake-up is lost and a busy pool makes no syscalls at all.
+ *
+ * Waking for a task: no system call while a worker spins for work (it
+ * takes the task), and at most one wake-up in flight (the woken worker
+ * wakes the next if more work is queued once it has taken a task). With
+ * many more workers than CPUs, waking one sleeper per submitted task made
+ * every woken worker fight the caller for a CPU only to find the queue
+ * already drained.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -80,10 +87,40 @@ void mc__wake_for_task(mc_header *h)
        mc__wait_for_work): if we still see its mark it will see our task. A
        mark past its time is ignored (a spinner preempted or killed). */
     atomic_thread_fence(memory_order_seq_cst);
+    int64_t now = mc__now_ns();
     int64_t until = atomic_load_explicit(&h->work_spin_until, memory_order_relaxed);
-    if (until != 0 && mc__now_ns() < until)
+    if (until != 0 && now < until)
         return;
-    mc__wake_workers(h, 1);
+    if (atomic_load_explicit(&h->work_sleepers, memory_order_relaxed) == 0)
+        return; /* every worker is awake and will look at the ring */
+    /* One wake-up in flight at a time. The worker it wakes clears the mark
+       before it takes a task (mc__wait_for_work) and, having taken one,
+       wakes the next sleeper if more are queued (mc__worker_main): a burst
+       of tasks is spread along that chain instead of by one system call
+       per task, each waking a worker that would compete for the CPUs with
+       the caller and with the workers already woken. If we still see the
+       mark, the woken worker has not taken a task yet, so the task we
+       queued is still in the ring when it looks. */
+    int64_t pending = atomic_load_explicit(&h->work_wake_until, memory_order_relaxed);
+    if (pending != 0 && now < pending)
+        return;
+    int64_t mine = now + MC_WAKE_PENDING_NS;
+    if (!atomic_compare_exchange_strong_explicit(&h->work_wake_until, &pending, mine, memory_order_seq_cst,
+                                                 memory_order_relaxed))
+        return; /* another producer's wake-up has just left: its worker chains */
+    if (mc__futex_bump_wake(&h->work_seq, 1) != 0)
+        return;
+    /* Nobody was inside the wait (the sleepers we counted were on their
+       way in, and see the bumped word, or on their way out), so no worker
+       will clear the mark: we do. A producer that saw our mark meanwhile
+       skipped its wake-up; after the fence we see its task, and wake for
+       it the plain way (top of file), on its behalf. */
+    if (atomic_compare_exchange_strong_explicit(&h->work_wake_until, &mine, 0, memory_order_seq_cst,
+                                                memory_order_relaxed)) {
+        atomic_thread_fence(memory_order_seq_cst);
+        if (mc__ring_has_work(h))
+            mc__wake_workers(h, 1);
+    }
 }
 
 void mc__wake_done(mc_header *h)
@@ -146,6 +183,11 @@ void mc__wait_for_work(mc_header *h)
         /* No timeout needed: if the zygote dies, PR_SET_PDEATHSIG kills us. */
         mc__futex_wait(&h->work_seq, seq, INT64_MAX);
     }
+    /* Back, for whatever reason: a wake-up in flight has arrived (see
+       mc__wake_for_task); we look at the ring next. Clearing a mark meant
+       for another sleeper only lets one more wake-up go out. */
+    if (atomic_load_explicit(&h->work_wake_until, memory_order_relaxed) != 0)
+        atomic_store_explicit(&h->work_wake_until, 0, memory_order_seq_cst);
     atomic_fetch_sub_explicit(&h->work_sleepers, 1, memory_order_seq_cst);
 }
 

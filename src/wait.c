@@ -74,13 +74,14 @@ int mc__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_n
     }
 }
 
-void mc__futex_wake(_Atomic uint32_t *word, int n)
+int mc__futex_wake(_Atomic uint32_t *word, int n)
 {
-    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);
+    long r = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);
+    return r < 0 ? 0 : (int)r;
 }
 
-void mc__futex_bump_wake(_Atomic uint32_t *seq, int n)
+int mc__futex_bump_wake(_Atomic uint32_t *seq, int n)
 {
     atomic_fetch_add_explicit(seq, 1, memory_order_seq_cst);
-    mc__futex_wake(seq, n);
+    return mc__futex_wake(seq, n);
 }

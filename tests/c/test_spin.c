@@ -9,33 +9,58 @@
  * up but that spinner never comes (stopped or killed mid-spin) is still
  * run, because a caller waiting for a result wakes a sleeping worker
  * whenever work stays queued for a slice.
+ *
+ * And the one-wake-up-in-flight rule (queue.c): a burst of tasks that
+ * must all run at once on a pool of sleeping workers gets every worker,
+ * through the chain of wake-ups each woken worker passes on; a task
+ * submitted while a wake-up's mark is up but its worker never comes is
+ * still run, the same way as behind a phantom spinner.
  */
 #include "harness.h"
 #include "../../src/internal.h"
 
-/* A rendezvous of two tasks, in memory mapped before the pool starts (so
-   every worker has it): each arrives, then waits up to 20 s for the other.
-   Only two tasks running at once, on two workers, can both meet; a task
-   queued behind the other on the same worker would find it gone. */
+/* A rendezvous of `want` tasks, in memory mapped before the pool starts
+   (so every worker has it): each arrives, then waits up to 20 s for the
+   others. Only tasks running at once, on as many workers, can all meet;
+   a task queued behind another on the same worker would find it gone. */
 typedef struct {
     uint32_t arrived; /* futex word (__atomic builtins) */
+    uint32_t want;
 } meeting;
+
+static void meeting_reset(meeting *m, uint32_t want)
+{
+    __atomic_store_n(&m->want, want, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&m->arrived, 0, __ATOMIC_SEQ_CST);
+}
+
+/* Wait, outside the engine, up to 10 s for everyone to arrive: a caller
+   inside mc_group_wait would nudge a sleeping worker after a slice and
+   hide a lost wake-up. */
+static bool meeting_complete(meeting *m)
+{
+    double deadline = mc_t_now() + 10;
+    uint32_t n;
+    while ((n = __atomic_load_n(&m->arrived, __ATOMIC_SEQ_CST)) < m->want && mc_t_now() < deadline) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        syscall(SYS_futex, &m->arrived, FUTEX_WAIT, n, &ts, NULL, 0);
+    }
+    return __atomic_load_n(&m->arrived, __ATOMIC_SEQ_CST) >= m->want;
+}
 
 static int meet(const void *arg, size_t len, mc_task_ctx *ctx)
 {
     (void)len;
     meeting *m = *(meeting *const *)arg;
+    uint32_t want = __atomic_load_n(&m->want, __ATOMIC_SEQ_CST);
     uint32_t n = __atomic_add_fetch(&m->arrived, 1, __ATOMIC_SEQ_CST);
-    if (n >= 2) {
-        syscall(SYS_futex, &m->arrived, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
-    } else {
-        double deadline = mc_t_now() + 20;
-        while ((n = __atomic_load_n(&m->arrived, __ATOMIC_SEQ_CST)) < 2 && mc_t_now() < deadline) {
-            struct timespec ts = {0, 50 * 1000 * 1000};
-            syscall(SYS_futex, &m->arrived, FUTEX_WAIT, n, &ts, NULL, 0);
-        }
+    syscall(SYS_futex, &m->arrived, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+    double deadline = mc_t_now() + 20;
+    while ((n = __atomic_load_n(&m->arrived, __ATOMIC_SEQ_CST)) < want && mc_t_now() < deadline) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        syscall(SYS_futex, &m->arrived, FUTEX_WAIT, n, &ts, NULL, 0);
     }
-    int met = __atomic_load_n(&m->arrived, __ATOMIC_SEQ_CST) >= 2;
+    int met = __atomic_load_n(&m->arrived, __ATOMIC_SEQ_CST) >= want;
     return mc_result_set(ctx, &met, sizeof met) == MC_OK ? 0 : 1;
 }
 
@@ -56,7 +81,7 @@ TEST(a_pair_of_tasks_runs_on_both_workers)
     REQUIRE_OK(mc_pool_wait_ready(pool, 30));
     int rounds = mc_t_under_valgrind() ? 20 : 100, met = 0;
     for (int i = 0; i < rounds; i++) {
-        __atomic_store_n(&m->arrived, 0, __ATOMIC_SEQ_CST);
+        meeting_reset(m, 2);
         /* a trivial task first: its worker is then spinning for work */
         mc_group *g;
         REQUIRE_OK(mc_group_create(pool, &g));
@@ -64,16 +89,7 @@ TEST(a_pair_of_tasks_runs_on_both_workers)
         CHECK_OK(mc_group_wait(g, 30));
         CHECK_OK(mc_submit(g, meet, &m, sizeof m, 5));
         CHECK_OK(mc_submit(g, meet, &m, sizeof m, 5));
-        /* Wait for the meeting outside the engine: a caller inside
-           mc_group_wait would nudge a sleeping worker after a slice and
-           hide a lost wake-up. */
-        double deadline = mc_t_now() + 10;
-        uint32_t n;
-        while ((n = __atomic_load_n(&m->arrived, __ATOMIC_SEQ_CST)) < 2 && mc_t_now() < deadline) {
-            struct timespec ts = {0, 50 * 1000 * 1000};
-            syscall(SYS_futex, &m->arrived, FUTEX_WAIT, n, &ts, NULL, 0);
-        }
-        int seen = __atomic_load_n(&m->arrived, __ATOMIC_SEQ_CST) >= 2;
+        int seen = meeting_complete(m);
         CHECK_OK(mc_group_wait(g, 60));
         mc_result a, b;
         CHECK_OK(mc_group_result(g, 1, &a));
@@ -130,6 +146,96 @@ TEST(a_spinner_that_never_comes_strands_no_task)
         mc_group_destroy(g);
     }
     printf("  longest wait for a task behind a phantom spinner: %.1f ms\n", worst * 1e3);
+    CHECK_OK(mc_pool_stop(pool));
+    CHECK_NOTHING_LEFT(&before);
+}
+
+/* Every worker asleep, then as many tasks as workers that can only end
+   together: the submits wake one worker (one wake-up in flight), and each
+   woken worker, having taken a task, must wake the next for the rest. A
+   lost link would leave the meeting one short until its 20 s run out. */
+TEST(a_burst_wakes_every_sleeping_worker)
+{
+    mc_t_snapshot before;
+    mc_t_snap(&before);
+    enum { WORKERS = 12 };
+    meeting *m = mmap(NULL, sizeof *m, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(m != MAP_FAILED);
+    mc_pool *pool;
+    REQUIRE_OK(mc_t_start(&pool, WORKERS));
+    REQUIRE_OK(mc_pool_wait_ready(pool, 30));
+    int rounds = mc_t_under_valgrind() ? 3 : 20, met = 0;
+    for (int i = 0; i < rounds; i++) {
+        meeting_reset(m, WORKERS);
+        mc_t_sleep_ms(i % 2 ? 30 : 0); /* every worker asleep, or one still spinning */
+        mc_group *g;
+        REQUIRE_OK(mc_group_create(pool, &g));
+        for (int k = 0; k < WORKERS; k++)
+            CHECK_OK(mc_submit(g, meet, &m, sizeof m, 5));
+        bool all = meeting_complete(m);
+        uint32_t arrived = __atomic_load_n(&m->arrived, __ATOMIC_SEQ_CST);
+        CHECK_OK(mc_group_wait(g, 60));
+        pid_t pids[WORKERS];
+        int distinct = 0;
+        for (int k = 0; k < WORKERS; k++) {
+            mc_result r;
+            CHECK_OK(mc_group_result(g, (size_t)k, &r));
+            CHECK_EQ_INT(r.status, MC_OK);
+            bool seen = false;
+            for (int j = 0; j < distinct; j++)
+                seen |= pids[j] == r.worker_pid;
+            if (!seen)
+                pids[distinct++] = r.worker_pid;
+        }
+        mc_group_destroy(g);
+        if (!all || distinct != WORKERS) {
+            printf("  round %d: %u of %d tasks met within 10 s, on %d workers (a lost wake-up)\n", i,
+                   arrived, WORKERS, distinct);
+            break;
+        }
+        met++;
+    }
+    CHECK_EQ_INT(met, rounds);
+    CHECK_OK(mc_pool_stop(pool));
+    munmap(m, sizeof *m);
+    CHECK_NOTHING_LEFT(&before);
+}
+
+/* A wake-up whose worker never arrives (killed between being woken and
+   looking at the ring: reproduced by writing the mark ourselves) holds
+   back no task: the waiting caller's nudge wakes a sleeper. */
+TEST(a_wake_up_that_never_arrives_strands_no_task)
+{
+    mc_t_snapshot before;
+    mc_t_snap(&before);
+    mc_pool *pool;
+    REQUIRE_OK(mc_t_start(&pool, 2));
+    REQUIRE_OK(mc_pool_wait_ready(pool, 30));
+    mc_header *h = pool->hdr;
+    double worst = 0;
+    for (int i = 0; i < 5; i++) {
+        /* both workers counted as sleepers: each either sleeps in the
+           wait or is about to look at the ring, and clears the mark either way */
+        double until = mc_t_now() + 10;
+        while (atomic_load(&h->work_sleepers) < 2 && mc_t_now() < until)
+            mc_t_sleep_ms(1);
+        REQUIRE(atomic_load(&h->work_sleepers) == 2);
+        atomic_store(&h->work_wake_until, mc__now_ns() + (int64_t)60 * 1000000000);
+        mc_group *g;
+        REQUIRE_OK(mc_group_create(pool, &g));
+        double t0 = mc_t_now();
+        CHECK_OK(mc_submit(g, nothing, NULL, 0, 5)); /* skips the wake-up */
+        CHECK_OK(mc_group_wait(g, 10));              /* the wait's nudge wakes one */
+        double took = mc_t_now() - t0;
+        worst = took > worst ? took : worst;
+        mc_result r;
+        CHECK_OK(mc_group_result(g, 0, &r));
+        CHECK_EQ_INT(r.status, MC_OK);
+        /* the worker the nudge woke cleared the mark on its way back */
+        CHECK_EQ_INT(atomic_load(&h->work_wake_until), 0);
+        mc_group_destroy(g);
+    }
+    printf("  longest wait for a task behind a wake-up that never came: %.1f ms\n", worst * 1e3);
     CHECK_OK(mc_pool_stop(pool));
     CHECK_NOTHING_LEFT(&before);
 }
