@@ -362,8 +362,16 @@ void mc__wake_for_task(mc_header *h);
 /* After a task's state became final: wake callers watching completions. */
 void mc__wake_done(mc_header *h);
 void mc__wake_space(mc_header *h);
-/* Worker side: sleep until work may be there or the pool stops. */
-void mc__wait_for_work(mc_header *h);
+/* Worker side, as a task ends: claim the spinner's mark (queue.c) for the
+   moment until this worker has looked at the ring, so that a caller that
+   submits as soon as it sees the result wakes no sleeper for a task this
+   worker is about to take. The mark, or 0 if another worker spins. */
+int64_t mc__claim_spin(mc_header *h);
+/* Give the mark back (the worker took a task); then look at the ring. */
+void mc__release_spin(mc_header *h, int64_t mark);
+/* Worker side: sleep until work may be there or the pool stops; mark from
+   mc__claim_spin (it becomes this worker's spin), or 0. */
+void mc__wait_for_work(mc_header *h, int64_t mark);
 /* Caller side: sleep until room may be there; MC_OK, MC_ETIMEDOUT, MC_EINTR. */
 int mc__wait_for_space(mc_pool *pool, int64_t deadline_ns);
 

@@ -142,13 +142,16 @@ static bool worker_should_look(mc_header *h)
    if work (or a stop) showed up. One spinner is enough to take the next
    task at once; more would only compete with the caller for the CPUs (it
    spins too, waiting for the result). The spinner that takes a task wakes
-   a sleeping worker if more work is queued (mc__worker_main). */
-static bool spin_for_work(mc_header *h)
+   a sleeping worker if more work is queued (mc__worker_main). mark: the
+   spinner's mark this worker claimed when its last task ended
+   (mc__claim_spin), or 0. */
+static bool spin_for_work(mc_header *h, int64_t mark)
 {
     static mc_spin spin; /* a worker has one thread that waits for work */
     int64_t start = mc__now_ns(), now = start, until = start + mc__spin_budget(&spin);
     int64_t held = atomic_load_explicit(&h->work_spin_until, memory_order_relaxed);
-    if ((held != 0 && held > start) ||
+    bool ours = mark != 0 && held == mark; /* claimed after our last task: extend it */
+    if ((!ours && held != 0 && held > start) ||
         !atomic_compare_exchange_strong_explicit(&h->work_spin_until, &held, until, memory_order_seq_cst,
                                                  memory_order_relaxed))
         return false;
@@ -169,11 +172,34 @@ static bool spin_for_work(mc_header *h)
     return found;
 }
 
-void mc__wait_for_work(mc_header *h)
+int64_t mc__claim_spin(mc_header *h)
+{
+    int64_t now = mc__now_ns();
+    int64_t held = atomic_load_explicit(&h->work_spin_until, memory_order_relaxed);
+    if (held != 0 && held > now)
+        return 0; /* another worker spins: it takes the next task */
+    int64_t mine = now + MC_SPIN_MIN_NS;
+    return atomic_compare_exchange_strong_explicit(&h->work_spin_until, &held, mine, memory_order_seq_cst,
+                                                   memory_order_relaxed)
+               ? mine
+               : 0;
+}
+
+void mc__release_spin(mc_header *h, int64_t mark)
+{
+    MC_ASSERT(mark != 0);
+    atomic_compare_exchange_strong_explicit(&h->work_spin_until, &mark, 0, memory_order_seq_cst,
+                                            memory_order_relaxed);
+    /* A producer that saw the mark skipped its wake-up; after this fence
+       our look at the ring sees its task (and wakes for it). */
+    atomic_thread_fence(memory_order_seq_cst);
+}
+
+void mc__wait_for_work(mc_header *h, int64_t mark)
 {
     /* A short spin first: handing over a task to a spinning worker costs
        well under a microsecond, waking a sleeping one tens of them. */
-    if (spin_for_work(h))
+    if (spin_for_work(h, mark))
         return;
 
     uint32_t seq = atomic_load_explicit(&h->work_seq, memory_order_acquire);

@@ -302,12 +302,17 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
     /* max_tasks_per_worker: this process's tasks so far (a replacement
        starts again at 0; the slot's tasks_done does not). */
     uint64_t ran = 0, limit = opts->max_tasks_per_worker;
+    int64_t spin_mark = 0; /* from mc__claim_spin, until we have looked at the ring */
     for (;;) {
         bool took, retire = limit && ran >= limit;
         if (mc__lock(h) != MC_OK)
             _exit(MC_EXIT_LOCK_FAILED);
         uint64_t off = finish_and_take(h, slot, published, retire, &took);
         mc__unlock(h);
+        if (spin_mark && off) {
+            mc__release_spin(h, spin_mark); /* no spinner: we run a task */
+            spin_mark = 0;
+        }
         if (retire) {
             /* The last task is released: leave as at a stop, but tell the
                zygote first that this exit is a retirement, not a death. */
@@ -327,7 +332,8 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
                 _exit(MC_EXIT_CANCELLED); /* the zygote's SIGKILL is on its way */
             if (atomic_load_explicit(&h->stopping, memory_order_acquire))
                 break;
-            mc__wait_for_work(h);
+            mc__wait_for_work(h, spin_mark);
+            spin_mark = 0;
             published = false;
             continue;
         }
@@ -343,6 +349,13 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
         int64_t began = mc__now_ns();
         int code = fn(mc__record_data(t, arg_len), (size_t)arg_len, &ctx);
         uint64_t result_len = ctx.result_len; /* 0 unless a result is set */
+        /* Before the caller can see the result: from here until we have
+           looked at the ring, we are the spinner (queue.c). A caller
+           that submits its next task at once then wakes nobody for it (it
+           used to race us to the lock, see no spinner, and wake a second
+           worker that took the CPU from us). Not before retiring. */
+        if (!(limit && ran + 1 >= limit))
+            spin_mark = mc__claim_spin(h);
         published = publish(h, &ctx, code);
         /* Counters only this worker writes: no contention, relaxed. */
         atomic_fetch_add_explicit(&slot->busy_ns, (uint64_t)(mc__now_ns() - began), memory_order_relaxed);
