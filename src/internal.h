@@ -432,6 +432,8 @@ static inline void mc__cpu_relax(void)
 #define MC_SPIN_NS 20000
 #define MC_SPIN_MIN_NS 5000
 #define MC_SPIN_YIELD_NS 2000
+/* How long mc__lock tries the region lock before it sleeps on it (txn.c). */
+#define MC_LOCK_SPIN_NS 2000
 /* How long one wake-up in flight stands for the next tasks (queue.c): a
    submit during that time wakes no second sleeper, because the woken one,
    once it has taken a task, wakes the next if more are queued. Long

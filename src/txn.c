@@ -174,9 +174,33 @@ static inline void note_locked(const mc_header *h, bool locked)
 
 /* ---- the lock ------------------------------------------------------------ */
 
+/* The lock is held for a few hundred nanoseconds at a time, mostly by a
+   caller and a worker handing a task over. Blocking at once on contention
+   (as pthread_mutex_lock does for a robust mutex) put the loser to sleep
+   on a futex and made the winner wake it: tens of microseconds on a VM for
+   a wait of a fraction of one. So watch the lock word for up to
+   MC_LOCK_SPIN_NS while it is taken, then lock. Only watch: taking it
+   stays with pthread_mutex_lock, which alone handles a dead owner (glibc's
+   trylock on a robust mutex made unrecoverable returns ENOTRECOVERABLE but
+   leaves the word taken, so every later lock waits forever). */
+static int lock_mutex(pthread_mutex_t *m)
+{
+#ifdef __GLIBC__
+    int *word = &m->__data.__lock; /* the futex word: 0 when free */
+    if (__atomic_load_n(word, __ATOMIC_RELAXED) != 0) {
+        int64_t until = mc__now_ns() + MC_LOCK_SPIN_NS;
+        do {
+            for (int i = 0; i < 8; i++)
+                mc__cpu_relax();
+        } while (__atomic_load_n(word, __ATOMIC_RELAXED) != 0 && mc__now_ns() < until);
+    }
+#endif
+    return pthread_mutex_lock(m);
+}
+
 int mc__lock(mc_header *h)
 {
-    int r = pthread_mutex_lock(&h->lock);
+    int r = lock_mutex(&h->lock);
     if (r == EOWNERDEAD) {
         /* The previous owner died inside its critical section. */
         if (!mc__journal_rollback(h) || !recovered_state_ok(h)) {
