@@ -119,12 +119,17 @@ TEST(a_pair_of_tasks_runs_on_both_workers)
 
 /* Five tasks, each submitted while `mark` (a spinner's, or a wake-up's)
    says that a worker is on its way who never comes: each still runs,
-   through the waiting caller's nudge. *worst: the longest wait, in s. */
-static void run_behind_a_phantom(mc_pool *pool, _Atomic int64_t *mark, bool cleared_by_worker,
-                                 double *worst)
+   through the waiting caller's nudge. */
+static void run_behind_a_phantom(bool wake_mark, const char *what)
 {
+    mc_t_snapshot before;
+    mc_t_snap(&before);
+    mc_pool *pool;
+    REQUIRE_OK(mc_t_start(&pool, 2));
+    REQUIRE_OK(mc_pool_wait_ready(pool, 30));
     mc_header *h = pool->hdr;
-    *worst = 0;
+    _Atomic int64_t *mark = wake_mark ? &h->work_wake_until : &h->work_spin_until;
+    double worst = 0;
     for (int i = 0; i < 5; i++) {
         /* both workers counted as sleepers: each either sleeps in the
            wait or is about to look at the ring */
@@ -139,15 +144,18 @@ static void run_behind_a_phantom(mc_pool *pool, _Atomic int64_t *mark, bool clea
         CHECK_OK(mc_submit(g, nothing, NULL, 0, 5)); /* skips the wake-up */
         CHECK_OK(mc_group_wait(g, 10));              /* the wait's nudge wakes one */
         double took = mc_t_now() - t0;
-        *worst = took > *worst ? took : *worst;
+        worst = took > worst ? took : worst;
         mc_result r;
         CHECK_OK(mc_group_result(g, 0, &r));
         CHECK_EQ_INT(r.status, MC_OK);
-        if (cleared_by_worker) /* the worker the nudge woke, on its way back */
+        if (wake_mark) /* cleared by the worker the nudge woke, on its way back */
             CHECK_EQ_INT(atomic_load(mark), 0);
         atomic_store(mark, 0);
         mc_group_destroy(g);
     }
+    printf("  longest wait for a task behind %s: %.1f ms\n", what, worst * 1e3);
+    CHECK_OK(mc_pool_stop(pool));
+    CHECK_NOTHING_LEFT(&before);
 }
 
 /* A spinner that holds the mark but never takes the task (it was stopped
@@ -155,16 +163,7 @@ static void run_behind_a_phantom(mc_pool *pool, _Atomic int64_t *mark, bool clea
    stopping a real worker could stop it inside the region lock). */
 TEST(a_spinner_that_never_comes_strands_no_task)
 {
-    mc_t_snapshot before;
-    mc_t_snap(&before);
-    mc_pool *pool;
-    REQUIRE_OK(mc_t_start(&pool, 2));
-    REQUIRE_OK(mc_pool_wait_ready(pool, 30));
-    double worst;
-    run_behind_a_phantom(pool, &pool->hdr->work_spin_until, false, &worst);
-    printf("  longest wait for a task behind a phantom spinner: %.1f ms\n", worst * 1e3);
-    CHECK_OK(mc_pool_stop(pool));
-    CHECK_NOTHING_LEFT(&before);
+    run_behind_a_phantom(false, "a phantom spinner");
 }
 
 /* Every worker asleep, then as many tasks as workers that can only end
@@ -223,14 +222,5 @@ TEST(a_burst_wakes_every_sleeping_worker)
    back no task: the waiting caller's nudge wakes a sleeper. */
 TEST(a_wake_up_that_never_arrives_strands_no_task)
 {
-    mc_t_snapshot before;
-    mc_t_snap(&before);
-    mc_pool *pool;
-    REQUIRE_OK(mc_t_start(&pool, 2));
-    REQUIRE_OK(mc_pool_wait_ready(pool, 30));
-    double worst;
-    run_behind_a_phantom(pool, &pool->hdr->work_wake_until, true, &worst);
-    printf("  longest wait for a task behind a wake-up that never came: %.1f ms\n", worst * 1e3);
-    CHECK_OK(mc_pool_stop(pool));
-    CHECK_NOTHING_LEFT(&before);
+    run_behind_a_phantom(true, "a wake-up that never came");
 }
