@@ -11,7 +11,15 @@
  * header placed so that the payload after it is 64-byte aligned (cache
  * lines, SIMD loads, numpy buffers). Header word 0 is the size with two
  * flags (INUSE, PREV_INUSE); word 1 is the size of the previous block when
- * that one is free, so freeing can merge backwards. A free block keeps its
+ * that one is free, so freeing can merge backwards. A third flag, BACKED,
+ * says every page of the block is backed in the memfd. A large block is
+ * populated (MADV_POPULATE_WRITE) when first handed out, so that a lack of
+ * memory is an error then rather than SIGBUS in a write later; it keeps
+ * the flag while its pages stay committed (freed and retained, split, or
+ * merged with neighbours that are backed too, a small one being populated
+ * for the purpose), so that reusing it skips a populate that costs about
+ * as much as the copy into it. Giving pages back clears it; above top,
+ * `backed_end` plays its part. A free block keeps its
  * free-list links in its first two payload words. Free blocks sit in 64
  * exact bins (64 B .. 4 KiB) and then 4 bins per power of two; a bitmap
  * finds the first non-empty bin in a few instructions. Beyond `top` lies
@@ -40,6 +48,7 @@
 
 #define F_INUSE 1ull
 #define F_PREV_INUSE 2ull
+#define F_BACKED 4ull
 #define F_MASK 63ull
 
 /* Blocks at least this large give their pages back to the kernel when
@@ -196,6 +205,7 @@ void mc__arena_init(mc_header *h, uint64_t start, uint64_t end)
     a->end = end;
     a->in_use = 0;
     a->retained = 0;
+    a->backed_end = first;
     for (unsigned i = 0; i < MC_BITMAP_WORDS; i++)
         a->bitmap[i] = 0;
     for (unsigned i = 0; i < MC_NBINS; i++)
@@ -212,10 +222,10 @@ static void take_block(mc_header *h, uint64_t p, uint64_t size, uint64_t want)
        list, must find them in the journal. */
     mc__txn_note(h, word(h, p));
     mc__txn_note(h, word(h, p + 8));
-    uint64_t prev_flag = *hdr_size(h, p) & F_PREV_INUSE;
+    uint64_t prev_flag = *hdr_size(h, p) & F_PREV_INUSE, backed = *hdr_size(h, p) & F_BACKED;
     if (size - want >= MC_BLOCK_ALIGN) {
         uint64_t rest = p + want, rest_size = size - want;
-        mc__txn_store(h, hdr_size(h, rest), rest_size | F_PREV_INUSE);
+        mc__txn_store(h, hdr_size(h, rest), rest_size | F_PREV_INUSE | backed);
         mc__txn_store(h, hdr_prev(h, p + size), rest_size); /* next stays !PREV_INUSE */
         freelist_insert(h, rest, rest_size);
         size = want;
@@ -223,7 +233,7 @@ static void take_block(mc_header *h, uint64_t p, uint64_t size, uint64_t want)
         uint64_t next = p + size; /* a free block never touches top */
         mc__txn_store(h, hdr_size(h, next), *hdr_size(h, next) | F_PREV_INUSE);
     }
-    mc__txn_store(h, hdr_size(h, p), size | F_INUSE | prev_flag);
+    mc__txn_store(h, hdr_size(h, p), size | F_INUSE | prev_flag | backed);
     mc__txn_store(h, &h->arena.in_use, h->arena.in_use + size);
     retain_taken(h, size);
 }
@@ -273,11 +283,40 @@ uint64_t mc__arena_alloc(mc_header *h, uint64_t len)
     uint64_t p = a->top;
     if (p - MC_BLOCK_HDR + want > a->end || p - MC_BLOCK_HDR + want < p)
         return 0;
-    mc__txn_store(h, hdr_size(h, p), want | F_INUSE | F_PREV_INUSE);
+    uint64_t backed = p - MC_BLOCK_HDR + want <= a->backed_end ? F_BACKED : 0;
+    mc__txn_store(h, hdr_size(h, p), want | F_INUSE | F_PREV_INUSE | backed);
     mc__txn_store(h, &a->top, p + want);
     mc__txn_store(h, &a->in_use, a->in_use + want);
     retain_taken(h, want);
     return p;
+}
+
+/* Whether the block made by freeing p (of size) and merging it with its
+   free neighbours (of prev_size before, next_size after; 0: none) is
+   backed; backed_above: it merges into top, with backed pages above. Only if every part is, except that when the large parts are, a
+   small part that is not gets populated now (a page or two, usually a
+   task record: without it, a freed record next to a large block would
+   cost the block its flag, and every reuse of it a populate). */
+static bool merged_backed(mc_header *h, uint64_t p, uint64_t size, uint64_t prev_size, uint64_t next_size,
+                          bool backed_above)
+{
+    uint64_t part[3] = {p - prev_size, p, p + size}, len[3] = {prev_size, size, next_size};
+    bool any = backed_above;
+    for (int i = 0; i < 3; i++) {
+        if (!len[i] || (*hdr_size(h, part[i]) & F_BACKED)) {
+            any |= len[i] && (*hdr_size(h, part[i]) & F_BACKED);
+            continue;
+        }
+        if (len[i] >= MC_POPULATE_THRESHOLD)
+            return false; /* a large part that may have holes */
+    }
+    if (!any)
+        return false;
+    for (int i = 0; i < 3; i++)
+        if (len[i] && !(*hdr_size(h, part[i]) & F_BACKED) &&
+            mc__region_populate(mc__ptr(h, part[i]), len[i] - MC_BLOCK_HDR) != MC_OK)
+            return false;
+    return true;
 }
 
 void mc__arena_free(mc_header *h, uint64_t p)
@@ -313,6 +352,7 @@ void mc__arena_free(mc_header *h, uint64_t p)
         }
     }
 
+    bool backed = merged_backed(h, p, size, prev_size, next_size, next == a->top && a->backed_end > next);
     uint64_t start = p, total = size;
     mc__txn_store(h, &a->in_use, a->in_use - size);
 
@@ -327,8 +367,18 @@ void mc__arena_free(mc_header *h, uint64_t p)
            kernel only after the change commits (mc__arena_after_commit):
            done now, a rollback would restore headers into zeroed pages. */
         mc__txn_store(h, &a->top, start);
-        bool kept = was_retained || (size >= MC_RELEASE_THRESHOLD && retain(h, size));
-        if (next - start >= MC_RELEASE_THRESHOLD && !kept) {
+        /* A large free block before it that is backed is retained memory
+           (counted when it was freed): it stays committed too. */
+        bool kept = was_retained || (size >= MC_RELEASE_THRESHOLD && retain(h, size)) ||
+                    (prev_size >= MC_RELEASE_THRESHOLD && (*hdr_size(h, start) & F_BACKED));
+        bool released = next - start >= MC_RELEASE_THRESHOLD && !kept;
+        /* [next, backed_end) was backed; [start, next) joins it, or
+           nothing above the new top is known to be. */
+        if (!backed || released)
+            mc__txn_store(h, &a->backed_end, start);
+        else if (a->backed_end < next)
+            mc__txn_store(h, &a->backed_end, next);
+        if (released) {
             if (t_release.h != h || t_release.lo > start)
                 t_release.lo = start;
             if (t_release.h != h || t_release.hi < next)
@@ -344,7 +394,7 @@ void mc__arena_free(mc_header *h, uint64_t p)
     uint64_t after = start + total;
     mc__txn_store(h, hdr_size(h, after), *hdr_size(h, after) & ~F_PREV_INUSE);
     mc__txn_store(h, hdr_prev(h, after), total);
-    mc__txn_store(h, hdr_size(h, start), total | F_PREV_INUSE);
+    mc__txn_store(h, hdr_size(h, start), total | F_PREV_INUSE | (backed ? F_BACKED : 0));
     freelist_insert(h, start, total);
 }
 
@@ -394,12 +444,40 @@ void mc__arena_release_pages(mc_header *h, uint64_t p)
         t_retained_block = p;
         return;
     }
+    mc__txn_store(h, hdr_size(h, p), *hdr_size(h, p) & ~F_BACKED); /* holes from here on */
     long page = sysconf(_SC_PAGESIZE);
     /* Keep the free-list links at the start and the next block's header. */
     uint64_t lo = MC_ALIGN_UP(p + 16, (uint64_t)page);
     uint64_t hi = (p - MC_BLOCK_HDR + size) & ~((uint64_t)page - 1);
     if (hi > lo)
         madvise(mc__ptr(h, lo), hi - lo, MADV_REMOVE);
+}
+
+bool mc__arena_backed(mc_header *h, uint64_t p)
+{
+    MC_ASSERT_LOCKED(h);
+    return owned_block_size(h, p) && (*hdr_size(h, p) & F_BACKED);
+}
+
+int mc__arena_commit(mc_header *h, uint64_t p, uint64_t len, bool backed)
+{
+    if (backed || len < MC_POPULATE_THRESHOLD)
+        return MC_OK;
+    /* The whole block, not just len: a later user may fill all of it. Its
+       header is read and written under the lock (a neighbour's free
+       changes its PREV_INUSE bit). */
+    if (mc__lock(h) != MC_OK)
+        return MC_ENOMEM;
+    uint64_t cap = mc__arena_block_size(h, p);
+    mc__unlock(h);
+    if (cap < len || mc__region_populate(mc__ptr(h, p), cap) != MC_OK)
+        return MC_ENOMEM;
+    /* Unrecorded if the lock fails now: the next user populates again. */
+    if (mc__lock(h) == MC_OK) {
+        mc__txn_store(h, hdr_size(h, p), *hdr_size(h, p) | F_BACKED);
+        mc__unlock(h);
+    }
+    return MC_OK;
 }
 
 /* A keyed mix of a block offset (splitmix64's finalizer), summed over the
@@ -423,7 +501,8 @@ static uint64_t mix(uint64_t x)
 bool mc__arena_check(mc_header *h)
 {
     mc_arena *a = &h->arena;
-    if (a->start < MC_BLOCK_HDR || a->start % MC_BLOCK_ALIGN || a->end > h->region_size || !top_ok(a))
+    if (a->start < MC_BLOCK_HDR || a->start % MC_BLOCK_ALIGN || a->end > h->region_size || !top_ok(a) ||
+        a->backed_end > a->end)
         return false;
     uint64_t p = a->start, free_blocks = 0, in_use = 0, free_sum = 0, listed_sum = 0;
     bool prev_free = false;

@@ -42,7 +42,7 @@
 #include <stdint.h>
 
 #define MC_MAGIC 0x4e4f494745524d43ull /* "CMREGION" little-endian */
-#define MC_LAYOUT_VERSION 2u /* 2: the 48-byte task record, links out of line */
+#define MC_LAYOUT_VERSION 3u /* 2: the 48-byte task record, links out of line; 3: backed blocks */
 
 #define MC_CACHELINE 64
 #define MC_ALIGN_UP(x, a) (((x) + ((a) - 1)) & ~((uint64_t)(a) - 1))
@@ -78,6 +78,7 @@ typedef struct mc_arena {
     uint64_t end;    /* region size */
     uint64_t in_use; /* bytes in allocated blocks, headers included */
     uint64_t retained; /* (about) bytes of free large blocks whose pages stay committed */
+    uint64_t backed_end; /* pages in [top, backed_end) are backed in the memfd (arena.c) */
     uint64_t bitmap[MC_BITMAP_WORDS];
     uint64_t bins[MC_NBINS]; /* heads of free lists (payload offsets) */
 } mc_arena;
@@ -337,6 +338,16 @@ void mc__arena_free(mc_header *h, uint64_t payload_off);
 /* Before freeing a large block: return its interior pages to the kernel
    (or count them as retained for the next large block). */
 void mc__arena_release_pages(mc_header *h, uint64_t payload_off);
+/* Under the lock, right after mc__arena_alloc: true if every page of the
+   block is known to be backed (it reuses memory that was populated and
+   never given back), so a write to it cannot raise SIGBUS. */
+bool mc__arena_backed(mc_header *h, uint64_t payload_off);
+/* Without the lock: make sure a block of ours asked for len bytes, from
+   MC_POPULATE_THRESHOLD up, is backed (MADV_POPULATE_WRITE, which costs
+   about as much as copying into the pages, so skipped when `backed`), and
+   record it for the block's next users. MC_OK, or MC_ENOMEM (the caller
+   frees the block). */
+int mc__arena_commit(mc_header *h, uint64_t payload_off, uint64_t len, bool backed);
 /* Payload bytes of the block, if its header stays inside the arena; else
    0. Needs no lock (it reads the block's own header and the layout). */
 uint64_t mc__arena_block_size(mc_header *h, uint64_t payload_off);

@@ -146,13 +146,14 @@ void *mc_result_alloc(mc_task_ctx *ctx, size_t len)
         return NULL;
     drop_pending_result(h, slot);
     uint64_t off = mc__arena_alloc(h, len);
+    bool backed = off && mc__arena_backed(h, off);
     if (off)
         mc__txn_store(h, &slot->pending_result, off);
     mc__unlock(h);
     if (!off)
         return NULL;
     void *p = mc__ptr(h, off);
-    if (len >= MC_POPULATE_THRESHOLD && mc__region_populate(p, len) != MC_OK) {
+    if (mc__arena_commit(h, off, len, backed) != MC_OK) {
         if (mc__lock(h) == MC_OK) {
             drop_pending_result(h, slot);
             mc__unlock(h);
