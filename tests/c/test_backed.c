@@ -13,22 +13,9 @@
 
 #include "harness.h"
 #include "../../src/internal.h"
+#include "bare_region.h"
 
 #define MIB ((uint64_t)1 << 20)
-
-static mc_header *setup(size_t want, int *memfd, size_t *size)
-{
-    void *base;
-    if (mc__region_create(want, memfd, &base, size) != MC_OK)
-        return NULL;
-    mc_header *h = base;
-    h->magic = MC_MAGIC;
-    h->region_size = *size;
-    mc__arena_init(h, 1 << 20, *size);
-    if (mc__lock_init(h) != MC_OK)
-        return NULL;
-    return h;
-}
 
 /* Pages of [p, p + len) (payload offsets) the memfd holds. */
 static size_t resident_pages(mc_header *h, uint64_t p, uint64_t len)
@@ -70,7 +57,7 @@ TEST(a_reused_large_block_is_backed)
 {
     int memfd;
     size_t size;
-    mc_header *h = setup((size_t)1 << 32, &memfd, &size);
+    mc_header *h = mc_t_bare_region((size_t)1 << 32, &memfd, &size);
     REQUIRE(h);
     for (int round = 0; round < 3; round++) {
         REQUIRE_OK(mc__lock(h));
@@ -102,7 +89,7 @@ TEST(given_back_pages_are_populated_again)
 {
     int memfd;
     size_t size;
-    mc_header *h = setup((size_t)64 << 20, &memfd, &size); /* budget: 8 MiB */
+    mc_header *h = mc_t_bare_region((size_t)64 << 20, &memfd, &size); /* budget: 8 MiB */
     REQUIRE(h);
     for (int round = 0; round < 2; round++) {
         REQUIRE_OK(mc__lock(h));
@@ -134,7 +121,7 @@ TEST(split_and_merged_blocks_keep_the_flag)
 {
     int memfd;
     size_t size;
-    mc_header *h = setup((size_t)1 << 32, &memfd, &size);
+    mc_header *h = mc_t_bare_region((size_t)1 << 32, &memfd, &size);
     REQUIRE(h);
     REQUIRE_OK(mc__lock(h));
     uint64_t big = mc__arena_alloc(h, 8 * MIB), tail = mc__arena_alloc(h, 100);

@@ -11,28 +11,15 @@
  */
 #include "harness.h"
 #include "../../src/internal.h"
+#include "bare_region.h"
 
 #include <sys/wait.h>
-
-static mc_header *setup(int *memfd, size_t *size)
-{
-    void *base;
-    if (mc__region_create((size_t)1 << 32, memfd, &base, size) != MC_OK)
-        return NULL;
-    mc_header *h = base;
-    h->magic = MC_MAGIC;
-    h->region_size = *size;
-    mc__arena_init(h, 1 << 20, *size);
-    if (mc__lock_init(h) != MC_OK)
-        return NULL;
-    return h;
-}
 
 TEST(killed_inside_critical_section_is_rolled_back)
 {
     int memfd;
     size_t size;
-    mc_header *h = setup(&memfd, &size);
+    mc_header *h = mc_t_bare_region((size_t)1 << 32, &memfd, &size);
     REQUIRE(h);
 
     /* Some state to be changed: a few allocations, one freed. */
@@ -82,7 +69,7 @@ TEST(plain_stores_into_a_fresh_block_are_rolled_back)
 {
     int memfd;
     size_t size;
-    mc_header *h = setup(&memfd, &size);
+    mc_header *h = mc_t_bare_region((size_t)1 << 32, &memfd, &size);
     REQUIRE(h);
     REQUIRE_OK(mc__lock(h));
     uint64_t keep[4], freed[3];
@@ -162,7 +149,7 @@ TEST(random_kills_never_corrupt_the_arena)
 {
     int memfd;
     size_t size;
-    mc_header *h = setup(&memfd, &size);
+    mc_header *h = mc_t_bare_region((size_t)1 << 32, &memfd, &size);
     REQUIRE(h);
     mc_t_gate *inside = mc_t_gate_new();
     REQUIRE(inside);
@@ -216,7 +203,7 @@ TEST(corrupt_journal_is_refused_not_followed)
 {
     int memfd;
     size_t size;
-    mc_header *h = setup(&memfd, &size);
+    mc_header *h = mc_t_bare_region((size_t)1 << 32, &memfd, &size);
     REQUIRE(h);
     uint64_t before = h->arena.top;
     h->journal.e[0].off = size + 4096;   /* outside the region */
