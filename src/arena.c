@@ -293,21 +293,22 @@ uint64_t mc__arena_alloc(mc_header *h, uint64_t len)
 
 /* Whether the block made by freeing p (of size) and merging it with its
    free neighbours (of prev_size before, next_size after; 0: none) is
-   backed; backed_above: it merges into top, with backed pages above. Only if every part is, except that when the large parts are, a
-   small part that is not gets populated now (a page or two, usually a
-   task record: without it, a freed record next to a large block would
-   cost the block its flag, and every reuse of it a populate). */
+   backed; backed_above: it merges into top, with backed pages above.
+   Only if every part is, except that when the large parts are, a small
+   part that is not gets populated now (a page or two, usually a task
+   record: without it, a freed record next to a large block would cost the
+   block its flag, and every reuse of it a populate). */
 static bool merged_backed(mc_header *h, uint64_t p, uint64_t size, uint64_t prev_size, uint64_t next_size,
                           bool backed_above)
 {
     uint64_t part[3] = {p - prev_size, p, p + size}, len[3] = {prev_size, size, next_size};
     bool any = backed_above;
     for (int i = 0; i < 3; i++) {
-        if (!len[i] || (*hdr_size(h, part[i]) & F_BACKED)) {
-            any |= len[i] && (*hdr_size(h, part[i]) & F_BACKED);
+        if (!len[i])
             continue;
-        }
-        if (len[i] >= MC_POPULATE_THRESHOLD)
+        if (*hdr_size(h, part[i]) & F_BACKED)
+            any = true;
+        else if (len[i] >= MC_POPULATE_THRESHOLD)
             return false; /* a large part that may have holes */
     }
     if (!any)
@@ -453,26 +454,22 @@ void mc__arena_release_pages(mc_header *h, uint64_t p)
         madvise(mc__ptr(h, lo), hi - lo, MADV_REMOVE);
 }
 
-bool mc__arena_backed(mc_header *h, uint64_t p)
+uint64_t mc__arena_to_populate(mc_header *h, uint64_t p, uint64_t len)
 {
     MC_ASSERT_LOCKED(h);
-    return owned_block_size(h, p) && (*hdr_size(h, p) & F_BACKED);
+    if (len < MC_POPULATE_THRESHOLD || (*hdr_size(h, p) & F_BACKED))
+        return 0;
+    return mc__arena_block_size(h, p); /* all of it: a later user may fill it */
 }
 
-int mc__arena_commit(mc_header *h, uint64_t p, uint64_t len, bool backed)
+int mc__arena_commit(mc_header *h, uint64_t p, uint64_t n)
 {
-    if (backed || len < MC_POPULATE_THRESHOLD)
+    if (!n)
         return MC_OK;
-    /* The whole block, not just len: a later user may fill all of it. Its
-       header is read and written under the lock (a neighbour's free
-       changes its PREV_INUSE bit). */
-    if (mc__lock(h) != MC_OK)
+    if (mc__region_populate(mc__ptr(h, p), n) != MC_OK)
         return MC_ENOMEM;
-    uint64_t cap = mc__arena_block_size(h, p);
-    mc__unlock(h);
-    if (cap < len || mc__region_populate(mc__ptr(h, p), cap) != MC_OK)
-        return MC_ENOMEM;
-    /* Unrecorded if the lock fails now: the next user populates again. */
+    /* Under the lock: a neighbour's free changes this header's PREV_INUSE
+       bit. Unrecorded if the lock fails: the next user populates again. */
     if (mc__lock(h) == MC_OK) {
         mc__txn_store(h, hdr_size(h, p), *hdr_size(h, p) | F_BACKED);
         mc__unlock(h);

@@ -181,14 +181,14 @@ int mc_submit_reserve(mc_group *g, size_t arg_len, void **buf)
     if ((r = mc__lock(h)) != MC_OK)
         goto out;
     uint64_t off = mc__arena_alloc(h, mc__record_size(arg_len));
-    bool backed = off && mc__arena_backed(h, off);
+    uint64_t populate = off ? mc__arena_to_populate(h, off, mc__record_size(arg_len)) : 0;
     mc__unlock(h);
     if (!off) {
         r = MC_ENOMEM;
         goto out;
     }
     mc_task *t = mc__task_at(h, off);
-    if (mc__arena_commit(h, off, mc__record_size(arg_len), backed) != MC_OK) {
+    if (mc__arena_commit(h, off, populate) != MC_OK) {
         if (mc__lock(h) == MC_OK) {
             mc__arena_free(h, off);
             mc__unlock(h);

@@ -76,11 +76,11 @@ int mc__worker_hold_task(mc_header *h, mc_worker_slot *slot, uint64_t off, mc_ho
 /* Under the lock: a new buffer record with one reference, or 0. The block
    is not yet visible to anyone, so its header is written with plain
    stores (a rollback frees the block itself). */
-static uint64_t buffer_new(mc_header *h, size_t len, bool *backed)
+static uint64_t buffer_new(mc_header *h, size_t len, uint64_t *populate)
 {
     MC_ASSERT_LOCKED(h);
     uint64_t off = mc__arena_alloc(h, mc__record_size(len));
-    *backed = off && mc__arena_backed(h, off);
+    *populate = off ? mc__arena_to_populate(h, off, mc__record_size(len)) : 0;
     if (off)
         mc__record_init(mc__task_at(h, off), MC_TS_BUFFER, len);
     return off;
@@ -106,14 +106,14 @@ int mc_buffer_alloc(mc_pool *pool, size_t len, mc_hold **out)
         return r;
     }
     uint64_t off = 0;
-    bool backed = false;
+    uint64_t populate = 0;
     if ((r = mc__lock(h)) == MC_OK) {
         int free_at = -1;
         for (int i = 0; slot && i < MC_WORKER_HOLDS && free_at < 0; i++)
             if (!slot->holds[i])
                 free_at = i;
         if (!slot || free_at >= 0)
-            off = buffer_new(h, len, &backed);
+            off = buffer_new(h, len, &populate);
         if (off && slot)
             mc__txn_store(h, &slot->holds[free_at], off);
         mc__unlock(h);
@@ -131,7 +131,7 @@ int mc_buffer_alloc(mc_pool *pool, size_t len, mc_hold **out)
     *hold = (mc_hold){.pool = pool, .h = h, .task_off = off, .pid = getpid()};
     if (pool)
         mc__pool_leave(pool);
-    if (mc__arena_commit(h, off, mc__record_size(len), backed) != MC_OK) {
+    if (mc__arena_commit(h, off, populate) != MC_OK) {
         mc_hold_release(hold);   /* no memory behind it: an error now, not SIGBUS later */
         return MC_ENOMEM;
     }

@@ -338,16 +338,17 @@ void mc__arena_free(mc_header *h, uint64_t payload_off);
 /* Before freeing a large block: return its interior pages to the kernel
    (or count them as retained for the next large block). */
 void mc__arena_release_pages(mc_header *h, uint64_t payload_off);
-/* Under the lock, right after mc__arena_alloc: true if every page of the
-   block is known to be backed (it reuses memory that was populated and
-   never given back), so a write to it cannot raise SIGBUS. */
-bool mc__arena_backed(mc_header *h, uint64_t payload_off);
-/* Without the lock: make sure a block of ours asked for len bytes, from
-   MC_POPULATE_THRESHOLD up, is backed (MADV_POPULATE_WRITE, which costs
-   about as much as copying into the pages, so skipped when `backed`), and
+/* Under the lock, right after mc__arena_alloc(len): how many bytes of the
+   block to populate before use (MADV_POPULATE_WRITE, so that a lack of
+   memory is ENOMEM now, not SIGBUS in a write later): 0 below
+   MC_POPULATE_THRESHOLD, or when every page of the block is known to be
+   backed (reused memory that was populated and never given back: the
+   populate would cost about as much as the copy into it). */
+uint64_t mc__arena_to_populate(mc_header *h, uint64_t payload_off, uint64_t len);
+/* Without the lock: populate those n bytes of our block (nothing if 0) and
    record it for the block's next users. MC_OK, or MC_ENOMEM (the caller
    frees the block). */
-int mc__arena_commit(mc_header *h, uint64_t payload_off, uint64_t len, bool backed);
+int mc__arena_commit(mc_header *h, uint64_t payload_off, uint64_t n);
 /* Payload bytes of the block, if its header stays inside the arena; else
    0. Needs no lock (it reads the block's own header and the layout). */
 uint64_t mc__arena_block_size(mc_header *h, uint64_t payload_off);

@@ -87,12 +87,12 @@ void mc__wake_for_task(mc_header *h)
        mc__wait_for_work): if we still see its mark it will see our task. A
        mark past its time is ignored (a spinner preempted or killed). */
     atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&h->work_sleepers, memory_order_relaxed) == 0)
+        return; /* every worker is awake and will look at the ring */
     int64_t now = mc__now_ns();
     int64_t until = atomic_load_explicit(&h->work_spin_until, memory_order_relaxed);
     if (until != 0 && now < until)
         return;
-    if (atomic_load_explicit(&h->work_sleepers, memory_order_relaxed) == 0)
-        return; /* every worker is awake and will look at the ring */
     /* One wake-up in flight at a time. The worker it wakes clears the mark
        before it takes a task (mc__wait_for_work) and, having taken one,
        wakes the next sleeper if more are queued (mc__worker_main): a burst

@@ -146,14 +146,14 @@ void *mc_result_alloc(mc_task_ctx *ctx, size_t len)
         return NULL;
     drop_pending_result(h, slot);
     uint64_t off = mc__arena_alloc(h, len);
-    bool backed = off && mc__arena_backed(h, off);
+    uint64_t populate = off ? mc__arena_to_populate(h, off, len) : 0;
     if (off)
         mc__txn_store(h, &slot->pending_result, off);
     mc__unlock(h);
     if (!off)
         return NULL;
     void *p = mc__ptr(h, off);
-    if (mc__arena_commit(h, off, len, backed) != MC_OK) {
+    if (mc__arena_commit(h, off, populate) != MC_OK) {
         if (mc__lock(h) == MC_OK) {
             drop_pending_result(h, slot);
             mc__unlock(h);

@@ -43,6 +43,13 @@ static size_t pages_of(mc_header *h, uint64_t p, uint64_t len)
     return (hi - lo) / (size_t)page;
 }
 
+/* Under the lock: the block carries the BACKED flag (asked as if it were
+   large, since small blocks are never populated whatever their flag). */
+static bool flagged(mc_header *h, uint64_t p)
+{
+    return mc__arena_to_populate(h, p, MC_POPULATE_THRESHOLD) == 0;
+}
+
 /* Released as record.c releases a block: its pages first, then the block. */
 static void release(mc_header *h, uint64_t p)
 {
@@ -62,7 +69,8 @@ TEST(a_reused_large_block_is_backed)
     for (int round = 0; round < 3; round++) {
         REQUIRE_OK(mc__lock(h));
         uint64_t rec = mc__arena_alloc(h, 100), big = mc__arena_alloc(h, 4 * MIB);
-        bool backed = big && mc__arena_backed(h, big);
+        uint64_t populate = big ? mc__arena_to_populate(h, big, 4 * MIB) : 0;
+        bool backed = big && populate == 0;
         mc__unlock(h);
         REQUIRE(rec && big);
         /* fresh memory the first time, reused from then on */
@@ -70,7 +78,7 @@ TEST(a_reused_large_block_is_backed)
         uint64_t cap = mc__arena_block_size(h, big);
         if (backed)
             CHECK_EQ_INT(resident_pages(h, big, cap), pages_of(h, big, cap));
-        CHECK_OK(mc__arena_commit(h, big, 4 * MIB, backed));
+        CHECK_OK(mc__arena_commit(h, big, populate));
         CHECK_EQ_INT(resident_pages(h, big, cap), pages_of(h, big, cap));
         memset(mc__ptr(h, big), round + 1, 4 * MIB);
         REQUIRE_OK(mc__lock(h));
@@ -95,13 +103,14 @@ TEST(given_back_pages_are_populated_again)
         REQUIRE_OK(mc__lock(h));
         uint64_t keep = mc__arena_alloc(h, 100); /* keeps the block off top */
         uint64_t big = mc__arena_alloc(h, 16 * MIB), after = mc__arena_alloc(h, 100);
-        bool backed = big && mc__arena_backed(h, big);
+        uint64_t populate = big ? mc__arena_to_populate(h, big, 16 * MIB) : 0;
+        bool backed = big && populate == 0;
         mc__unlock(h);
         REQUIRE(keep && big && after);
         CHECK(!backed);
         uint64_t cap = mc__arena_block_size(h, big);
         CHECK(resident_pages(h, big, cap) < pages_of(h, big, cap) / 2);
-        CHECK_OK(mc__arena_commit(h, big, 16 * MIB, backed));
+        CHECK_OK(mc__arena_commit(h, big, populate));
         CHECK_EQ_INT(resident_pages(h, big, cap), pages_of(h, big, cap));
         REQUIRE_OK(mc__lock(h));
         release(h, big); /* 16 MiB > the budget: given back */
@@ -127,21 +136,21 @@ TEST(split_and_merged_blocks_keep_the_flag)
     uint64_t big = mc__arena_alloc(h, 8 * MIB), tail = mc__arena_alloc(h, 100);
     mc__unlock(h);
     REQUIRE(big && tail);
-    CHECK_OK(mc__arena_commit(h, big, 8 * MIB, false));
+    CHECK_OK(mc__arena_commit(h, big, mc__arena_block_size(h, big)));
     REQUIRE_OK(mc__lock(h));
     release(h, big); /* free, backed, kept (under the budget) */
     uint64_t a = mc__arena_alloc(h, 2 * MIB), b = mc__arena_alloc(h, 3 * MIB);
     CHECK(a == big); /* carved from the freed block */
-    CHECK(mc__arena_backed(h, a) && mc__arena_backed(h, b));
+    CHECK(flagged(h, a) && flagged(h, b));
     uint64_t small = mc__arena_alloc(h, 200); /* from the backed rest too */
-    CHECK(mc__arena_backed(h, small));
+    CHECK(flagged(h, small));
     release(h, a);
     release(h, b);
     release(h, small);
     release(h, tail); /* the small block next to top, never flagged */
     CHECK(mc__arena_check(h));
     uint64_t again = mc__arena_alloc(h, 8 * MIB);
-    CHECK(again == big && mc__arena_backed(h, again));
+    CHECK(again == big && flagged(h, again));
     uint64_t cap = mc__arena_block_size(h, again);
     CHECK_EQ_INT(resident_pages(h, again, cap), pages_of(h, again, cap));
     release(h, again);
