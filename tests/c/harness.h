@@ -596,7 +596,8 @@ static inline uint64_t mc_t_shm_settles_below(mc_pool *pool, uint64_t limit)
  *   - records a CHECK failure (exit status 1),
  *   - dies by a signal, or exits with any other status (a sanitizer
  *     report, for instance),
- *   - runs past its timeout (it is then killed, its whole group with it):
+ *   - runs past its timeout (it is then killed, its whole group with it,
+ *     after mc_t_dump_group() has printed where each of its processes is):
  *     MULTICORE_TEST_CASE_TIMEOUT seconds, default MC_T_CASE_TIMEOUT
  *     (MC_T_CASE_TIMEOUT_VALGRIND under valgrind),
  *   - or leaves any process of its group behind once it has exited, for
@@ -649,6 +650,82 @@ static int mc_t_group_empty(pid_t pgid)
     return kill(-pgid, 0) == -1 && errno == ESRCH;
 }
 
+/* Print one /proc file of process pid, each line prefixed, at most
+   max_lines lines. */
+static void mc_t_print_proc_file(pid_t pid, const char *file, const char *prefix, int max_lines)
+{
+    char path[96], line[512];
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, file);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    for (int n = 0; n < max_lines && fgets(line, sizeof line, f); n++)
+        printf("%s%s%s", prefix, line, strchr(line, '\n') ? "" : "\n");
+    fclose(f);
+}
+
+/* The user-space stacks of pid, from gdb if it is installed (bounded by
+   gdb's own time limit: a stuck gdb must not hang the runner). */
+static void mc_t_print_gdb_stack(pid_t pid)
+{
+    if (access("/usr/bin/gdb", X_OK) != 0)
+        return;
+    fflush(NULL);
+    pid_t g = fork();
+    if (g == 0) {
+        char target[32];
+        snprintf(target, sizeof target, "%d", (int)pid);
+        alarm(30);
+        execl("/usr/bin/gdb", "gdb", "-nx", "-batch", "-q", "-p", target, "-ex", "thread apply all bt 30",
+              (char *)NULL);
+        _exit(127);
+    }
+    if (g > 0)
+        while (waitpid(g, NULL, 0) < 0 && errno == EINTR)
+            ;
+}
+
+/*
+ * A case that timed out is still there, stuck: before it is killed, say
+ * where each process of its group is (state, kernel wait channel, the
+ * system call it is in with its arguments, kernel and user stacks), so
+ * that a hang seen once in CI can be explained from its log alone.
+ */
+static void mc_t_dump_group(pid_t pgid)
+{
+    DIR *d = opendir("/proc");
+    if (!d)
+        return;
+    printf("---- processes of the timed-out case (group %d), before they are killed\n", (int)pgid);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end != '\0' || pid <= 0)
+            continue;
+        char path[64], stat[512];
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t n = fread(stat, 1, sizeof stat - 1, f);
+        fclose(f);
+        stat[n] = '\0';
+        char *close = strrchr(stat, ')'); /* the name may hold spaces and ')' */
+        char state;
+        int ppid, pgrp;
+        if (!close || sscanf(close + 1, " %c %d %d", &state, &ppid, &pgrp) != 3 || pgrp != pgid)
+            continue;
+        printf("-- pid %ld (parent %d), state %c\n", pid, ppid, state);
+        mc_t_print_proc_file((pid_t)pid, "wchan", "   wchan: ", 1);
+        mc_t_print_proc_file((pid_t)pid, "syscall", "   syscall: ", 1);
+        mc_t_print_proc_file((pid_t)pid, "stack", "   kernel: ", 12);
+        mc_t_print_gdb_stack((pid_t)pid);
+    }
+    closedir(d);
+    printf("---- end of the timed-out case's processes\n");
+}
+
 /* Run case i in a child; returns 1 if it passed. */
 static int mc_t_run_case(int i, const sigset_t *old_mask, double timeout)
 {
@@ -685,6 +762,8 @@ static int mc_t_run_case(int i, const sigset_t *old_mask, double timeout)
             break;
         if (!done && !timed_out && now - t0 > timeout) {
             timed_out = 1;
+            kill(-pid, SIGSTOP); /* as it is now, not as it goes on */
+            mc_t_dump_group(pid);
             kill(-pid, SIGKILL);
         }
         if (done && !left_since)
@@ -701,7 +780,7 @@ static int mc_t_run_case(int i, const sigset_t *old_mask, double timeout)
     double dt = mc_t_now() - t0;
     const char *name = mc_t_names[i];
     if (timed_out) {
-        printf("FAIL %s (timed out after %.0f s; killed with its process group)\n", name, timeout);
+        printf("FAIL %s (timed out after %.1f s; killed with its process group)\n", name, timeout);
         return 0;
     }
     if (WIFSIGNALED(st)) {
