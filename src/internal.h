@@ -444,8 +444,11 @@ static inline void mc__cpu_relax(void)
 #define MC_SPIN_NS 20000
 #define MC_SPIN_MIN_NS 5000
 #define MC_SPIN_YIELD_NS 2000
-/* How long mc__lock tries the region lock before it sleeps on it (txn.c). */
+/* How long mc__lock tries the region lock before it sleeps on it, and
+   how long it sleeps at most before it looks again: a wake-up taken by a
+   process killed while it waited costs one slice (txn.c). Below 1 s. */
 #define MC_LOCK_SPIN_NS 2000
+#define MC_LOCK_SLICE_NS 50000000
 /* How long one wake-up in flight stands for the next tasks (queue.c): a
    submit during that time wakes no second sleeper, because the woken one,
    once it has taken a task, wakes the next if more are queued. Long

@@ -35,6 +35,11 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
+
+#ifdef MC_TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
 
 int mc__lock_init(mc_header *h)
 {
@@ -180,9 +185,26 @@ static inline void note_locked(const mc_header *h, bool locked)
    on a futex and made the winner wake it: tens of microseconds on a VM for
    a wait of a fraction of one. So watch the lock word for up to
    MC_LOCK_SPIN_NS while it is taken, then lock. Only watch: taking it
-   stays with pthread_mutex_lock, which alone handles a dead owner (glibc's
-   trylock on a robust mutex made unrecoverable returns ENOTRECOVERABLE but
-   leaves the word taken, so every later lock waits forever). */
+   stays with pthread_mutex_timedlock, which alone handles a dead owner
+   (glibc's trylock on a robust mutex made unrecoverable returns
+   ENOTRECOVERABLE but leaves the word taken, so every later lock waits
+   forever).
+
+   Why timed: a process killed while it waits for the lock can take a
+   wake-up with it. The unlock clears the word's waiters bit and wakes one
+   sleeper; if that sleeper is a worker the zygote has just sent SIGKILL
+   (stop_cancelled() kills under the lock, so a worker whose cancelled task
+   just ended is often asleep on it) and still queued on the futex, it
+   takes the wake-up and dies. The kernel passes a dying waiter's wake-up
+   on only while the word is free (robust list, list_op_pending); once
+   another process has taken the lock uncontended, so with no waiters bit,
+   its unlock wakes nobody and the other sleepers sleep on a free lock,
+   for good (seen once in CI: a caller stuck for 240 s). A sleeper
+   therefore looks again every MC_LOCK_SLICE_NS: a wake-up lost that way
+   costs one slice, never a hang. The slice's end is read from the coarse
+   clock, a few nanoseconds on the uncontended path. */
+_Static_assert(MC_LOCK_SLICE_NS > 0 && MC_LOCK_SLICE_NS < 1000000000, "one slice adds less than a second");
+
 static int lock_mutex(pthread_mutex_t *m)
 {
 #ifdef __GLIBC__
@@ -195,7 +217,27 @@ static int lock_mutex(pthread_mutex_t *m)
         } while (__atomic_load_n(word, __ATOMIC_RELAXED) != 0 && mc__now_ns() < until);
     }
 #endif
-    return pthread_mutex_lock(m);
+    for (;;) {
+        /* CLOCK_REALTIME, which pthread_mutex_timedlock measures against;
+           a clock set back while we sleep only lengthens one slice. */
+        struct timespec at;
+        clock_gettime(CLOCK_REALTIME_COARSE, &at);
+        at.tv_nsec += MC_LOCK_SLICE_NS;
+        at.tv_sec += at.tv_nsec / 1000000000;
+        at.tv_nsec %= 1000000000;
+        int r = pthread_mutex_timedlock(m, &at);
+#ifdef MC_TSAN
+        /* TSan's interceptor records the lock as taken only on 0; with
+           EOWNERDEAD we hold it too (pthread_mutex_lock's interceptor
+           knew that). */
+        if (r == EOWNERDEAD) {
+            __tsan_mutex_pre_lock(m, __tsan_mutex_try_lock);
+            __tsan_mutex_post_lock(m, __tsan_mutex_try_lock, 0);
+        }
+#endif
+        if (r != ETIMEDOUT)
+            return r;
+    }
 }
 
 int mc__lock(mc_header *h)

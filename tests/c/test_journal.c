@@ -61,6 +61,99 @@ TEST(killed_inside_critical_section_is_rolled_back)
     mc__region_destroy(memfd, h, size);
 }
 
+/* 1 if process pid is inside futex(2) on the word at addr (from
+   /proc/PID/syscall: the call's number, then its arguments). */
+static int asleep_on_futex(pid_t pid, const void *addr)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/syscall", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    long nr = -1;
+    unsigned long long arg0 = 0;
+    int n = fscanf(f, "%ld %llx", &nr, &arg0);
+    fclose(f);
+    return n == 2 && nr == SYS_futex && arg0 == (unsigned long long)(uintptr_t)addr;
+}
+
+/*
+ * The state a wake-up lost to a killed waiter leaves behind (txn.c, "Why
+ * timed"): a process asleep on the lock's futex, the lock free, and no
+ * wake-up coming. Made here on purpose: a holder that lets the lock go by
+ * clearing its word, without waking anyone, after the sleeper is seen
+ * asleep on it. The sleeper must get the lock within its next slice
+ * (MC_LOCK_SLICE_NS) instead of sleeping for good.
+ */
+TEST(a_sleeper_on_the_lock_survives_a_lost_wake_up)
+{
+    int memfd;
+    size_t size;
+    mc_header *h = mc_t_bare_region((size_t)1 << 30, &memfd, &size);
+    REQUIRE(h);
+    int *word = &h->lock.__data.__lock;
+    int ready[2];
+    REQUIRE(pipe(ready) == 0);
+
+    pid_t holder = fork();
+    REQUIRE(holder >= 0);
+    if (holder == 0) {
+        close(ready[0]);
+        if (mc__lock(h) != MC_OK)
+            _exit(1);
+        (void)!write(ready[1], "h", 1);
+        pause(); /* until the parent says "let go", by SIGUSR1 */
+        _exit(1);
+    }
+    char c;
+    REQUIRE(read(ready[0], &c, 1) == 1);
+
+    pid_t sleeper = fork();
+    REQUIRE(sleeper >= 0);
+    if (sleeper == 0) {
+        if (mc__lock(h) != MC_OK)
+            _exit(2);
+        mc__unlock(h);
+        _exit(0);
+    }
+    double t0 = mc_t_now();
+    while (!asleep_on_futex(sleeper, word) && mc_t_now() - t0 < 30)
+        mc_t_sleep_ms(1);
+    REQUIRE(asleep_on_futex(sleeper, word));
+    CHECK(__atomic_load_n(word, __ATOMIC_RELAXED) & FUTEX_WAITERS);
+
+    /* The holder lets go without a wake-up: its word is cleared for it,
+       and it dies (the kernel's robust-list walk then finds the word not
+       its own and leaves it alone). */
+    kill(holder, SIGSTOP);
+    int st;
+    REQUIRE(waitpid(holder, &st, WUNTRACED) == holder && WIFSTOPPED(st));
+    __atomic_store_n(word, 0, __ATOMIC_SEQ_CST);
+    kill(holder, SIGKILL);
+    REQUIRE(waitpid(holder, &st, 0) == holder);
+    double let_go = mc_t_now();
+
+    /* Well past one slice, bounded so that a hang fails here. */
+    pid_t r = 0;
+    while ((r = waitpid(sleeper, &st, WNOHANG)) == 0 && mc_t_now() - let_go < 20)
+        mc_t_sleep_ms(1);
+    double took = mc_t_now() - let_go;
+    if (r == 0) {
+        kill(sleeper, SIGKILL);
+        waitpid(sleeper, &st, 0);
+        CHECK(!"the sleeper was still asleep on a free lock 20 s later");
+    } else {
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        printf("  the sleeper had the lock %.0f ms after it was let go (slice %d ms)\n", took * 1e3,
+               MC_LOCK_SLICE_NS / 1000000);
+    }
+    CHECK_OK(mc__lock(h)); /* and the lock is as good as ever */
+    mc__unlock(h);
+    close(ready[0]);
+    close(ready[1]);
+    mc__region_destroy(memfd, h, size);
+}
+
 /* A block just taken from a free list is filled with plain stores in the
    same critical section (a record's first words, a submit's arguments):
    nobody else can see it, and a rollback gives the block back. Its first
