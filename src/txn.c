@@ -201,8 +201,7 @@ static inline void note_locked(const mc_header *h, bool locked)
    its unlock wakes nobody and the other sleepers sleep on a free lock,
    for good (seen once in CI: a caller stuck for 240 s). A sleeper
    therefore looks again every MC_LOCK_SLICE_NS: a wake-up lost that way
-   costs one slice, never a hang. The slice's end is read from the coarse
-   clock, a few nanoseconds on the uncontended path. */
+   costs one slice, never a hang. */
 _Static_assert(MC_LOCK_SLICE_NS > 0 && MC_LOCK_SLICE_NS < 1000000000, "one slice adds less than a second");
 
 static int lock_mutex(pthread_mutex_t *m)
@@ -217,15 +216,15 @@ static int lock_mutex(pthread_mutex_t *m)
         } while (__atomic_load_n(word, __ATOMIC_RELAXED) != 0 && mc__now_ns() < until);
     }
 #endif
+    /* The end of this thread's last slice, kept: the uncontended lock
+       reads no clock (the deadline only counts once the lock must be
+       waited for; one already past makes that wait return at once, and
+       the next try gets a fresh one). CLOCK_REALTIME, which
+       pthread_mutex_timedlock measures against; a clock set back while
+       a thread sleeps only lengthens that one slice. */
+    static _Thread_local struct timespec slice_end;
     for (;;) {
-        /* CLOCK_REALTIME, which pthread_mutex_timedlock measures against;
-           a clock set back while we sleep only lengthens one slice. */
-        struct timespec at;
-        clock_gettime(CLOCK_REALTIME_COARSE, &at);
-        at.tv_nsec += MC_LOCK_SLICE_NS;
-        at.tv_sec += at.tv_nsec / 1000000000;
-        at.tv_nsec %= 1000000000;
-        int r = pthread_mutex_timedlock(m, &at);
+        int r = pthread_mutex_timedlock(m, &slice_end);
 #ifdef MC_TSAN
         /* TSan's interceptor records the lock as taken only on 0; with
            EOWNERDEAD we hold it too (pthread_mutex_lock's interceptor
@@ -237,6 +236,10 @@ static int lock_mutex(pthread_mutex_t *m)
 #endif
         if (r != ETIMEDOUT)
             return r;
+        clock_gettime(CLOCK_REALTIME_COARSE, &slice_end);
+        slice_end.tv_nsec += MC_LOCK_SLICE_NS;
+        slice_end.tv_sec += slice_end.tv_nsec / 1000000000;
+        slice_end.tv_nsec %= 1000000000;
     }
 }
 
