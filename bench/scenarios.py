@@ -269,15 +269,21 @@ def _array_floors(nbytes, reps):
     w[:] = 0.0
     a = np.ones(nbytes // 8)
     send_w, ret_w = [], []
+    # Between repetitions, what the libraries get between theirs (arrays()
+    # below): a gc.collect(), which walks the heap and leaves the caches
+    # cold; a floor timed back to back, caches hot, was up to twice as
+    # fast at 8 MiB as the same copy after a collection.
     for _ in range(reps):
         dt, r = _timed(lambda: (np.copyto(w, a), float(w.sum()))[1])
         _check(r, float(nbytes // 8), "warm copy + sum")
         send_w.append(dt)
+        gc.collect()
     del a
     gc.collect()
     for _ in range(reps):
         dt, _r = _timed(lambda: np.copyto(w, np.ones(nbytes // 8)))
         ret_w.append(dt)
+        gc.collect()
     del w
     m.close()
     return {"send_floor_s": send, "return_floor_s": ret,
@@ -314,6 +320,20 @@ def arrays(peer, workers, cfg):
                 # timer: joblib keeps the memmap it made of an array object
                 # and reuses it when the same object is sent again, which
                 # would time a cache instead of a send.
+                # One untimed round each way first, for every library: the
+                # first use of a size pays one-time costs (a pool's region
+                # or an object store faulting in memory it keeps), and with
+                # three repetitions at 64 and 256 MiB the best of them was
+                # otherwise often the only one past those.
+                a = peer.array_to_send(nbytes, shared)
+                _check(peer.call(array_sum, a), float(nbytes // 8), "array_sum")
+                del a
+                maker = peer.array_maker(shared)
+                r = peer.call(maker, nbytes)
+                if r.nbytes != nbytes:
+                    raise AssertionError("array_make: wrong array")
+                del r
+                gc.collect()
                 send = []
                 for _ in range(reps):
                     a = peer.array_to_send(nbytes, shared)
@@ -322,7 +342,6 @@ def arrays(peer, workers, cfg):
                     send.append(dt)
                     del a
                     gc.collect()
-                maker = peer.array_maker(shared)
                 ret = []
                 for _ in range(reps):
                     dt, r = _timed(lambda: peer.call(maker, nbytes))
