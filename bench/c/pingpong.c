@@ -19,6 +19,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -79,13 +80,20 @@ static void run(const char *name, int use_futex, size_t hot_n, size_t sleep_n,
         exit(1);
     }
     memset(s, 0, sizeof *s);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         perror("fork");
         exit(1);
     }
-    if (pid == 0)
+    if (pid == 0) {
+        /* A partner left behind (the caller killed, or by SIGPIPE when
+           its output is cut short) would spin on a core for good. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(1);
         partner(s, use_futex);
+    }
 
     size_t cap = hot_n > sleep_n ? hot_n : sleep_n;
     int64_t *samples = malloc(cap * sizeof *samples);
