@@ -244,46 +244,37 @@ def floor_copy(a):
 
 def _array_floors(nbytes, reps):
     """The copy floors of (e), in this process: sending (copy into fresh
-    shared memory + sum) and returning (build + copy out)."""
-    a = np.ones(nbytes // 8)
-    send = []
-    for _ in range(reps):
-        dt, r = _timed(lambda: floor_copy_sum(a))
-        _check(r, float(nbytes // 8), "floor_copy_sum")
-        send.append(dt)
-    del a
-    gc.collect()
-    ret = []
-    for _ in range(reps):
-        dt, r = _timed(lambda: floor_build_copy(nbytes))
-        if r.nbytes != nbytes or r[-1] != 1.0:
-            raise AssertionError("floor_build_copy: wrong array")
-        del r
-        gc.collect()
-        ret.append(dt)
+    shared memory + sum) and returning (build + copy out), and the same
+    into warm shared memory. Each repetition is set up as arrays() sets up
+    a library's: the array to send made just before (untimed, so it is in
+    the caches as a library's freshly made argument is), and a
+    gc.collect() after, which walks the heap and leaves the caches cold
+    (an 8 MiB copy timed back to back ran twice as fast as the same copy
+    after a collection)."""
+    def timed_reps(op, send):
+        times = []
+        for _ in range(reps):
+            a = np.ones(nbytes // 8) if send else None
+            dt, r = _timed(lambda: op(a))
+            if send:
+                _check(r, float(nbytes // 8), "floor: copy + sum")
+            elif r.nbytes != nbytes or r[-1] != 1.0:
+                raise AssertionError("floor: build + copy: wrong array")
+            del a, r
+            gc.collect()
+            times.append(dt)
+        return times
+
+    send = timed_reps(floor_copy_sum, True)
+    ret = timed_reps(lambda _a: floor_build_copy(nbytes), False)
     # The same into warm shared memory (one mapping, touched before, reused
     # by every repetition): the floor of a region whose pages are already
     # faulted in, as the pool's are once blocks of that size were used.
     m = fresh_shared(nbytes)
     w = np.frombuffer(m, dtype=np.float64, count=nbytes // 8)
     w[:] = 0.0
-    a = np.ones(nbytes // 8)
-    send_w, ret_w = [], []
-    # Between repetitions, what the libraries get between theirs (arrays()
-    # below): a gc.collect(), which walks the heap and leaves the caches
-    # cold; a floor timed back to back, caches hot, was up to twice as
-    # fast at 8 MiB as the same copy after a collection.
-    for _ in range(reps):
-        dt, r = _timed(lambda: (np.copyto(w, a), float(w.sum()))[1])
-        _check(r, float(nbytes // 8), "warm copy + sum")
-        send_w.append(dt)
-        gc.collect()
-    del a
-    gc.collect()
-    for _ in range(reps):
-        dt, _r = _timed(lambda: np.copyto(w, np.ones(nbytes // 8)))
-        ret_w.append(dt)
-        gc.collect()
+    send_w = timed_reps(lambda a: (np.copyto(w, a), float(w.sum()))[1], True)
+    ret_w = timed_reps(lambda _a: (np.copyto(w, np.ones(nbytes // 8)), w)[1], False)
     del w
     m.close()
     return {"send_floor_s": send, "return_floor_s": ret,
