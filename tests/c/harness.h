@@ -210,10 +210,12 @@ static inline int mc_t_count_maps(void)
 }
 
 /*
- * Parse /proc/PID/stat: fills *state, *ppid and *ticks (utime + stime) for
- * the non-NULL ones. Returns 0, or -1 if the process does not exist.
+ * Parse /proc/PID/stat: fills *state, *ppid, *pgrp and *ticks (utime +
+ * stime) for the non-NULL ones. Returns 0, or -1 if the process does not
+ * exist.
  */
-static inline int mc_t_proc_stat(pid_t pid, char *state, pid_t *ppid, long long *ticks)
+static inline int mc_t_proc_stat_pgrp(pid_t pid, char *state, pid_t *ppid, pid_t *pgrp,
+                                      long long *ticks)
 {
     char path[64], buf[4096];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -228,19 +230,39 @@ static inline int mc_t_proc_stat(pid_t pid, char *state, pid_t *ppid, long long 
         return -1;
     p++;
     char st = 0;
-    int pp = 0;
+    int pp = 0, pg = 0;
     unsigned long long ut = 0, stt = 0;
     /* fields 3..15: state ppid pgrp session tty tpgid flags minflt cminflt
        majflt cmajflt utime stime */
-    if (sscanf(p, " %c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &st, &pp,
-               &ut, &stt) != 4)
+    if (sscanf(p, " %c %d %d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &st, &pp, &pg,
+               &ut, &stt) != 5)
         return -1;
     if (state)
         *state = st;
     if (ppid)
         *ppid = pp;
+    if (pgrp)
+        *pgrp = pg;
     if (ticks)
         *ticks = (long long)(ut + stt);
+    return 0;
+}
+
+static inline int mc_t_proc_stat(pid_t pid, char *state, pid_t *ppid, long long *ticks)
+{
+    return mc_t_proc_stat_pgrp(pid, state, ppid, NULL, ticks);
+}
+
+/* The next process listed in /proc (opened with opendir), or 0 at the end. */
+static inline pid_t mc_t_next_proc(DIR *proc)
+{
+    struct dirent *e;
+    while ((e = readdir(proc)) != NULL) {
+        char *end;
+        long v = strtol(e->d_name, &end, 10);
+        if (*end == '\0' && v > 0)
+            return (pid_t)v;
+    }
     return 0;
 }
 
@@ -296,21 +318,16 @@ static inline int mc_t_children(pid_t *pids, char *states, int max)
     DIR *d = opendir("/proc");
     if (!d)
         return -1;
-    pid_t me = getpid();
+    pid_t me = getpid(), v;
     int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        char *end;
-        long v = strtol(e->d_name, &end, 10);
-        if (*end != '\0' || v <= 0)
-            continue;
+    while ((v = mc_t_next_proc(d)) != 0) {
         char st;
         pid_t pp;
-        if (mc_t_proc_stat((pid_t)v, &st, &pp, NULL) != 0 || pp != me)
+        if (mc_t_proc_stat(v, &st, &pp, NULL) != 0 || pp != me)
             continue;
         if (n < max) {
             if (pids)
-                pids[n] = (pid_t)v;
+                pids[n] = v;
             if (states)
                 states[n] = st;
         }
@@ -685,44 +702,49 @@ static void mc_t_print_gdb_stack(pid_t pid)
             ;
 }
 
-/*
- * A case that timed out is still there, stuck: before it is killed, say
- * where each process of its group is (state, kernel wait channel, the
- * system call it is in with its arguments, kernel and user stacks), so
- * that a hang seen once in CI can be explained from its log alone.
- */
-static void mc_t_dump_group(pid_t pgid)
+/* The processes of group pgid (at most max), from /proc; how many. */
+static int mc_t_group_pids(pid_t pgid, pid_t *pids, int max)
 {
     DIR *d = opendir("/proc");
     if (!d)
-        return;
-    printf("---- processes of the timed-out case (group %d), before they are killed\n", (int)pgid);
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        char *end;
-        long pid = strtol(e->d_name, &end, 10);
-        if (*end != '\0' || pid <= 0)
-            continue;
-        char path[64], stat[512];
-        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t n = fread(stat, 1, sizeof stat - 1, f);
-        fclose(f);
-        stat[n] = '\0';
-        char *close = strrchr(stat, ')'); /* the name may hold spaces and ')' */
-        char state;
-        int ppid, pgrp;
-        if (!close || sscanf(close + 1, " %c %d %d", &state, &ppid, &pgrp) != 3 || pgrp != pgid)
-            continue;
-        printf("-- pid %ld (parent %d), state %c\n", pid, ppid, state);
-        mc_t_print_proc_file((pid_t)pid, "wchan", "   wchan: ", 1);
-        mc_t_print_proc_file((pid_t)pid, "syscall", "   syscall: ", 1);
-        mc_t_print_proc_file((pid_t)pid, "stack", "   kernel: ", 12);
-        mc_t_print_gdb_stack((pid_t)pid);
-    }
+        return 0;
+    int n = 0;
+    pid_t pid, pgrp;
+    while (n < max && (pid = mc_t_next_proc(d)) != 0)
+        if (mc_t_proc_stat_pgrp(pid, NULL, NULL, &pgrp, NULL) == 0 && pgrp == pgid)
+            pids[n++] = pid;
     closedir(d);
+    return n;
+}
+
+/*
+ * A case that timed out is still there, stuck: before it is killed, say
+ * where each process of its group is, so that a hang seen once in CI can
+ * be explained from its log alone. First the kernel's view, as things are
+ * (state, wait channel, the system call with its arguments, the kernel
+ * stack); then the group is stopped, so that the user-space stacks gdb
+ * prints next are of one instant.
+ */
+static void mc_t_dump_group(pid_t pgid)
+{
+    pid_t pids[MC_T_MAX_PIDS];
+    int n = mc_t_group_pids(pgid, pids, MC_T_MAX_PIDS);
+    printf("---- processes of the timed-out case (group %d), before they are killed\n", (int)pgid);
+    for (int i = 0; i < n; i++) {
+        char state;
+        pid_t ppid;
+        if (mc_t_proc_stat(pids[i], &state, &ppid, NULL) != 0)
+            continue;
+        printf("-- pid %d (parent %d), state %c\n", (int)pids[i], (int)ppid, state);
+        mc_t_print_proc_file(pids[i], "wchan", "   wchan: ", 1);
+        mc_t_print_proc_file(pids[i], "syscall", "   syscall: ", 1);
+        mc_t_print_proc_file(pids[i], "stack", "   kernel: ", 12);
+    }
+    kill(-pgid, SIGSTOP);
+    for (int i = 0; i < n; i++) {
+        printf("-- pid %d, user-space stacks:\n", (int)pids[i]);
+        mc_t_print_gdb_stack(pids[i]);
+    }
     printf("---- end of the timed-out case's processes\n");
 }
 
@@ -762,7 +784,6 @@ static int mc_t_run_case(int i, const sigset_t *old_mask, double timeout)
             break;
         if (!done && !timed_out && now - t0 > timeout) {
             timed_out = 1;
-            kill(-pid, SIGSTOP); /* as it is now, not as it goes on */
             mc_t_dump_group(pid);
             kill(-pid, SIGKILL);
         }
