@@ -56,6 +56,10 @@ enum {
    the pickle stream, where they cost less than a view would. */
 #define MCX_OOB_MIN ((Py_ssize_t)64 << 10)
 
+/* A list of at least this many ints (or floats), given directly as an
+   argument or returned, travels packed (oob.c, "Lists of numbers"). */
+#define MCX_NUMLIST_MIN 32
+
 /* An object pickled for a frame, not yet written. Buffers that lie in a
    shared buffer of the destination pool travel as links, not bytes. */
 typedef struct {
@@ -144,6 +148,7 @@ typedef struct {
     PyObject *dill_dumps;  /* imported on first use_dill=True */
     PyObject *dill_loads;
     PyObject *as_memoryview;  /* _multicore._as_memoryview, for _BytesLike */
+    PyObject *numlist;        /* _multicore._numlist, for _NumList */
 
     /* multicore.exceptions */
     PyObject *MulticoreError;
@@ -311,6 +316,9 @@ void mcx_buffer_release(mcx_buffer *buf);
 
 /* ---- oob.c: pickling with out-of-band buffers in shared memory ---- */
 extern PyTypeObject mcx_BytesLikeType;
+extern PyTypeObject mcx_NumListType;
+/* _multicore._numlist(kind, buffer): the list a _NumList packed. */
+PyObject *mcx_numlist_unpack(PyObject *module, PyObject *args);
 int mcx_oob_encode(PyObject *obj, int is_call, int use_dill, const void *tag, mcx_oob *out);
 int mcx_oob_write(const mcx_oob *src, void *dst, mcx_share_fn share, void *share_arg);
 void mcx_oob_release(mcx_oob *o);

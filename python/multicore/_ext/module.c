@@ -345,6 +345,8 @@ static PyMethodDef module_methods[] = {
     {"stats", mod_stats, METH_NOARGS, stats_doc},
     {"_as_memoryview", mod_as_memoryview, METH_O,
      "_as_memoryview(buffer)\n--\n\nmemoryview(buffer): rebuilds a memoryview sent out of band."},
+    {"_numlist", mcx_numlist_unpack, METH_VARARGS,
+     "_numlist(kind, buffer)\n--\n\nThe list of ints (kind 0) or floats (kind 1) packed in buffer."},
     {"wait_first", (PyCFunction)(void (*)(void))mcx_wait_first,
      METH_VARARGS | METH_KEYWORDS,
      "wait_first(tasks, timeout=None)\n--\n\n"
@@ -390,7 +392,8 @@ PyMODINIT_FUNC PyInit__multicore(void);
 PyMODINIT_FUNC PyInit__multicore(void)
 {
     if (PyType_Ready(&mcx_TaskType) < 0 || PyType_Ready(&mcx_SharedMemoryType) < 0 ||
-        PyType_Ready(&mcx_PoolHandleType) < 0 || PyType_Ready(&mcx_BytesLikeType) < 0)
+        PyType_Ready(&mcx_PoolHandleType) < 0 || PyType_Ready(&mcx_BytesLikeType) < 0 ||
+        PyType_Ready(&mcx_NumListType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
@@ -409,6 +412,9 @@ PyMODINIT_FUNC PyInit__multicore(void)
         goto fail;
     Py_XSETREF(mcx.as_memoryview, PyObject_GetAttrString(module, "_as_memoryview"));
     if (mcx.as_memoryview == NULL)
+        goto fail;
+    Py_XSETREF(mcx.numlist, PyObject_GetAttrString(module, "_numlist"));
+    if (mcx.numlist == NULL)
         goto fail;
     if (mcx_forget_if_forked() < 0)
         goto fail;
