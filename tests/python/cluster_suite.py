@@ -262,6 +262,15 @@ def test_worker_killed_mid_task(on_cluster, tmp_path):
     addresses = {pid: a for a, pid in on_cluster.worker_pids().items()}
     victim_worker = addresses[victim_pid]
 
+    # The other worker is kept busy too: left idle, it took each quick
+    # task as it came and finished it before the next arrived, so none
+    # ever queued behind the victim (seen once in CI). With both busy the
+    # scheduler spreads the others over both.
+    holder = Task()
+    holder.run(cluster_tasks.block, str(tmp_path), "holder", 60.0)
+    (held,) = wait_for_files(tmp_path, "holder.", 1)
+    assert int(held.split(".")[1]) != victim_pid
+
     others = Task()
     for i in range(6):
         others.run(cluster_tasks.record, str(tmp_path), f"other{i}")
@@ -279,6 +288,7 @@ def test_worker_killed_mid_task(on_cluster, tmp_path):
 
     os.kill(victim_pid, signal.SIGKILL)
     killed_at = time.monotonic()
+    open(os.path.join(str(tmp_path), "holder.release"), "w").close()
     with pytest.raises(WorkerDiedError) as info:
         victim.get(timeout=30)
     assert time.monotonic() - killed_at < 10            # within seconds
@@ -298,6 +308,7 @@ def test_worker_killed_mid_task(on_cluster, tmp_path):
         again.run(cluster_tasks.square, i)
     assert again.get(timeout=30) == [0, 1, 4, 9]
     assert len(started(tmp_path, "victim")) == 1
+    assert holder.get(timeout=30)[0] == ("holder", int(held.split(".")[1]))
     for i in range(6):
         assert len(started(tmp_path, f"other{i}")) == 1
 
