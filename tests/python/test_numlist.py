@@ -95,6 +95,17 @@ def test_a_list_in_a_returned_tuple_travels_packed(pool, caller_count):
     assert len(caller_count) == 1
 
 
+def build_same_twice(n):
+    a = list(range(n))
+    return a, a, b"x" * 100_000
+
+
+def test_a_list_returned_twice_in_a_tuple_stays_one_object(pool, caller_count):
+    a, b, big = run1(build_same_twice, 100)
+    assert a is b and a == list(range(100)) and big == b"x" * 100_000
+    assert caller_count == []
+
+
 def test_int_limits_and_float_bits_survive(pool):
     ints = [2 ** 63 - 1, -2 ** 63, 0, -1] * 10
     assert run1(echo, ints) == ints

@@ -287,26 +287,25 @@ static int cannot_hold(PyObject *v)
 
 /* A list argument is wrapped only if no other argument can refer to it:
    pickle's memo keeps one object given twice (or also held inside another
-   argument) one object on the other side, and a _NumList would not. */
+   argument) one object on the other side, and a _NumList would not.
+   kwargs may be NULL. */
+static int keeps_list_whole(PyObject *list, PyObject *v, Py_ssize_t *seen)
+{
+    return v == list ? ++*seen > 1 : !cannot_hold(v);
+}
+
 static PyObject *wrap_arg(PyObject *obj, PyObject *args, PyObject *kwargs)
 {
-    if (PyList_CheckExact(obj)) {
-        int alone = 1;
-        for (Py_ssize_t i = 0; alone && i < PyTuple_GET_SIZE(args); i++) {
-            PyObject *v = PyTuple_GET_ITEM(args, i);
-            alone = v == obj ? 1 : cannot_hold(v);
-        }
-        Py_ssize_t pos = 0, seen = 0;
-        PyObject *key, *value;
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++)
-            seen += PyTuple_GET_ITEM(args, i) == obj;
-        while (alone && PyDict_Next(kwargs, &pos, &key, &value)) {
-            seen += value == obj;
-            alone = value == obj ? 1 : cannot_hold(value);
-        }
-        if (!alone || seen > 1)
+    if (!PyList_CheckExact(obj))
+        return wrap_large(obj);
+    Py_ssize_t seen = 0, pos = 0;
+    PyObject *key, *value;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++)
+        if (keeps_list_whole(obj, PyTuple_GET_ITEM(args, i), &seen))
             return Py_NewRef(obj);
-    }
+    while (kwargs && PyDict_Next(kwargs, &pos, &key, &value))
+        if (keeps_list_whole(obj, value, &seen))
+            return Py_NewRef(obj);
     return wrap_large(obj);
 }
 
@@ -356,26 +355,40 @@ fail:
     return NULL;
 }
 
-/* A result: a tuple's items are wrapped as a call's arguments are (so
-   that a list of numbers returned with something else, as map's chunks
-   return (results, seconds), travels packed too); anything else as
-   wrap_large() does. New reference. */
+/* A result: a list of numbers travels packed when it is the result or
+   an item of a returned tuple (as map's chunks return (results,
+   seconds)), under wrap_arg()'s rule; large bytes-likes only as the
+   result itself. New reference; no allocation when nothing is wrapped. */
 static PyObject *wrap_result(PyObject *obj)
 {
     if (!PyTuple_CheckExact(obj))
         return wrap_large(obj);
-    PyObject *kwargs = PyDict_New();
-    PyObject *pair = kwargs ? PyTuple_Pack(2, obj, kwargs) : NULL;
-    Py_XDECREF(kwargs);
-    if (pair == NULL)
-        return NULL;
-    PyObject *wrapped = wrap_call(pair);
-    Py_DECREF(pair);
-    if (wrapped == NULL)
-        return NULL;
-    PyObject *items = Py_NewRef(PyTuple_GET_ITEM(wrapped, 0));
-    Py_DECREF(wrapped);
-    return items;
+    Py_ssize_t n = PyTuple_GET_SIZE(obj);
+    PyObject *out = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(obj, i);
+        if (!PyList_CheckExact(item))
+            continue;
+        PyObject *w = wrap_arg(item, obj, NULL);
+        if (w == NULL) {
+            Py_XDECREF(out);
+            return NULL;
+        }
+        if (w == item) {
+            Py_DECREF(w);
+            continue;
+        }
+        if (out == NULL) { /* a new tuple (a slice of the whole would be obj itself) */
+            if ((out = PyTuple_New(n)) == NULL) {
+                Py_DECREF(w);
+                return NULL;
+            }
+            for (Py_ssize_t k = 0; k < n; k++)
+                PyTuple_SET_ITEM(out, k, Py_NewRef(PyTuple_GET_ITEM(obj, k)));
+        }
+        Py_SETREF(((PyTupleObject *)out)->ob_item[i], w);
+    }
+    return out != NULL ? out : Py_NewRef(obj);
 }
 
 /* Decide, for each collected buffer, whether it travels as a link (it lies
