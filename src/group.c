@@ -160,6 +160,27 @@ static int room_for_one_more(mc_group *g)
     return MC_OK;
 }
 
+/* Under the lock: queue the record at off (its only reference so far) in
+   the ring; false if the ring is full. */
+static bool queue_in_ring(mc_header *h, uint64_t off)
+{
+    MC_ASSERT_LOCKED(h);
+    if (!mc__ring_push(h, off))
+        return false;
+    mc__txn_store(h, &mc__task_at(h, off)->refs, 2); /* group + queue */
+    return true;
+}
+
+/* After the unlock that queued a task: let the worker it was handed to go
+   (to != NULL), else wake one for the ring unless one spins. */
+static void hand_over(mc_header *h, mc_worker_slot *to, uint32_t claim)
+{
+    if (to)
+        mc__handoff_go(to, claim);
+    else
+        mc__wake_for_task(h);
+}
+
 int mc_submit_reserve(mc_group *g, size_t arg_len, void **buf)
 {
     if (!g || !buf)
@@ -225,12 +246,14 @@ int mc_submit_commit(mc_group *g, mc_task_fn fn, double timeout)
     for (;;) {
         if ((r = mc__lock(h)) != MC_OK)
             goto out;
-        bool queued = mc__ring_push(h, off);
-        if (queued)
-            mc__txn_store(h, &mc__task_at(h, off)->refs, 2); /* group + queue */
+        uint32_t claim;
+        mc_worker_slot *to = mc__handoff_give(h, off, &claim);
+        bool queued = to != NULL || queue_in_ring(h, off);
         mc__unlock(h);
-        if (queued)
+        if (queued) {
+            hand_over(h, to, claim);
             break;
+        }
         if (deadline == INT64_MIN)
             deadline = mc__deadline(timeout);
         if ((r = mc__wait_for_space(g->pool, deadline)) != MC_OK)
@@ -238,7 +261,6 @@ int mc_submit_commit(mc_group *g, mc_task_fn fn, double timeout)
     }
     g->tasks[g->n++] = off;
     g->reserved = 0;
-    mc__wake_for_task(h);
     atomic_fetch_add_explicit(&h->bytes_in, arg_len, memory_order_relaxed);
 out:
     mc__pool_leave(g->pool);
@@ -265,6 +287,8 @@ static int submit_small(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_
         goto out;
     uint64_t off = mc__arena_alloc(h, mc__record_size(arg_len));
     bool queued = false;
+    mc_worker_slot *to = NULL;
+    uint32_t claim = 0;
     if (off) {
         /* Private until the ring push below publishes it (under the lock,
            which a rollback would undo together with the allocation). */
@@ -273,9 +297,8 @@ static int submit_small(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_
         t->fn = (uint64_t)(uintptr_t)fn;
         if (arg_len)
             memcpy(mc__record_data(t, arg_len), arg, arg_len);
-        queued = mc__ring_push(h, off);
-        if (queued)
-            mc__txn_store(h, &t->refs, 2); /* group + queue */
+        to = mc__handoff_give(h, off, &claim);
+        queued = to != NULL || queue_in_ring(h, off);
     }
     mc__unlock(h);
     if (!off) {
@@ -288,7 +311,7 @@ static int submit_small(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_
             mc_submit_abort(g);
     } else {
         g->tasks[g->n++] = off;
-        mc__wake_for_task(h);
+        hand_over(h, to, claim);
         atomic_fetch_add_explicit(&h->bytes_in, arg_len, memory_order_relaxed);
     }
 out:

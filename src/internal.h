@@ -42,7 +42,8 @@
 #include <stdint.h>
 
 #define MC_MAGIC 0x4e4f494745524d43ull /* "CMREGION" little-endian */
-#define MC_LAYOUT_VERSION 3u /* 2: the 48-byte task record, links out of line; 3: backed blocks */
+#define MC_LAYOUT_VERSION 4u /* 2: the 48-byte task record, links out of line; 3: backed blocks;
+                                4: the lock, ring and arena on lines of their own; the hand-off word */
 
 #define MC_CACHELINE 64
 #define MC_ALIGN_UP(x, a) (((x) + ((a) - 1)) & ~((uint64_t)(a) - 1))
@@ -164,13 +165,24 @@ enum {
 };
 
 typedef struct mc_worker_slot {
+    /* First line: what a caller handing a task to this worker reads and
+       writes (handoff.c), and what the worker reads as it takes it. */
     _Atomic int32_t pid;
     _Atomic uint32_t state;
     uint64_t task_off;       /* (journal) payload offset of the task in hand, 0 = none */
     uint64_t pending_result; /* (journal) result block not yet published */
+    /* The direct hand-off (handoff.c): MC_HO_* state, MC_HO_WAITER, and the
+       spin's generation above them. */
+    _Atomic uint32_t handoff;
+    /* Set by the zygote, under the lock, just before it kills this worker
+       for running a cancelled task: the worker must not take another task
+       in the instant before the signal lands. */
+    _Atomic uint32_t doomed;
     uint64_t error_off;      /* (journal) init error message block */
     uint64_t error_len;      /* (journal) */
-    _Atomic uint64_t tasks_done;
+    int64_t respawn_at_ns;          /* zygote-only: when to fork the next try, 0 = none due */
+    /* Counters, written by the worker after each task: a line of their own. */
+    _Alignas(MC_CACHELINE) _Atomic uint64_t tasks_done;
     _Atomic uint64_t busy_ns;       /* time spent inside task functions */
     _Atomic uint64_t bytes_out;     /* result bytes this slot's workers set */
     _Atomic uint32_t respawns;
@@ -178,11 +190,6 @@ typedef struct mc_worker_slot {
     _Atomic uint32_t start_failures; /* deaths before READY, in a row (replacements) */
     _Atomic uint32_t failing;       /* 1 while counted in header.workers_failing */
     _Atomic uint32_t retirements;   /* workers that left after max_tasks_per_worker tasks */
-    /* Set by the zygote, under the lock, just before it kills this worker
-       for running a cancelled task: the worker must not take another task
-       in the instant before the signal lands. */
-    _Atomic uint32_t doomed;
-    int64_t respawn_at_ns;          /* zygote-only: when to fork the next try, 0 = none due */
     uint64_t holds[MC_WORKER_HOLDS]; /* (journal) tasks this worker holds (mc_task_hold), 0 = free */
 } __attribute__((aligned(MC_CACHELINE))) mc_worker_slot;
 
@@ -199,13 +206,18 @@ typedef struct mc_header {
     pid_t zygote_pid;
     int32_t pad0_;
 
-    pthread_mutex_t lock; /* robust, process-shared: guards all (journal) state */
+    /* Each on its own cache lines: every critical section writes the
+       lock's words and the arena's, while a worker spinning for work
+       reads the ring indices and nothing else of these (sharing a line
+       with the lock, they cost that worker a miss and the locker an
+       invalidation at every lock and unlock). */
+    _Alignas(MC_CACHELINE) pthread_mutex_t lock; /* robust, process-shared: guards all (journal) state */
 
     /* ring indices (journal); head == tail means empty */
-    uint64_t ring_head;
+    _Alignas(MC_CACHELINE) uint64_t ring_head;
     uint64_t ring_tail;
 
-    mc_arena arena;
+    _Alignas(MC_CACHELINE) mc_arena arena;
 
     /* futex words, each on its own line to keep the hot ones apart */
     _Alignas(MC_CACHELINE) _Atomic uint32_t work_seq;   /* bumped to wake idle workers */
@@ -228,8 +240,12 @@ typedef struct mc_header {
        MC_START_FAILURES_MAX tries in a row); when it reaches nworkers no
        task can run, and waiting callers get MC_EWORKERINIT. */
     _Atomic uint32_t workers_failing;
-    /* Written by callers on every submit: kept off the lines workers read. */
+    /* Written by callers on every submit: kept off the lines workers write. */
     _Alignas(MC_CACHELINE) _Atomic uint64_t bytes_in; /* argument bytes submitted */
+    /* 1 + the index of the worker that last armed its hand-off (handoff.c),
+       0 before any did: read by callers at every submit, written by a
+       worker only when another one armed last. */
+    _Atomic uint32_t handoff_slot;
 
     _Alignas(MC_CACHELINE) mc_journal journal;
 } mc_header;
@@ -377,15 +393,57 @@ void mc__wake_space(mc_header *h);
 /* Worker side, as a task ends: claim the spinner's mark (queue.c) for the
    moment until this worker has looked at the ring, so that a caller that
    submits as soon as it sees the result wakes no sleeper for a task this
-   worker is about to take. The mark, or 0 if another worker spins. */
-int64_t mc__claim_spin(mc_header *h);
+   worker is about to take. now: mc__now_ns() of a moment ago. The mark,
+   or 0 if another worker spins. */
+int64_t mc__claim_spin(mc_header *h, int64_t now);
 /* Give the mark back (the worker took a task); then look at the ring. */
 void mc__release_spin(mc_header *h, int64_t mark);
-/* Worker side: sleep until work may be there or the pool stops; mark from
-   mc__claim_spin (it becomes this worker's spin), or 0. */
-void mc__wait_for_work(mc_header *h, int64_t mark);
+/* Worker side: spin for work for a while, if no other idle worker already
+   does: true if work (or a stop) showed up, or if *also (when not NULL)
+   no longer reads `armed`. mark: from mc__claim_spin (it becomes this
+   worker's spin), or 0. The spinner's mark is given back either way. */
+bool mc__spin_for_work(mc_header *h, int64_t mark, _Atomic uint32_t *also, uint32_t armed);
+/* Worker side: sleep until work may be there or the pool stops; spin
+   first (mc__spin_for_work with mark) unless spin is false. */
+void mc__wait_for_work(mc_header *h, int64_t mark, bool spin);
 /* Caller side: sleep until room may be there; MC_OK, MC_ETIMEDOUT, MC_EINTR. */
 int mc__wait_for_space(mc_pool *pool, int64_t deadline_ns);
+
+/* ---- handoff.c: a task handed to a spinning worker, past the ring ------- */
+
+/* mc_worker_slot.handoff: the state in the low bits, a waiter bit, and
+   above them the generation, which the worker advances each time it arms
+   (so a caller's claim names one spin of one worker, never a later one). */
+enum {
+    MC_HO_NONE = 0,    /* not spinning for a hand-off */
+    MC_HO_SPIN = 1,    /* armed: spinning, ready to be handed a task */
+    MC_HO_CLAIMED = 2, /* a caller took it under the lock: wait for GO */
+    MC_HO_GO = 3,      /* the caller committed: slot.task_off is the task */
+};
+#define MC_HO_STATE 3u
+#define MC_HO_WAITER 4u     /* the worker sleeps on the word while CLAIMED */
+#define MC_HO_GEN_SHIFT 3
+
+/* Worker, right after publishing its task's outcome, holding the
+   spinner's mark (mc__claim_spin): arm the hand-off and spin for work.
+   Returns the payload offset of a task a caller handed over (it is the
+   slot's task_off now, and the caller released the task before it), or 0
+   with the hand-off disarmed; then *idle is true if the spin ended with
+   nothing to do (sleep without spinning again), false if work showed up
+   in the ring or the pool is stopping. */
+uint64_t mc__handoff_wait(mc_header *h, mc_worker_slot *slot, uint32_t index, int64_t mark, bool *idle);
+/* Caller, under the lock, with a PENDING record at off that is its only
+   reference so far: if the ring is empty and a worker is armed, claim it,
+   release the task it still holds, make off its task and set the record's
+   references to two (the group's and the worker's). Returns the slot and
+   in *claim the word to let go, or NULL (queue it in the ring). */
+mc_worker_slot *mc__handoff_give(mc_header *h, uint64_t off, uint32_t *claim);
+/* Caller, after the unlock that committed the hand-off: let the worker
+   go (and wake it if it sleeps). Nothing if the worker died meanwhile
+   (the zygote has then failed the task, mc__recover_worker). */
+void mc__handoff_go(mc_worker_slot *slot, uint32_t claim);
+/* Under the lock, as a dead worker's slot is recovered: disarm. */
+void mc__handoff_reset(mc_worker_slot *slot);
 
 /* ---- record.c: the task record's life -------------------------------- */
 
@@ -489,6 +547,11 @@ typedef struct mc_zygote_args {
 _Noreturn void mc__zygote_main(mc_zygote_args *z);
 _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *opts,
                               const sigset_t *orig_mask);
+
+/* Under the lock, in its own journal transaction: the slot lets go of the
+   task in hand (if any) and of its result: handed to the task if it was
+   published, else freed (worker.c). */
+void mc__slot_release_task(mc_header *h, mc_worker_slot *slot, bool published);
 
 /* Store a worker's init error message in its slot (takes the lock). */
 void mc__slot_set_error(mc_header *h, mc_worker_slot *slot, const char *message);

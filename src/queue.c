@@ -138,14 +138,13 @@ static bool worker_should_look(mc_header *h)
     return mc__ring_has_work(h) || atomic_load_explicit(&h->stopping, memory_order_acquire);
 }
 
-/* Spin for work for a while, if no other idle worker already does: true
-   if work (or a stop) showed up. One spinner is enough to take the next
-   task at once; more would only compete with the caller for the CPUs (it
-   spins too, waiting for the result). The spinner that takes a task wakes
-   a sleeping worker if more work is queued (mc__worker_main). mark: the
-   spinner's mark this worker claimed when its last task ended
-   (mc__claim_spin), or 0. */
-static bool spin_for_work(mc_header *h, int64_t mark)
+/* One spinner is enough to take the next task at once; more would only
+   compete with the caller for the CPUs (it spins too, waiting for the
+   result). The spinner that takes a task wakes a sleeping worker if more
+   work is queued (mc__worker_main). mark: the spinner's mark this worker
+   claimed when its last task ended (mc__claim_spin), or 0. also: the
+   worker's hand-off word while it is armed (handoff.c). */
+bool mc__spin_for_work(mc_header *h, int64_t mark, _Atomic uint32_t *also, uint32_t armed)
 {
     static mc_spin spin; /* a worker has one thread that waits for work */
     int64_t start = mc__now_ns(), now = start, until = start + mc__spin_budget(&spin);
@@ -158,7 +157,8 @@ static bool spin_for_work(mc_header *h, int64_t mark)
     bool found = false;
     do {
         for (int i = 0; i < 64 && !found; i++) {
-            found = worker_should_look(h);
+            found = worker_should_look(h) ||
+                    (also && atomic_load_explicit(also, memory_order_acquire) != armed);
             mc__cpu_relax();
         }
         now = mc__now_ns();
@@ -172,9 +172,8 @@ static bool spin_for_work(mc_header *h, int64_t mark)
     return found;
 }
 
-int64_t mc__claim_spin(mc_header *h)
+int64_t mc__claim_spin(mc_header *h, int64_t now)
 {
-    int64_t now = mc__now_ns();
     int64_t held = atomic_load_explicit(&h->work_spin_until, memory_order_relaxed);
     if (held != 0 && held > now)
         return 0; /* another worker spins: it takes the next task */
@@ -195,11 +194,11 @@ void mc__release_spin(mc_header *h, int64_t mark)
     atomic_thread_fence(memory_order_seq_cst);
 }
 
-void mc__wait_for_work(mc_header *h, int64_t mark)
+void mc__wait_for_work(mc_header *h, int64_t mark, bool spin)
 {
     /* A short spin first: handing over a task to a spinning worker costs
        well under a microsecond, waking a sleeping one tens of them. */
-    if (spin_for_work(h, mark))
+    if (spin && mc__spin_for_work(h, mark, NULL, 0))
         return;
 
     uint32_t seq = atomic_load_explicit(&h->work_seq, memory_order_acquire);

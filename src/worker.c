@@ -6,7 +6,10 @@
  * under the lock it releases the task it just finished and takes the next
  * one in the same critical section (one lock round trip per task), runs it
  * outside the lock, and publishes the outcome by a single compare-and-swap
- * on the task's state word, waking the caller only if it sleeps there.
+ * on the task's state word, waking the caller only if it sleeps there. The
+ * worker that is to spin for the next task skips the lock: it keeps the
+ * finished task in hand and a caller hands it the next one, releasing the
+ * finished one in the caller's own critical section (handoff.c).
  * With max_tasks_per_worker, after that many tasks it releases the last
  * one without taking another, marks its slot MC_WS_RETIRED, runs
  * worker_exit and exits; the zygote forks its replacement.
@@ -214,10 +217,7 @@ static bool publish(mc_header *h, const mc_task_ctx *ctx, int code)
     return mc__task_finish(h, t, MC_TS_DONE);
 }
 
-/* Under the lock, in its own journal transaction: the slot lets go of the
-   task in hand (if any) and of its result: handed to the task if it was
-   published, else freed. */
-static void release_task_in_hand(mc_header *h, mc_worker_slot *slot, bool published)
+void mc__slot_release_task(mc_header *h, mc_worker_slot *slot, bool published)
 {
     MC_ASSERT_LOCKED(h);
     MC_ASSERT(!published || slot->task_off);
@@ -241,7 +241,7 @@ static uint64_t finish_and_take(mc_header *h, mc_worker_slot *slot, bool publish
     MC_ASSERT_LOCKED(h);
     *took = false;
     if (slot->task_off)
-        release_task_in_hand(h, slot, published);
+        mc__slot_release_task(h, slot, published);
     if (retire || atomic_load_explicit(&h->stopping, memory_order_acquire) ||
         atomic_load_explicit(&slot->doomed, memory_order_acquire))
         return 0;
@@ -304,39 +304,46 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
        starts again at 0; the slot's tasks_done does not). */
     uint64_t ran = 0, limit = opts->max_tasks_per_worker;
     int64_t spin_mark = 0; /* from mc__claim_spin, until we have looked at the ring */
+    uint64_t handed = 0;   /* a task a caller handed over (handoff.c) */
+    bool spun = false;     /* a hand-off spin just ran out: sleep without another */
     for (;;) {
-        bool took, retire = limit && ran >= limit;
-        if (mc__lock(h) != MC_OK)
-            _exit(MC_EXIT_LOCK_FAILED);
-        uint64_t off = finish_and_take(h, slot, published, retire, &took);
-        mc__unlock(h);
-        if (spin_mark && off) {
-            mc__release_spin(h, spin_mark); /* no spinner: we run a task */
-            spin_mark = 0;
-        }
-        if (retire) {
-            /* The last task is released: leave as at a stop, but tell the
-               zygote first that this exit is a retirement, not a death. */
-            atomic_fetch_add_explicit(&slot->retirements, 1, memory_order_relaxed);
-            atomic_store_explicit(&slot->state, MC_WS_RETIRED, memory_order_release);
-            break;
-        }
-        if (took) {
-            mc__wake_space(h);
-            /* Idle workers do not all spin (queue.c): a burst of tasks
-               queued while one spun is spread by waking the next. */
-            if (off && mc__ring_has_work(h))
-                mc__wake_for_task(h);
-        }
+        uint64_t off = handed;
+        handed = 0;
         if (!off) {
-            if (atomic_load_explicit(&slot->doomed, memory_order_acquire))
-                _exit(MC_EXIT_CANCELLED); /* the zygote's SIGKILL is on its way */
-            if (atomic_load_explicit(&h->stopping, memory_order_acquire))
+            bool took, retire = limit && ran >= limit;
+            if (mc__lock(h) != MC_OK)
+                _exit(MC_EXIT_LOCK_FAILED);
+            off = finish_and_take(h, slot, published, retire, &took);
+            mc__unlock(h);
+            if (spin_mark && off) {
+                mc__release_spin(h, spin_mark); /* no spinner: we run a task */
+                spin_mark = 0;
+            }
+            if (retire) {
+                /* The last task is released: leave as at a stop, but tell the
+                   zygote first that this exit is a retirement, not a death. */
+                atomic_fetch_add_explicit(&slot->retirements, 1, memory_order_relaxed);
+                atomic_store_explicit(&slot->state, MC_WS_RETIRED, memory_order_release);
                 break;
-            mc__wait_for_work(h, spin_mark);
-            spin_mark = 0;
-            published = false;
-            continue;
+            }
+            if (took) {
+                mc__wake_space(h);
+                /* Idle workers do not all spin (queue.c): a burst of tasks
+                   queued while one spun is spread by waking the next. */
+                if (off && mc__ring_has_work(h))
+                    mc__wake_for_task(h);
+            }
+            if (!off) {
+                if (atomic_load_explicit(&slot->doomed, memory_order_acquire))
+                    _exit(MC_EXIT_CANCELLED); /* the zygote's SIGKILL is on its way */
+                if (atomic_load_explicit(&h->stopping, memory_order_acquire))
+                    break;
+                mc__wait_for_work(h, spin_mark, !spun);
+                spin_mark = 0;
+                spun = false;
+                published = false;
+                continue;
+            }
         }
 
         mc_task *t = mc__task_at(h, off);
@@ -349,6 +356,7 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
         ctx.inline_cap = ctx.inline_off <= end ? end - ctx.inline_off : 0;
         int64_t began = mc__now_ns();
         int code = fn(mc__record_data(t, arg_len), (size_t)arg_len, &ctx);
+        int64_t ended = mc__now_ns();
         uint64_t result_len = ctx.result_len; /* 0 unless a result is set */
         /* Before the caller can see the result: from here until we have
            looked at the ring, we are the spinner (queue.c). A caller
@@ -356,13 +364,23 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
            used to race us to the lock, see no spinner, and wake a second
            worker that took the CPU from us). Not before retiring. */
         if (!(limit && ran + 1 >= limit))
-            spin_mark = mc__claim_spin(h);
+            spin_mark = mc__claim_spin(h, ended);
         published = publish(h, &ctx, code);
         /* Counters only this worker writes: no contention, relaxed. */
-        atomic_fetch_add_explicit(&slot->busy_ns, (uint64_t)(mc__now_ns() - began), memory_order_relaxed);
+        atomic_fetch_add_explicit(&slot->busy_ns, (uint64_t)(ended - began), memory_order_relaxed);
         atomic_fetch_add_explicit(&slot->bytes_out, result_len, memory_order_relaxed);
         atomic_fetch_add_explicit(&slot->tasks_done, 1, memory_order_relaxed);
         ran++;
+        /* The spinner, with a published result: wait for the next task
+           without taking the lock (handoff.c); the caller that hands it
+           over releases this one. A cancelled task (not published) goes
+           the lock's way, which frees its result. */
+        if (published && spin_mark) {
+            handed = mc__handoff_wait(h, slot, (uint32_t)index, spin_mark, &spun);
+            spin_mark = 0; /* given back by the spin */
+            if (handed && mc__ring_has_work(h))
+                mc__wake_for_task(h); /* as when taking one from the ring */
+        }
     }
 
     if (opts->worker_exit)
@@ -373,6 +391,7 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
 void mc__recover_worker(mc_header *h, mc_worker_slot *slot, pid_t pid, int wstatus)
 {
     MC_ASSERT_LOCKED(h);
+    mc__handoff_reset(slot); /* a hand-off claimed after this fails (handoff.c) */
     mc__release_worker_holds(h, slot);
     bool published = false;
     if (slot->task_off) {
@@ -389,5 +408,5 @@ void mc__recover_worker(mc_header *h, mc_worker_slot *slot, pid_t pid, int wstat
         }
         published = state == MC_TS_DONE;
     }
-    release_task_in_hand(h, slot, published);
+    mc__slot_release_task(h, slot, published);
 }
