@@ -81,29 +81,56 @@ static pid_t freeze_armed(mc_pool *pool, mc_group *g, int tries)
     return 0;
 }
 
+/* A one-worker pool whose worker is stopped with its hand-off armed. */
+typedef struct {
+    mc_t_snapshot before;
+    mc_pool *pool;
+    mc_header *h;
+    mc_worker_slot *slot;
+    uint64_t idle; /* shared memory in use with no task */
+    mc_group *g;
+    pid_t pid;     /* the frozen worker; 0 if setup failed */
+} frozen;
+
+static void frozen_start(frozen *f)
+{
+    memset(f, 0, sizeof *f);
+    mc_t_snap(&f->before);
+    REQUIRE_OK(mc_t_start(&f->pool, 1));
+    REQUIRE_OK(mc_pool_wait_ready(f->pool, 30));
+    f->h = f->pool->hdr;
+    f->slot = mc__slot(f->h, 0);
+    f->idle = mc_t_shm_in_use(f->pool);
+    REQUIRE_OK(mc_group_create(f->pool, &f->g));
+    f->pid = freeze_armed(f->pool, f->g, 10000);
+}
+
+/* One more task, then every record released (by the callers that handed
+   tasks over, by the workers) and nothing of the pool left. */
+static void frozen_finish(frozen *f)
+{
+    round_trip(f->g, 1);
+    mc_group_destroy(f->g);
+    CHECK(mc_t_shm_settles_at(f->pool, f->idle));
+    CHECK_OK(mc_pool_stop(f->pool));
+    CHECK_NOTHING_LEFT(&f->before);
+}
+
 TEST(a_task_goes_to_the_armed_worker_past_the_ring)
 {
-    mc_t_snapshot before;
-    mc_t_snap(&before);
-    mc_pool *pool;
-    REQUIRE_OK(mc_t_start(&pool, 1));
-    REQUIRE_OK(mc_pool_wait_ready(pool, 30));
-    mc_header *h = pool->hdr;
-    mc_worker_slot *slot = mc__slot(h, 0);
-    uint64_t idle = mc_t_shm_in_use(pool);
-    mc_group *g;
-    REQUIRE_OK(mc_group_create(pool, &g));
-
-    pid_t pid = freeze_armed(pool, g, 10000);
-    REQUIRE(pid > 0);
+    frozen f;
+    frozen_start(&f);
+    REQUIRE(f.pid > 0);
+    mc_header *h = f.h;
+    mc_worker_slot *slot = f.slot;
     uint32_t armed = atomic_load(&slot->handoff);
     uint64_t finished = slot->task_off, tail = h->ring_tail;
     CHECK(finished != 0);
     CHECK_EQ_INT(atomic_load(&h->handoff_slot), 1);
 
     int value = 4242;
-    CHECK_OK(mc_submit(g, echo_task, &value, sizeof value, 5));
-    size_t last = mc_group_size(g) - 1;
+    CHECK_OK(mc_submit(f.g, echo_task, &value, sizeof value, 5));
+    size_t last = mc_group_size(f.g) - 1;
     /* Handed over while the worker is frozen: not in the ring, in the
        slot, let go (GO) within the generation the worker armed. */
     CHECK_EQ_INT(h->ring_tail, tail);
@@ -113,95 +140,63 @@ TEST(a_task_goes_to_the_armed_worker_past_the_ring)
     CHECK_EQ_INT(mc__task_state(mc__task_at(h, slot->task_off)), MC_TS_PENDING);
     CHECK_EQ_INT(mc__task_state(mc__task_at(h, finished)), MC_TS_DONE);
 
-    kill(pid, SIGCONT);
-    CHECK_OK(mc_group_wait_one(g, last, 30));
+    kill(f.pid, SIGCONT);
+    CHECK_OK(mc_group_wait_one(f.g, last, 30));
     mc_result r;
-    CHECK_OK(mc_group_result(g, last, &r));
+    CHECK_OK(mc_group_result(f.g, last, &r));
     CHECK_EQ_INT(r.status, MC_OK);
-    CHECK_EQ_INT(r.worker_pid, pid);
+    CHECK_EQ_INT(r.worker_pid, f.pid);
     CHECK(r.len == sizeof value && *(const int *)r.data == value);
-    round_trip(g, 7); /* and on as usual */
-
-    mc_group_destroy(g);
-    /* every record released: by the caller that handed over, by the worker */
-    CHECK(mc_t_shm_settles_at(pool, idle));
-    CHECK_OK(mc_pool_stop(pool));
-    CHECK_NOTHING_LEFT(&before);
+    frozen_finish(&f);
 }
 
 TEST(a_worker_killed_while_armed_is_recovered)
 {
-    mc_t_snapshot before;
-    mc_t_snap(&before);
-    mc_pool *pool;
-    REQUIRE_OK(mc_t_start(&pool, 1));
-    REQUIRE_OK(mc_pool_wait_ready(pool, 30));
-    mc_header *h = pool->hdr;
-    mc_worker_slot *slot = mc__slot(h, 0);
-    uint64_t idle = mc_t_shm_in_use(pool);
-    mc_group *g;
-    REQUIRE_OK(mc_group_create(pool, &g));
-
-    pid_t pid = freeze_armed(pool, g, 10000);
-    REQUIRE(pid > 0);
-    kill(pid, SIGKILL);
+    frozen f;
+    frozen_start(&f);
+    REQUIRE(f.pid > 0);
+    kill(f.pid, SIGKILL);
     double t0 = mc_t_now();
-    pid_t now = pid;
-    while ((mc_pool_worker_pids(pool, &now, 1) != 1 || now == pid) && mc_t_now() - t0 < 30)
+    pid_t now = f.pid;
+    while ((mc_pool_worker_pids(f.pool, &now, 1) != 1 || now == f.pid) && mc_t_now() - t0 < 30)
         mc_t_sleep_ms(1);
-    CHECK(now != pid);
+    CHECK(now != f.pid);
     /* The zygote disarmed the dead worker's hand-off under the lock and
        released the finished task it held. */
-    CHECK(ho_state(slot) != MC_HO_SPIN && ho_state(slot) != MC_HO_CLAIMED);
+    CHECK(ho_state(f.slot) != MC_HO_SPIN && ho_state(f.slot) != MC_HO_CLAIMED);
 
-    round_trip(g, 99); /* to the replacement */
+    round_trip(f.g, 99); /* to the replacement */
     mc_result r;
-    CHECK_OK(mc_group_result(g, mc_group_size(g) - 1, &r));
+    CHECK_OK(mc_group_result(f.g, mc_group_size(f.g) - 1, &r));
     CHECK_EQ_INT(r.worker_pid, now);
-    for (size_t i = 0; i + 1 < mc_group_size(g); i++) { /* no earlier result lost */
-        CHECK_OK(mc_group_result(g, i, &r));
+    for (size_t i = 0; i + 1 < mc_group_size(f.g); i++) { /* no earlier result lost */
+        CHECK_OK(mc_group_result(f.g, i, &r));
         CHECK_EQ_INT(r.status, MC_OK);
     }
-    mc_group_destroy(g);
-    CHECK(mc_t_shm_settles_at(pool, idle));
-    CHECK_OK(mc_pool_stop(pool));
-    CHECK_NOTHING_LEFT(&before);
+    frozen_finish(&f);
 }
 
 TEST(a_worker_killed_with_a_task_handed_to_it_fails_that_task)
 {
-    mc_t_snapshot before;
-    mc_t_snap(&before);
-    mc_pool *pool;
-    REQUIRE_OK(mc_t_start(&pool, 1));
-    REQUIRE_OK(mc_pool_wait_ready(pool, 30));
-    mc_worker_slot *slot = mc__slot(pool->hdr, 0);
-    uint64_t idle = mc_t_shm_in_use(pool);
-    mc_group *g;
-    REQUIRE_OK(mc_group_create(pool, &g));
-
-    pid_t pid = freeze_armed(pool, g, 10000);
-    REQUIRE(pid > 0);
+    frozen f;
+    frozen_start(&f);
+    REQUIRE(f.pid > 0);
     int value = 5;
-    CHECK_OK(mc_submit(g, echo_task, &value, sizeof value, 5));
-    size_t handed = mc_group_size(g) - 1;
-    CHECK_EQ_INT(ho_state(slot), MC_HO_GO);
-    kill(pid, SIGKILL); /* before it could see the go */
-    CHECK_OK(mc_group_wait_one(g, handed, 30));
+    CHECK_OK(mc_submit(f.g, echo_task, &value, sizeof value, 5));
+    size_t handed = mc_group_size(f.g) - 1;
+    CHECK_EQ_INT(ho_state(f.slot), MC_HO_GO);
+    kill(f.pid, SIGKILL); /* before it could see the go */
+    CHECK_OK(mc_group_wait_one(f.g, handed, 30));
     mc_result r;
-    CHECK_OK(mc_group_result(g, handed, &r));
+    CHECK_OK(mc_group_result(f.g, handed, &r));
     CHECK_EQ_INT(r.status, MC_EWORKERDIED);
     CHECK_EQ_INT(r.term_signal, SIGKILL);
-    CHECK_EQ_INT(r.worker_pid, pid);
+    CHECK_EQ_INT(r.worker_pid, f.pid);
     for (size_t i = 0; i < handed; i++) { /* the ones before it stand */
-        CHECK_OK(mc_group_result(g, i, &r));
+        CHECK_OK(mc_group_result(f.g, i, &r));
         CHECK_EQ_INT(r.status, MC_OK);
     }
-    round_trip(g, 6); /* the replacement takes the next */
-    mc_group_destroy(g);
-    CHECK(mc_t_shm_settles_at(pool, idle));
-    CHECK_OK(mc_pool_stop(pool));
-    CHECK_NOTHING_LEFT(&before);
+    frozen_finish(&f); /* the replacement takes the next */
 }
 
 /* The claim and the go, done by hand around the moment the worker gives
@@ -209,19 +204,10 @@ TEST(a_worker_killed_with_a_task_handed_to_it_fails_that_task)
    bit), and run the task once let go. */
 TEST(a_claimed_worker_sleeps_until_the_go)
 {
-    mc_t_snapshot before;
-    mc_t_snap(&before);
-    mc_pool *pool;
-    REQUIRE_OK(mc_t_start(&pool, 1));
-    REQUIRE_OK(mc_pool_wait_ready(pool, 30));
-    mc_header *h = pool->hdr;
-    mc_worker_slot *slot = mc__slot(h, 0);
-    uint64_t idle = mc_t_shm_in_use(pool);
-    mc_group *g;
-    REQUIRE_OK(mc_group_create(pool, &g));
-
-    pid_t pid = freeze_armed(pool, g, 10000);
-    REQUIRE(pid > 0);
+    frozen f;
+    frozen_start(&f);
+    REQUIRE(f.pid > 0);
+    mc_header *h = f.h;
     int value = 31;
     REQUIRE_OK(mc__lock(h));
     uint64_t off = mc__arena_alloc(h, mc__record_size(sizeof value));
@@ -233,31 +219,25 @@ TEST(a_claimed_worker_sleeps_until_the_go)
     uint32_t claim = 0;
     mc_worker_slot *to = mc__handoff_give(h, off, &claim);
     mc__unlock(h);
-    REQUIRE(to == slot);
+    REQUIRE(to == f.slot);
     CHECK_EQ_INT(claim & MC_HO_STATE, MC_HO_CLAIMED);
 
-    kill(pid, SIGCONT);
+    kill(f.pid, SIGCONT);
     double t0 = mc_t_now();
-    while (!(atomic_load(&slot->handoff) & MC_HO_WAITER) && mc_t_now() - t0 < 30)
+    while (!(atomic_load(&f.slot->handoff) & MC_HO_WAITER) && mc_t_now() - t0 < 30)
         mc_t_sleep_ms(1);
-    CHECK(atomic_load(&slot->handoff) & MC_HO_WAITER);
+    CHECK(atomic_load(&f.slot->handoff) & MC_HO_WAITER);
     CHECK_EQ_INT(mc__task_state(t), MC_TS_PENDING); /* it has not run it */
 
-    mc__handoff_go(slot, claim);
+    mc__handoff_go(f.slot, claim);
     t0 = mc_t_now();
     while (mc__task_state(t) == MC_TS_PENDING && mc_t_now() - t0 < 30)
         mc_t_sleep_ms(1);
     CHECK_EQ_INT(mc__task_state(t), MC_TS_DONE);
-    CHECK_EQ_INT(t->worker_pid, pid);
+    CHECK_EQ_INT(t->worker_pid, f.pid);
     CHECK(t->result_len == sizeof value && memcmp(mc__ptr(h, t->result_off), &value, sizeof value) == 0);
     REQUIRE_OK(mc__lock(h));
     mc__task_unref(h, off); /* ours; the worker drops its own */
     mc__unlock(h);
-
-    round_trip(g, 1);
-    mc_group_destroy(g);
-    CHECK(mc_t_shm_settles_at(pool, idle));
-    CHECK_OK(mc_pool_stop(pool));
-    CHECK_NOTHING_LEFT(&before);
+    frozen_finish(&f);
 }
-
