@@ -7,8 +7,10 @@
  * behind it; the worker writes the outcome into the same record and flips
  * its state word, which is also the futex the caller sleeps on, so
  * collecting a result needs no lock and no queue. A record has two
- * references, the group's and the queue's (later the worker's); the last
- * one released frees it together with its result.
+ * references, the group's and the queue's (later the worker's), or the
+ * group's and the worker's at once when it is handed to a spinning worker
+ * past the queue (handoff.c); the last one released frees it together
+ * with its result.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -290,8 +292,9 @@ static int submit_small(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_
     mc_worker_slot *to = NULL;
     uint32_t claim = 0;
     if (off) {
-        /* Private until the ring push below publishes it (under the lock,
-           which a rollback would undo together with the allocation). */
+        /* Private until the hand-off or the ring push below publishes it
+           (under the lock, which a rollback would undo together with the
+           allocation). */
         mc_task *t = mc__task_at(h, off);
         mc__record_init(t, MC_TS_PENDING, arg_len);
         t->fn = (uint64_t)(uintptr_t)fn;
