@@ -160,8 +160,12 @@ typedef struct mc_pool_options {
     void *worker_exit_arg;
 
     /* For language bindings: called around every fork the pool makes, in
-       the forking process (before, after_parent) and in the new child
-       (after_child, with the child's role). Any of them may be NULL. */
+       the forking process (before, after_parent: the caller for the
+       zygote, the zygote for each worker) and in the new child
+       (after_child, with the child's role). Any of them may be NULL. A
+       binding whose interpreter is costly to repair after a fork may leave
+       the zygote unrepaired (it runs none of the binding's code) and do
+       the repair in each worker, as the Python extension does. */
     void (*before_fork)(void *arg);
     void (*after_fork_parent)(void *arg);
     void (*after_fork_child)(void *arg, mc_role role);

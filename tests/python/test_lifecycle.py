@@ -137,6 +137,102 @@ def test_output_is_not_duplicated_and_worker_prints_are_kept(run_python):
     assert "[0, 1, 2, 3]" in proc.stdout
 
 
+def test_at_fork_callbacks_run_as_for_one_fork_per_worker(run_python, tmp_path):
+    """os.register_at_fork: `before` and `after_in_parent` once in the caller
+    per initialize(), `after_in_child` once in each worker, a replacement
+    too; nothing in the zygote, which runs no Python (lifecycle.c). So a
+    callback that starts a thread in the child (as telemetry exporters do)
+    leaves the zygote single-threaded, and the workers forked from it are
+    not forked from a process with threads."""
+    log = tmp_path / "forks.log"
+    proc = run_python(
+        "import os, signal, sys, threading, time\n"
+        "from multicore import initialize, shutdown, Task, _multicore\n"
+        "LOG = sys.argv[1]\n"
+        "def note(what):\n"
+        "    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT)\n"
+        "    os.write(fd, f'{what} {os.getpid()}\\n'.encode())\n"
+        "    os.close(fd)\n"
+        "def child():\n"
+        "    note('child')\n"
+        "    threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
+        "os.register_at_fork(before=lambda: note('before'),\n"
+        "                    after_in_parent=lambda: note('parent'),\n"
+        "                    after_in_child=child)\n"
+        "def threads(pid):\n"
+        "    return len(os.listdir(f'/proc/{pid}/task'))\n"
+        "def pid():\n"
+        "    return os.getpid()\n"
+        "initialize(workers=2)\n"
+        "zygote, first = _multicore._zygote_pid(), _multicore._worker_pids()\n"
+        "os.kill(first[0], signal.SIGKILL)\n"
+        "deadline = time.monotonic() + 30\n"
+        "while True:\n"
+        "    now = _multicore._worker_pids()\n"
+        "    if len(now) == 2 and first[0] not in now:\n"
+        "        break\n"
+        "    assert time.monotonic() < deadline, now\n"
+        "    time.sleep(0.001)\n"
+        "task = Task()\n"
+        "for _ in range(50):\n"
+        "    task.run(pid)\n"
+        "ran = sorted(set(task.get(timeout=30)))\n"
+        "print(os.getpid(), zygote, *first, *now)\n"
+        "print(*ran)\n"
+        "while any(threads(p) < 2 for p in now):   # the replacement's callback\n"
+        "    assert time.monotonic() < deadline, now\n"
+        "    time.sleep(0.001)\n"
+        "print(threads(zygote), *[threads(p) for p in now])\n"
+        "shutdown()\n",
+        str(log))
+    assert proc.returncode == 0, proc.stderr
+    caller, zygote, w0, w1, *now = map(int, proc.stdout.split("\n")[0].split())
+    replacement = (set(now) - {w0, w1}).pop()
+    events = sorted(tuple(line.split()) for line in log.read_text().splitlines())
+    assert events == sorted([("before", str(caller)), ("parent", str(caller)),
+                             ("child", str(w0)), ("child", str(w1)),
+                             ("child", str(replacement))]), (events, zygote)
+    # the tasks ran in the two live workers: the replacement is one
+    assert set(map(int, proc.stdout.split("\n")[1].split())) <= {w1, replacement}
+    # the zygote has its one thread; each worker has the callback's too
+    assert proc.stdout.split("\n")[2].split() == ["1", "2", "2"], proc.stdout
+
+
+def test_workers_write_to_fresh_stream_objects(run_python):
+    """A worker's sys.stdout/sys.stderr and logging handlers' streams are
+    fresh objects on the same descriptors (forksafe.c): the ones the caller
+    prepared before its fork, or, for a stream replaced after that (here by
+    an at-fork `before` callback, which runs after the preparation), one the
+    worker opens itself."""
+    proc = run_python(
+        "import io, logging, os, sys\n"
+        "from multicore import initialize, shutdown, Task\n"
+        "handler = logging.StreamHandler(sys.stderr)\n"
+        "logging.getLogger('t').addHandler(handler)\n"
+        "original = {'stderr': id(sys.stderr), 'handler': id(handler.stream)}\n"
+        "late = []\n"
+        "def replace_stdout():\n"
+        "    sys.stdout = io.TextIOWrapper(io.FileIO(1, 'w', closefd=False),\n"
+        "                                  encoding='utf-8', line_buffering=True)\n"
+        "    late.append(id(sys.stdout))\n"
+        "os.register_at_fork(before=replace_stdout)\n"
+        "def streams():\n"
+        "    print('printed by a worker')\n"
+        "    return (id(sys.stdout) != late[0], sys.stdout.fileno(),\n"
+        "            sys.stdout.line_buffering, id(sys.stderr) != original['stderr'],\n"
+        "            sys.stderr.fileno(), handler.stream is sys.stderr,\n"
+        "            id(handler.stream) != original['handler'])\n"
+        "initialize(workers=2)\n"
+        "task = Task()\n"
+        "for _ in range(4):\n"
+        "    task.run(streams)\n"
+        "print(set(task.get(timeout=30)))\n"
+        "shutdown()\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("printed by a worker") == 4, proc.stdout
+    assert "{(True, 1, True, True, 2, True, True)}" in proc.stdout, proc.stdout
+
+
 def test_demo():
     proc = subprocess.run([sys.executable, "-m", "multicore", "demo"],
                           capture_output=True, text=True, timeout=120)

@@ -33,9 +33,12 @@ PYTHON=${PYTHON:-python3}
 DIR=${MULTICORE_BUILD_ROOT:-$ROOT/build-ci}/pyversions
 # test_api: Task; test_interfaces: map, imap, Executor; test_pool*, the Pool
 # conformance copy: Pool; test_executor*: the Executor's own tests, if any;
-# test_numlist: packed lists of numbers (C code on each version's API).
+# test_numlist: packed lists of numbers (C code on each version's API);
+# test_lifecycle: processes, streams and at-fork callbacks across the
+# pool's forks (PyOS_AfterFork_Child's work differs between versions).
 TESTS=${MULTICORE_PYVERSIONS_TESTS:-"test_seed_example.py test_api.py test_interfaces.py
-    test_pool.py test_pool_mp.py conformance/test_mp_pool.py test_executor*.py test_numlist.py"}
+    test_pool.py test_pool_mp.py conformance/test_mp_pool.py test_executor*.py test_numlist.py
+    test_lifecycle.py"}
 PIP_OPTS=(--quiet --disable-pip-version-check --root-user-action=ignore)
 
 # requires-python's floor, e.g. 3.9 (pyproject.toml is its one home).

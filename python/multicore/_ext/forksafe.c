@@ -1,12 +1,13 @@
 /*
- * forksafe.c — make the zygote's copy of the interpreter safe to print and
+ * forksafe.c — make a worker's copy of the interpreter safe to print and
  * log from, although the caller it was forked from may run threads.
  *
- * Owns: mcx_renew_streams_after_fork(), called once in the zygote right
- * after PyOS_AfterFork_Child(). Every worker is forked from the zygote
- * (single-threaded), so what is repaired here is repaired for all of them.
- * Also mcx_flush_std(), which empties the standard streams' buffers before
- * each fork and before a worker exits.
+ * Owns: mcx_prepare_streams_for_fork() and mcx_forget_prepared_streams(),
+ * in the caller around its fork of the zygote, and
+ * mcx_renew_streams_after_fork(), in each worker right after
+ * PyOS_AfterFork_Child() (the zygote between them runs no Python: see
+ * lifecycle.c's fork hooks). Also mcx_flush_std(), which empties the
+ * standard streams' buffers before each fork and before a worker exits.
  *
  * The hazard: a buffered file object (io.BufferedWriter under a
  * TextIOWrapper) has a lock that a thread holds while it writes, with the
@@ -72,83 +73,126 @@ static PyObject *reopen_text_stream(PyObject *old, PyObject *io)
     return fresh;
 }
 
-/* Replace sys.<name> (and sys.__<name>__ if it is the same object).
-   Stores the old and new objects in *old_out / *new_out (new references,
-   NULL when nothing was replaced). */
-static void renew_sys_stream(const char *name, PyObject *io, PyObject **old_out, PyObject **new_out)
+/* ---------------------------------------------------------------------
+ * Which streams, and their fresh replacements
+ *
+ * One walk over the streams in question serves both sides of the fork:
+ * the caller, just before it forks the zygote, opens the fresh objects
+ * (where that is a few microseconds, not a copy-on-write fault per page
+ * the allocation touches) and keeps them in `prepared`, old with fresh; each
+ * worker inherits the map through the zygote's snapshot and points the
+ * streams at them. A stream the map does not know (replaced by another
+ * thread while the caller prepared) is reopened in the worker.
+ * --------------------------------------------------------------------- */
+
+/* [(old stream, fresh), ...], or NULL. A list searched by identity: a
+   handful of entries, and no stream's __eq__ or __hash__ is called. */
+static PyObject *prepared;
+
+/* The fresh object for `old` (new reference), from `prepared` or opened now
+   and remembered there; NULL when old is not a stream to repair. *io is
+   imported at the first stream `prepared` does not know. */
+static PyObject *fresh_for(PyObject *old, PyObject **io)
 {
-    *old_out = *new_out = NULL;
-    PyObject *old = PySys_GetObject(name); /* borrowed */
-    if (old == NULL || old == Py_None)
-        return;
-    PyObject *fresh = reopen_text_stream(old, io);
-    if (fresh == NULL)
-        return;
-    Py_INCREF(old);                        /* leaked on purpose, see top */
-    char dunder[16];
-    PyOS_snprintf(dunder, sizeof dunder, "__%s__", name);
-    if (PySys_GetObject(dunder) == old)
-        PySys_SetObject(dunder, fresh);
-    PySys_SetObject(name, fresh);
-    Py_INCREF(old);
-    *old_out = old;
-    *new_out = fresh;
+    if (prepared == NULL && (prepared = PyList_New(0)) == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(prepared); i++) {
+        PyObject *pair = PyList_GET_ITEM(prepared, i);
+        if (PyTuple_GET_ITEM(pair, 0) == old)
+            return Py_NewRef(PyTuple_GET_ITEM(pair, 1));
+    }
+    if (*io == NULL && (*io = PyImport_ImportModule("io")) == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *fresh = reopen_text_stream(old, *io);
+    PyObject *pair = fresh ? PyTuple_Pack(2, old, fresh) : NULL;
+    if (pair != NULL && PyList_Append(prepared, pair) < 0)
+        PyErr_Clear();
+    Py_XDECREF(pair);
+    PyErr_Clear();
+    return fresh;
 }
 
-/* Point every logging handler's stream at a fresh object. */
-static void renew_logging_streams(PyObject *io, PyObject *olds[2], PyObject *news[2])
+/* Visit sys.stdout, sys.stderr and every logging handler's stream. With
+   install, point each at its fresh object (sys.__stdout__/__stderr__ too
+   when they are the same object); the old objects are leaked on purpose
+   (see top). Without, only fill `prepared`. */
+static void walk_streams(int install)
 {
+    PyObject *io = NULL;
+    const char *names[2] = {"stdout", "stderr"};
+    for (int k = 0; k < 2; k++) {
+        PyObject *old = PySys_GetObject(names[k]);         /* borrowed */
+        if (old == NULL || old == Py_None)
+            continue;
+        PyObject *fresh = fresh_for(old, &io);
+        if (fresh != NULL && install) {
+            Py_INCREF(old);                                /* leaked */
+            char dunder[16];
+            PyOS_snprintf(dunder, sizeof dunder, "__%s__", names[k]);
+            if (PySys_GetObject(dunder) == old)
+                PySys_SetObject(dunder, fresh);
+            PySys_SetObject(names[k], fresh);
+        }
+        Py_XDECREF(fresh);
+    }
+
     PyObject *name = PyUnicode_FromString("logging");
     PyObject *logging = name ? PyImport_GetModule(name) : NULL;
     Py_XDECREF(name);
-    if (logging == NULL) {
-        PyErr_Clear();
-        return;                            /* never imported: nothing to do */
-    }
-    PyObject *refs = PyObject_GetAttrString(logging, "_handlerList");
+    PyObject *refs = logging ? PyObject_GetAttrString(logging, "_handlerList") : NULL;
+    PyErr_Clear();                         /* logging never imported: no handlers */
     Py_ssize_t n = refs && PyList_Check(refs) ? PyList_GET_SIZE(refs) : 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *handler = PyObject_CallNoArgs(PyList_GET_ITEM(refs, i)); /* weakref */
         PyObject *stream = handler && handler != Py_None
                                ? PyObject_GetAttrString(handler, "stream") : NULL;
         PyErr_Clear();
-        if (stream != NULL && stream != Py_None) {
-            PyObject *fresh = NULL;
-            for (int k = 0; k < 2; k++)
-                if (olds[k] != NULL && stream == olds[k])
-                    fresh = Py_NewRef(news[k]);
-            if (fresh == NULL && (fresh = reopen_text_stream(stream, io)) != NULL)
-                Py_INCREF(stream);         /* leaked on purpose, see top */
+        PyObject *fresh = stream && stream != Py_None ? fresh_for(stream, &io) : NULL;
+        if (fresh != NULL && install) {
+            Py_INCREF(stream);                             /* leaked */
             /* Set directly: setStream() would flush the old object. */
-            if (fresh != NULL && PyObject_SetAttrString(handler, "stream", fresh) < 0)
+            if (PyObject_SetAttrString(handler, "stream", fresh) < 0)
                 PyErr_Clear();
-            Py_XDECREF(fresh);
         }
+        Py_XDECREF(fresh);
         Py_XDECREF(stream);
         Py_XDECREF(handler);
     }
     Py_XDECREF(refs);
-    Py_DECREF(logging);
+    Py_XDECREF(logging);
+    Py_XDECREF(io);
     PyErr_Clear();
+}
+
+void mcx_prepare_streams_for_fork(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    Py_CLEAR(prepared);
+    walk_streams(0);
+    PyErr_Restore(type, value, tb);
+}
+
+void mcx_forget_prepared_streams(void)
+{
+    /* The fresh objects were never used here: closing them (closefd=False,
+       empty buffers) neither writes nor closes a descriptor. */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    Py_CLEAR(prepared);
+    PyErr_Clear();
+    PyErr_Restore(type, value, tb);
 }
 
 void mcx_renew_streams_after_fork(void)
 {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
-    PyObject *io = PyImport_ImportModule("io");
-    if (io != NULL) {
-        PyObject *olds[2], *news[2];
-        renew_sys_stream("stdout", io, &olds[0], &news[0]);
-        renew_sys_stream("stderr", io, &olds[1], &news[1]);
-        renew_logging_streams(io, olds, news);
-        for (int k = 0; k < 2; k++) {
-            Py_XDECREF(olds[k]);
-            Py_XDECREF(news[k]);
-        }
-        Py_DECREF(io);
-    }
-    PyErr_Clear();
+    walk_streams(1);
     PyErr_Restore(type, value, tb);
 }
 
