@@ -187,7 +187,10 @@ def tables(data):
                          "return / floor", "warm floor", "return / warm"], rows))
     if "f" in sc:
         m = mc("f")
-        out.append(("(f) start-up to first result and shutdown, fresh process each time (median)",
+        f = sc["f"]
+        how = (f"median of {f.get('repetitions', '?')}"
+               + (", the libraries interleaved round by round" if f.get("interleaved") else ""))
+        out.append((f"(f) start-up to first result and shutdown, fresh process each time ({how})",
                     ["library", "import ms", "start->result ms", "shutdown ms", "mc x (start)", "mc x (stop)", "others %"],
                     rows_for("f", 6, lambda lib, r: [
                         _fmt(1e3 * r["import_s"]), _fmt(1e3 * r["start_to_first_result_s"]),

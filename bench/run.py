@@ -263,20 +263,24 @@ def main():
                     log(f"  !! {lib} ({s}): {r['error']}")
 
     # -- (f) start-up, fresh interpreters -----------------------------------
+    # Round by round, every library once a round, so a slow spell of the
+    # machine lands on all of them rather than on one library's samples.
     if "f" in scen:
-        reps = 1 if args.quick else 5
+        reps = 1 if args.quick else 9
         F = data["scenarios"]["f"] = {"title": TITLES["f"], "libs": [], "results": {},
-                                      "repetitions": reps}
-        for lib in libs:
-            log(f"[{time.perf_counter() - t_start:6.1f}s] {lib}: scenario f x{reps}")
-            F["libs"].append(lib)
-            samples = []
-            for i in range(reps):
+                                      "repetitions": reps, "interleaved": True}
+        samples = {lib: [] for lib in libs}
+        live = list(libs)             # dropped at an error or when not installed
+        F["libs"].extend(libs)
+        for i in range(reps):
+            log(f"[{time.perf_counter() - t_start:6.1f}s] scenario f round {i + 1}/{reps}: "
+                + ", ".join(live))
+            for lib in list(live):
                 logpath = os.path.join(logdir, f"{lib}_f{i}.log")
                 cmd = [sys.executable, os.path.join(HERE, "startup_probe.py"), "--lib", lib,
                        "--workers", str(args.workers)]
                 t0 = time.perf_counter()
-                if args.quiet_wait > 0:      # short: 5 samples per library
+                if args.quiet_wait > 0:      # short: a sample per library per round
                     procs.wait_quiet(give_up=min(args.quiet_wait, 5.0))
                 itf = Interference().__enter__()
                 try:
@@ -300,21 +304,24 @@ def main():
                     sample["interference_percent"] = round(itf.percent, 1)
                 if sample is None:
                     F["results"][lib] = {"error": why}
-                    break
+                    live.remove(lib)
+                    continue
                 if not sample["available"]:
                     data["peers"].setdefault(lib, {"available": False, "version": None,
                                                    "error": sample["error"]})
-                    break
+                    live.remove(lib)
+                    continue
                 data["peers"].setdefault(lib, {"available": True, "version": sample["version"],
                                                "error": None})
-                samples.append(sample)
-            if samples:
-                keys = ("import_s", "start_to_first_result_s", "shutdown_s")
-                F["results"][lib] = dict(
-                    {k: statistics.median(s[k] for s in samples) for k in keys},
-                    min_start_s=min(s["start_to_first_result_s"] for s in samples),
-                    interference_percent=max(s["interference_percent"] for s in samples),
-                    samples=samples)
+                samples[lib].append(sample)
+        for lib in live:
+            got = samples[lib]
+            keys = ("import_s", "start_to_first_result_s", "shutdown_s")
+            F["results"][lib] = dict(
+                {k: statistics.median(s[k] for s in got) for k in keys},
+                min_start_s=min(s["start_to_first_result_s"] for s in got),
+                interference_percent=max(s["interference_percent"] for s in got),
+                samples=got)
 
     # -- (h) C ------------------------------------------------------------
     if "h" in scen:
