@@ -350,10 +350,9 @@ int mcx_worker_init(int worker_index, void *arg);
 void mcx_worker_exit(int worker_index, void *arg);
 
 /* ---- forksafe.c: the standard streams across forks ---- */
-/* In the zygote, right after its fork from the caller. */
 void mcx_prepare_streams_for_fork(void);   /* caller, before forking the zygote */
 void mcx_forget_prepared_streams(void);    /* caller, after it */
-void mcx_renew_streams_after_fork(void);   /* each worker (forksafe.c) */
+void mcx_renew_streams_after_fork(void);   /* each worker, after PyOS_AfterFork_Child */
 void mcx_flush_std(void);              /* flush sys.stdout/stderr (GIL held) */
 
 #endif /* MULTICORE_EXT_H */
