@@ -4,7 +4,12 @@
  *
  *   spin:  both sides busy-wait on the word (the partner burns a core);
  *   futex: both sides sleep in FUTEX_WAIT and wake each other with
- *          FUTEX_WAKE on every hand-off (no spinning at all).
+ *          FUTEX_WAKE on every hand-off (no spinning at all);
+ *   spin_record: spin, and a second line each way, as a task record
+ *          moves: the caller writes the task into it before the ping,
+ *          the partner reads it and writes the result there before the
+ *          pong, the caller reads the result (the least a hand-off with
+ *          a record apart from the signalling word can cost).
  *
  * Each is timed "hot" (round trips back to back) and "after sleep" (the
  * caller pauses sleep_us between round trips, so caches and the partner's
@@ -29,6 +34,7 @@ typedef struct {
     _Alignas(64) _Atomic uint32_t ping;   /* caller -> partner */
     _Alignas(64) _Atomic uint32_t pong;   /* partner -> caller */
     _Alignas(64) _Atomic uint32_t quit;
+    _Alignas(64) uint64_t record[8];      /* spin_record: task in [0], result in [1] */
 } shared_words;
 
 static void futex_wait(_Atomic uint32_t *w, uint32_t expected)
@@ -50,7 +56,7 @@ static inline void cpu_relax(void)
 #endif
 }
 
-static _Noreturn void partner(shared_words *s, int use_futex)
+static _Noreturn void partner(shared_words *s, int use_futex, int use_record)
 {
     uint32_t last = 0;
     for (;;) {
@@ -64,13 +70,15 @@ static _Noreturn void partner(shared_words *s, int use_futex)
                 cpu_relax();
         }
         last = v;
+        if (use_record)
+            s->record[1] = s->record[0] + 1;
         atomic_store_explicit(&s->pong, v, memory_order_release);
         if (use_futex)
             futex_wake(&s->pong);
     }
 }
 
-static void run(const char *name, int use_futex, size_t hot_n, size_t sleep_n,
+static void run(const char *name, int use_futex, int use_record, size_t hot_n, size_t sleep_n,
                 long sleep_us)
 {
     shared_words *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE,
@@ -92,7 +100,7 @@ static void run(const char *name, int use_futex, size_t hot_n, size_t sleep_n,
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
             _exit(1);
-        partner(s, use_futex);
+        partner(s, use_futex, use_record);
     }
 
     size_t cap = hot_n > sleep_n ? hot_n : sleep_n;
@@ -107,6 +115,8 @@ static void run(const char *name, int use_futex, size_t hot_n, size_t sleep_n,
                 bench_sleep_us(sleep_us);
             int64_t t0 = bench_now_ns();
             uint32_t want = ++seq;
+            if (use_record)
+                s->record[0] = want;
             atomic_store_explicit(&s->ping, want, memory_order_release);
             if (use_futex)
                 futex_wake(&s->ping);
@@ -116,6 +126,10 @@ static void run(const char *name, int use_futex, size_t hot_n, size_t sleep_n,
                     futex_wait(&s->pong, v);
                 else
                     cpu_relax();
+            }
+            if (use_record && s->record[1] != (uint64_t)want + 1) {
+                fprintf(stderr, "pingpong: the record's result is wrong\n");
+                exit(1);
             }
             int64_t t1 = bench_now_ns();
             if (i >= warm)
@@ -141,7 +155,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: pingpong [hot_iterations] [sleep_iterations] [sleep_us]\n");
         return 2;
     }
-    run("spin_floor", 0, hot_n, sleep_n, sleep_us);
-    run("futex_floor", 1, hot_n, sleep_n, sleep_us);
+    run("spin_floor", 0, 0, hot_n, sleep_n, sleep_us);
+    run("spin_record_floor", 0, 1, hot_n, sleep_n, sleep_us);
+    run("futex_floor", 1, 0, hot_n, sleep_n, sleep_us);
     return 0;
 }
