@@ -254,6 +254,10 @@ typedef struct mc_pool_stats {
  * A snapshot of the pool's counters (lock-free reads; each counter is
  * exact, the set is not one atomic picture). stats may be NULL; workers
  * receives up to max slots. Returns the number of slots written.
+ * A task whose outcome the caller has seen (a wait returned for it) is
+ * counted in tasks_done, busy_ns and bytes_out. A retirement is counted
+ * as the worker leaves, after its last result, and its respawn when the
+ * zygote forks the replacement: those two can lag.
  */
 MC_EXPORT int mc_pool_get_stats(mc_pool *pool, mc_pool_stats *stats,
                                 mc_worker_stats *workers, int max);

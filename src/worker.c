@@ -274,6 +274,16 @@ static void become_ready(mc_header *h, mc_worker_slot *slot, uint32_t state)
     mc__futex_bump_wake(&h->ready_seq, INT_MAX);
 }
 
+/* A slot's counters have one writer, the worker alive in the slot (a
+   replacement starts only after the zygote has reaped the last one): a
+   relaxed load and store, no locked instruction on the way to
+   publishing a result. Readers (mc_pool_get_stats) see each whole. */
+static inline void counter_add(_Atomic uint64_t *counter, uint64_t n)
+{
+    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
 _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *opts,
                               const sigset_t *orig_mask)
 {
@@ -365,11 +375,12 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
            worker that took the CPU from us). Not before retiring. */
         if (!(limit && ran + 1 >= limit))
             spin_mark = mc__claim_spin(h, ended);
+        /* The counters before the result: a caller that has seen it
+           (publish's release, its acquire) reads stats that count it. */
+        counter_add(&slot->busy_ns, (uint64_t)(ended - began));
+        counter_add(&slot->bytes_out, result_len);
+        counter_add(&slot->tasks_done, 1);
         published = publish(h, &ctx, code);
-        /* Counters only this worker writes: no contention, relaxed. */
-        atomic_fetch_add_explicit(&slot->busy_ns, (uint64_t)(ended - began), memory_order_relaxed);
-        atomic_fetch_add_explicit(&slot->bytes_out, result_len, memory_order_relaxed);
-        atomic_fetch_add_explicit(&slot->tasks_done, 1, memory_order_relaxed);
         ran++;
         /* The spinner, with a published result: wait for the next task
            without taking the lock (handoff.c); the caller that hands it
