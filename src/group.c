@@ -173,16 +173,6 @@ static bool queue_in_ring(mc_header *h, uint64_t off)
     return true;
 }
 
-/* After the unlock that queued a task: let the worker it was handed to go
-   (to != NULL), else wake one for the ring unless one spins. */
-static void hand_over(mc_header *h, mc_worker_slot *to, uint32_t claim)
-{
-    if (to)
-        mc__handoff_go(to, claim);
-    else
-        mc__wake_for_task(h);
-}
-
 int mc_submit_reserve(mc_group *g, size_t arg_len, void **buf)
 {
     if (!g || !buf)
@@ -248,12 +238,12 @@ int mc_submit_commit(mc_group *g, mc_task_fn fn, double timeout)
     for (;;) {
         if ((r = mc__lock(h)) != MC_OK)
             goto out;
-        uint32_t claim;
-        mc_worker_slot *to = mc__handoff_give(h, off, &claim);
+        mc_worker_slot *to = mc__handoff_give(h, off);
         bool queued = to != NULL || queue_in_ring(h, off);
         mc__unlock(h);
         if (queued) {
-            hand_over(h, to, claim);
+            if (!to) /* in the ring: wake a worker unless one spins */
+                mc__wake_for_task(h);
             break;
         }
         if (deadline == INT64_MIN)
@@ -290,7 +280,6 @@ static int submit_small(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_
     uint64_t off = mc__arena_alloc(h, mc__record_size(arg_len));
     bool queued = false;
     mc_worker_slot *to = NULL;
-    uint32_t claim = 0;
     if (off) {
         /* Private until the hand-off or the ring push below publishes it
            (under the lock, which a rollback would undo together with the
@@ -300,7 +289,7 @@ static int submit_small(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_
         t->fn = (uint64_t)(uintptr_t)fn;
         if (arg_len)
             memcpy(mc__record_data(t, arg_len), arg, arg_len);
-        to = mc__handoff_give(h, off, &claim);
+        to = mc__handoff_give(h, off);
         queued = to != NULL || queue_in_ring(h, off);
     }
     mc__unlock(h);
@@ -314,7 +303,8 @@ static int submit_small(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_
             mc_submit_abort(g);
     } else {
         g->tasks[g->n++] = off;
-        hand_over(h, to, claim);
+        if (!to) /* in the ring: wake a worker unless one spins */
+            mc__wake_for_task(h);
         atomic_fetch_add_explicit(&h->bytes_in, arg_len, memory_order_relaxed);
     }
 out:

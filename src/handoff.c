@@ -10,26 +10,29 @@
  * CPUs. So a worker that has just published a result does not take the
  * lock at all: it arms its slot's hand-off word and spins, keeping the
  * finished task in hand. A caller that finds the ring empty and a worker
- * armed does the worker's part in its own critical section: it claims
- * the word, releases the task the worker still holds and makes its new
- * task the slot's task_off; after the unlock it lets the worker go. One
+ * armed does the worker's part in its own critical section: it makes its
+ * new task the slot's task_off and lets the worker go, then, while the
+ * worker already runs it, releases the task the worker finished. One
  * critical section per task, by the caller; the worker only reads.
  *
- *   worker      NONE --arm--> SPIN --claim (caller, under the lock)--> CLAIMED
- *                              |                                         |
- *                      disarm (worker, CAS)              go (caller, after its unlock)
- *                              v                                         v
- *                            NONE (ring way)                GO --worker takes it--> NONE
+ *   worker      NONE --arm--> SPIN --go (caller, under the lock)--> GO
+ *                              |                                     |
+ *                      disarm (worker, CAS)               worker takes it
+ *                              v                                     v
+ *                            NONE (ring way)                        NONE
  *
- * Every move is a compare-and-swap on the word, so a worker that stops
- * spinning (time out, ring work, a stop) and a caller that claims it
- * cannot both win: the loser of the disarm is committed to wait for GO.
- * The claim is made under the lock, like everything the zygote does with
- * a dead worker's slot: either the claim comes first and the zygote,
- * recovering the slot, fails the task it finds in task_off, or the zygote
- * comes first and disarms the word (mc__handoff_reset), and the claim
- * fails. A claim names one generation of the word, which the worker
- * advances at each arm, so a late go cannot let a later spin go.
+ * Both moves out of SPIN are compare-and-swaps on the word, so a worker
+ * that stops spinning (time out, ring work, a stop) and a caller that
+ * lets it go cannot both win. The caller writes what the worker will
+ * read (task_off, pending_result) before its go, and puts them back if
+ * the go loses: the worker that disarmed takes the lock next, so it sees
+ * them as they were. The go is made under the lock, like everything the
+ * zygote does with a dead worker's slot: either the go comes first and
+ * the zygote, recovering the slot, fails the task it finds in task_off,
+ * or the zygote comes first and disarms the word (mc__handoff_reset), and
+ * the go fails. A go names one generation of the word, which the worker
+ * advances at each arm, so a caller that read the word of an earlier
+ * spin cannot let a later one go.
  *
  * What is not given this way: a task while the ring holds others (it
  * would overtake them), a task for a worker the zygote has doomed, any
@@ -40,68 +43,39 @@
 #define _GNU_SOURCE
 #include "internal.h"
 
-#include <sched.h>
-
 static inline uint32_t ho_state(uint32_t w) { return w & MC_HO_STATE; }
-static inline uint32_t ho_with(uint32_t w, uint32_t state) { return (w & ~(MC_HO_STATE | MC_HO_WAITER)) | state; }
-
-/* CLAIMED until GO: the caller is inside its critical section, so this is
-   short unless it was preempted; sleep on the word after a spin. */
-static uint32_t wait_for_go(mc_worker_slot *slot, uint32_t w)
-{
-    int64_t start = mc__now_ns(), now = start;
-    do {
-        for (int i = 0; i < 64; i++) {
-            w = atomic_load_explicit(&slot->handoff, memory_order_acquire);
-            if (ho_state(w) == MC_HO_GO)
-                return w;
-            mc__cpu_relax();
-        }
-        now = mc__now_ns();
-        if (now - start > MC_SPIN_YIELD_NS)
-            sched_yield();
-    } while (now - start < MC_SPIN_NS);
-    for (;;) {
-        w = atomic_load_explicit(&slot->handoff, memory_order_acquire);
-        MC_ASSERT(ho_state(w) == MC_HO_CLAIMED || ho_state(w) == MC_HO_GO);
-        if (ho_state(w) == MC_HO_GO)
-            return w;
-        if (!(w & MC_HO_WAITER) &&
-            !atomic_compare_exchange_weak_explicit(&slot->handoff, &w, w | MC_HO_WAITER,
-                                                   memory_order_acq_rel, memory_order_acquire))
-            continue;
-        /* No timeout: if the caller's process dies, so does the pool. */
-        mc__futex_wait(&slot->handoff, w | MC_HO_WAITER, INT64_MAX);
-    }
-}
+static inline uint32_t ho_with(uint32_t w, uint32_t state) { return (w & ~MC_HO_STATE) | state; }
 
 uint64_t mc__handoff_wait(mc_header *h, mc_worker_slot *slot, uint32_t index, int64_t mark, bool *idle)
 {
     uint32_t w = atomic_load_explicit(&slot->handoff, memory_order_relaxed);
     MC_ASSERT(ho_state(w) == MC_HO_NONE && slot->task_off != 0);
     uint32_t armed = ho_with(w + (1u << MC_HO_GEN_SHIFT), MC_HO_SPIN);
-    /* seq_cst: a caller that claims sees the result published before. */
+    /* seq_cst: a caller that reads it armed sees the result published before. */
     atomic_store_explicit(&slot->handoff, armed, memory_order_seq_cst);
     if (atomic_load_explicit(&h->handoff_slot, memory_order_relaxed) != index + 1)
         atomic_store_explicit(&h->handoff_slot, index + 1, memory_order_seq_cst);
 
     bool found = mc__spin_for_work(h, mark, &slot->handoff, armed);
-    uint32_t expected = armed;
-    if (atomic_compare_exchange_strong_explicit(&slot->handoff, &expected, ho_with(armed, MC_HO_NONE),
-                                                memory_order_seq_cst, memory_order_acquire)) {
+    /* A word still armed is disarmed; one that moved was let go (only a
+       caller's go moves it while we live). No compare-and-swap then: it
+       would pull the line back from the caller's CPU for nothing. */
+    uint32_t w2 = atomic_load_explicit(&slot->handoff, memory_order_acquire);
+    if (w2 == armed && atomic_compare_exchange_strong_explicit(&slot->handoff, &w2, ho_with(armed, MC_HO_NONE),
+                                                               memory_order_seq_cst, memory_order_acquire)) {
         *idle = !found;
         return 0; /* disarmed; the finished task is still ours to release */
     }
-    w = wait_for_go(slot, expected);
-    /* The caller's critical section, committed before its go, set this. */
+    MC_ASSERT(w2 == ho_with(armed, MC_HO_GO));
+    /* The caller wrote this before its go (acquire above). */
     uint64_t off = slot->task_off;
     MC_ASSERT(off != 0);
-    atomic_store_explicit(&slot->handoff, ho_with(w, MC_HO_NONE), memory_order_relaxed);
+    atomic_store_explicit(&slot->handoff, ho_with(w2, MC_HO_NONE), memory_order_relaxed);
     *idle = false;
     return off;
 }
 
-mc_worker_slot *mc__handoff_give(mc_header *h, uint64_t off, uint32_t *claim)
+mc_worker_slot *mc__handoff_give(mc_header *h, uint64_t off)
 {
     MC_ASSERT_LOCKED(h);
     uint32_t i = atomic_load_explicit(&h->handoff_slot, memory_order_relaxed);
@@ -109,37 +83,41 @@ mc_worker_slot *mc__handoff_give(mc_header *h, uint64_t off, uint32_t *claim)
         atomic_load_explicit(&h->stopping, memory_order_acquire))
         return NULL;
     mc_worker_slot *slot = mc__slot(h, i - 1);
-    uint32_t w = atomic_load_explicit(&slot->handoff, memory_order_relaxed);
+    uint32_t w = atomic_load_explicit(&slot->handoff, memory_order_acquire);
     if (ho_state(w) != MC_HO_SPIN || atomic_load_explicit(&slot->doomed, memory_order_acquire))
         return NULL;
-    uint32_t mine = ho_with(w, MC_HO_CLAIMED);
-    if (!atomic_compare_exchange_strong_explicit(&slot->handoff, &w, mine, memory_order_acq_rel,
-                                                 memory_order_relaxed))
-        return NULL; /* it stopped spinning just now: the ring way */
-    /* A worker arms only after its task's outcome is published. */
-    MC_ASSERT(slot->task_off != 0 && mc__task_state(mc__task_at(h, slot->task_off)) == MC_TS_DONE);
-    mc__slot_release_task(h, slot, true);
-    mc_task *t = mc__task_at(h, off);
-    MC_ASSERT(t->refs == 1 && mc__task_state(t) == MC_TS_PENDING);
-    mc__txn_store(h, &t->refs, 2); /* group + worker */
-    mc__txn_store(h, &slot->task_off, off);
-    *claim = mine;
-    return slot;
+    return mc__handoff_go(h, slot, off, w) ? slot : NULL;
 }
 
-void mc__handoff_go(mc_worker_slot *slot, uint32_t claim)
+bool mc__handoff_go(mc_header *h, mc_worker_slot *slot, uint64_t off, uint32_t armed)
 {
-    uint32_t w = claim;
-    for (;;) {
-        uint32_t go = ho_with(w, MC_HO_GO);
-        if (atomic_compare_exchange_weak_explicit(&slot->handoff, &w, go, memory_order_release,
-                                                  memory_order_relaxed))
-            break;
-        if ((w & ~MC_HO_WAITER) != claim)
-            return; /* disarmed by mc__handoff_reset: the worker died */
+    MC_ASSERT_LOCKED(h);
+    MC_ASSERT(ho_state(armed) == MC_HO_SPIN);
+    /* A worker arms only after its task's outcome is published (the
+       acquire that read the armed word orders this read after it). */
+    uint64_t done = slot->task_off, pending = slot->pending_result;
+    MC_ASSERT(done != 0 && mc__task_state(mc__task_at(h, done)) == MC_TS_DONE);
+    mc_task *t = mc__task_at(h, off);
+    MC_ASSERT(t->refs == 1 && mc__task_state(t) == MC_TS_PENDING);
+    /* What the worker reads once it sees the go, written before it. */
+    mc__txn_store(h, &slot->pending_result, 0); /* the finished task's now */
+    mc__txn_store(h, &t->refs, 2);              /* group + worker */
+    mc__txn_store(h, &slot->task_off, off);
+    uint32_t w = armed;
+    if (!atomic_compare_exchange_strong_explicit(&slot->handoff, &w, ho_with(armed, MC_HO_GO),
+                                                 memory_order_acq_rel, memory_order_relaxed)) {
+        /* It disarmed just now (nothing else moves the word while we hold
+           the lock): it takes the lock next, so it must find its slot as
+           it left it. */
+        mc__txn_store(h, &slot->task_off, done);
+        mc__txn_store(h, &t->refs, 1);
+        mc__txn_store(h, &slot->pending_result, pending);
+        return false;
     }
-    if (w & MC_HO_WAITER)
-        mc__futex_wake(&slot->handoff, 1);
+    /* The worker runs the new task meanwhile: it no longer looks at the
+       finished one, whose reference it left to us. */
+    mc__task_unref(h, done);
+    return true;
 }
 
 void mc__handoff_reset(mc_worker_slot *slot)

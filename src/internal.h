@@ -171,8 +171,8 @@ typedef struct mc_worker_slot {
     _Atomic uint32_t state;
     uint64_t task_off;       /* (journal) payload offset of the task in hand, 0 = none */
     uint64_t pending_result; /* (journal) result block not yet published */
-    /* The direct hand-off (handoff.c): MC_HO_* state, MC_HO_WAITER, and the
-       spin's generation above them. */
+    /* The direct hand-off (handoff.c): MC_HO_* state and the spin's
+       generation above it. */
     _Atomic uint32_t handoff;
     /* Set by the zygote, under the lock, just before it kills this worker
        for running a cancelled task: the worker must not take another task
@@ -411,37 +411,35 @@ int mc__wait_for_space(mc_pool *pool, int64_t deadline_ns);
 
 /* ---- handoff.c: a task handed to a spinning worker, past the ring ------- */
 
-/* mc_worker_slot.handoff: the state in the low bits, a waiter bit, and
-   above them the generation, which the worker advances each time it arms
-   (so a caller's claim names one spin of one worker, never a later one). */
+/* mc_worker_slot.handoff: the state in the low bits and above them the
+   generation, which the worker advances each time it arms (so a caller's
+   go names one spin of one worker, never a later one). */
 enum {
-    MC_HO_NONE = 0,    /* not spinning for a hand-off */
-    MC_HO_SPIN = 1,    /* armed: spinning, ready to be handed a task */
-    MC_HO_CLAIMED = 2, /* a caller took it under the lock: wait for GO */
-    MC_HO_GO = 3,      /* the caller committed: slot.task_off is the task */
+    MC_HO_NONE = 0, /* not spinning for a hand-off */
+    MC_HO_SPIN = 1, /* armed: spinning, ready to be handed a task */
+    MC_HO_GO = 2,   /* a caller handed it slot.task_off, under the lock */
 };
 #define MC_HO_STATE 3u
-#define MC_HO_WAITER 4u     /* the worker sleeps on the word while CLAIMED */
-#define MC_HO_GEN_SHIFT 3
+#define MC_HO_GEN_SHIFT 2
 
 /* Worker, right after publishing its task's outcome, holding the
    spinner's mark (mc__claim_spin): arm the hand-off and spin for work.
    Returns the payload offset of a task a caller handed over (it is the
-   slot's task_off now, and the caller released the task before it), or 0
+   slot's task_off now, and the caller releases the finished one), or 0
    with the hand-off disarmed; then *idle is true if the spin ended with
    nothing to do (sleep without spinning again), false if work showed up
    in the ring or the pool is stopping. */
 uint64_t mc__handoff_wait(mc_header *h, mc_worker_slot *slot, uint32_t index, int64_t mark, bool *idle);
 /* Caller, under the lock, with a PENDING record at off that is its only
-   reference so far: if the ring is empty and a worker is armed, claim it,
-   release the task it still holds, make off its task and set the record's
-   references to two (the group's and the worker's). Returns the slot and
-   in *claim the word to let go, or NULL (queue it in the ring). */
-mc_worker_slot *mc__handoff_give(mc_header *h, uint64_t off, uint32_t *claim);
-/* Caller, after the unlock that committed the hand-off: let the worker
-   go (and wake it if it sleeps). Nothing if the worker died meanwhile
-   (the zygote has then failed the task, mc__recover_worker). */
-void mc__handoff_go(mc_worker_slot *slot, uint32_t claim);
+   reference so far: if the ring is empty and a worker is armed, hand it
+   off (mc__handoff_go). Returns the slot, or NULL (queue it in the ring). */
+mc_worker_slot *mc__handoff_give(mc_header *h, uint64_t off);
+/* Caller, under the lock: make off the task of the worker whose word read
+   `armed` (SPIN) and let it go, then release the task it finished; the
+   record's references are then two (the group's and the worker's). false,
+   with nothing changed, if the word is no longer `armed` (the worker
+   disarmed, or re-armed since, or died). */
+bool mc__handoff_go(mc_header *h, mc_worker_slot *slot, uint64_t off, uint32_t armed);
 /* Under the lock, as a dead worker's slot is recovered: disarm. */
 void mc__handoff_reset(mc_worker_slot *slot);
 

@@ -156,15 +156,21 @@ bool mc__spin_for_work(mc_header *h, int64_t mark, _Atomic uint32_t *also, uint3
         return false;
     bool found = false;
     do {
-        for (int i = 0; i < 64 && !found; i++) {
-            found = worker_should_look(h) ||
-                    (also && atomic_load_explicit(also, memory_order_acquire) != armed);
+        for (int i = 0; i < 64; i++) {
+            if (worker_should_look(h) || (also && atomic_load_explicit(also, memory_order_acquire) != armed)) {
+                /* The last round's clock, not a fresh read: a hand-off's
+                   go ends this spin, and the task waits for the read. */
+                found = true;
+                break;
+            }
             mc__cpu_relax();
         }
+        if (found)
+            break;
         now = mc__now_ns();
-        if (!found && now - start > MC_SPIN_YIELD_NS)
+        if (now - start > MC_SPIN_YIELD_NS)
             sched_yield(); /* let a caller woken on this CPU run */
-    } while (!found && now < until);
+    } while (now < until);
     int64_t mine = until;
     atomic_compare_exchange_strong_explicit(&h->work_spin_until, &mine, 0, memory_order_seq_cst,
                                             memory_order_relaxed);

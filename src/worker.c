@@ -402,7 +402,7 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
 void mc__recover_worker(mc_header *h, mc_worker_slot *slot, pid_t pid, int wstatus)
 {
     MC_ASSERT_LOCKED(h);
-    mc__handoff_reset(slot); /* a hand-off claimed after this fails (handoff.c) */
+    mc__handoff_reset(slot); /* a go after this fails (handoff.c) */
     mc__release_worker_holds(h, slot);
     bool published = false;
     if (slot->task_off) {

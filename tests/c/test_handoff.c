@@ -12,8 +12,9 @@
  * and runs once the worker goes on; a worker killed while armed is
  * recovered (its finished task released, its hand-off disarmed) and the
  * next task goes to its replacement; a worker killed after a task was
- * handed to it fails exactly that task; a worker that found itself
- * claimed sleeps on its word until the caller lets it go, and wakes.
+ * handed to it fails exactly that task; the worker handed a task runs it
+ * while the caller still holds the lock; a go that lost the word (the
+ * worker disarmed or armed again) changes nothing.
  */
 #include "harness.h"
 #include "../../src/internal.h"
@@ -163,7 +164,7 @@ TEST(a_worker_killed_while_armed_is_recovered)
     CHECK(now != f.pid);
     /* The zygote disarmed the dead worker's hand-off under the lock and
        released the finished task it held. */
-    CHECK(ho_state(f.slot) != MC_HO_SPIN && ho_state(f.slot) != MC_HO_CLAIMED);
+    CHECK(ho_state(f.slot) != MC_HO_SPIN);
 
     round_trip(f.g, 99); /* to the replacement */
     mc_result r;
@@ -199,45 +200,83 @@ TEST(a_worker_killed_with_a_task_handed_to_it_fails_that_task)
     frozen_finish(&f); /* the replacement takes the next */
 }
 
-/* The claim and the go, done by hand around the moment the worker gives
-   up spinning: it must find itself claimed, sleep on the word (its WAITER
-   bit), and run the task once let go. */
-TEST(a_claimed_worker_sleeps_until_the_go)
+/* A record made by hand under the lock, as submit_small makes one: PENDING,
+   echo_task, `value` as its argument; its only reference is the caller's.
+   0 if the arena is full. */
+static uint64_t hand_made_record(mc_header *h, int value)
+{
+    uint64_t off = mc__arena_alloc(h, mc__record_size(sizeof value));
+    if (off == 0)
+        return 0;
+    mc_task *t = mc__task_at(h, off);
+    mc__record_init(t, MC_TS_PENDING, sizeof value);
+    t->fn = (uint64_t)(uintptr_t)echo_task;
+    memcpy(mc__record_data(t, sizeof value), &value, sizeof value);
+    return off;
+}
+
+/* The go is made inside the caller's critical section: the worker runs
+   the task while the caller still holds the lock (its release of the
+   finished task and its unlock are off the worker's path). */
+TEST(a_handed_worker_runs_before_the_callers_unlock)
 {
     frozen f;
     frozen_start(&f);
     REQUIRE(f.pid > 0);
     mc_header *h = f.h;
-    int value = 31;
+    uint64_t finished = f.slot->task_off;
     REQUIRE_OK(mc__lock(h));
-    uint64_t off = mc__arena_alloc(h, mc__record_size(sizeof value));
+    uint64_t off = hand_made_record(h, 31);
     REQUIRE(off != 0);
-    mc_task *t = mc__task_at(h, off);
-    mc__record_init(t, MC_TS_PENDING, sizeof value);
-    t->fn = (uint64_t)(uintptr_t)echo_task;
-    memcpy(mc__record_data(t, sizeof value), &value, sizeof value);
-    uint32_t claim = 0;
-    mc_worker_slot *to = mc__handoff_give(h, off, &claim);
-    mc__unlock(h);
+    mc_worker_slot *to = mc__handoff_give(h, off);
     REQUIRE(to == f.slot);
-    CHECK_EQ_INT(claim & MC_HO_STATE, MC_HO_CLAIMED);
+    mc_task *t = mc__task_at(h, off);
+    CHECK_EQ_INT(ho_state(f.slot), MC_HO_GO);
+    CHECK(f.slot->task_off == off);
+    CHECK_EQ_INT(t->refs, 2);                                          /* ours + the worker's */
+    CHECK_EQ_INT(mc__task_at(h, finished)->refs, 1);                   /* the group's only */
 
-    kill(f.pid, SIGCONT);
+    kill(f.pid, SIGCONT); /* still holding the lock */
     double t0 = mc_t_now();
-    while (!(atomic_load(&f.slot->handoff) & MC_HO_WAITER) && mc_t_now() - t0 < 30)
-        mc_t_sleep_ms(1);
-    CHECK(atomic_load(&f.slot->handoff) & MC_HO_WAITER);
-    CHECK_EQ_INT(mc__task_state(t), MC_TS_PENDING); /* it has not run it */
-
-    mc__handoff_go(f.slot, claim);
-    t0 = mc_t_now();
     while (mc__task_state(t) == MC_TS_PENDING && mc_t_now() - t0 < 30)
         mc_t_sleep_ms(1);
     CHECK_EQ_INT(mc__task_state(t), MC_TS_DONE);
     CHECK_EQ_INT(t->worker_pid, f.pid);
-    CHECK(t->result_len == sizeof value && memcmp(mc__ptr(h, t->result_off), &value, sizeof value) == 0);
-    REQUIRE_OK(mc__lock(h));
+    CHECK(t->result_len == sizeof(int) && *(const int *)mc__ptr(h, t->result_off) == 31);
     mc__task_unref(h, off); /* ours; the worker drops its own */
     mc__unlock(h);
     frozen_finish(&f);
+}
+
+/* A go whose compare-and-swap fails leaves everything as it was. In the
+   engine it fails when the worker disarms between the caller's read of
+   the word and its go; here it is forced by naming the word of the
+   worker's previous spin, which fails the same compare-and-swap. */
+TEST(a_go_that_loses_the_word_changes_nothing)
+{
+    frozen f;
+    frozen_start(&f);
+    REQUIRE(f.pid > 0);
+    mc_header *h = f.h;
+    mc_worker_slot *slot = f.slot;
+    uint32_t armed = atomic_load(&slot->handoff);
+    REQUIRE((armed & MC_HO_STATE) == MC_HO_SPIN && (armed >> MC_HO_GEN_SHIFT) > 0);
+    uint32_t stale = armed - (1u << MC_HO_GEN_SHIFT);
+    uint64_t finished = slot->task_off, pending = slot->pending_result;
+    uint64_t finished_refs = mc__task_at(h, finished)->refs;
+
+    REQUIRE_OK(mc__lock(h));
+    uint64_t off = hand_made_record(h, 77);
+    REQUIRE(off != 0);
+    CHECK(!mc__handoff_go(h, slot, off, stale));
+    CHECK_EQ_INT(atomic_load(&slot->handoff), armed);
+    CHECK(slot->task_off == finished);
+    CHECK(slot->pending_result == pending);
+    CHECK(mc__task_at(h, finished)->refs == finished_refs);
+    CHECK_EQ_INT(mc__task_at(h, off)->refs, 1);
+    mc__task_unref(h, off); /* frees it */
+    mc__unlock(h);
+
+    kill(f.pid, SIGCONT);
+    frozen_finish(&f); /* the worker, let go or not, runs the next task */
 }
