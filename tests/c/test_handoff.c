@@ -91,6 +91,8 @@ typedef struct {
     uint64_t idle; /* shared memory in use with no task */
     mc_group *g;
     pid_t pid;     /* the frozen worker; 0 if setup failed */
+    uint32_t armed;     /* its hand-off word as it froze (SPIN) */
+    uint64_t finished;  /* the task it finished and still holds */
 } frozen;
 
 static void frozen_start(frozen *f)
@@ -104,6 +106,8 @@ static void frozen_start(frozen *f)
     f->idle = mc_t_shm_in_use(f->pool);
     REQUIRE_OK(mc_group_create(f->pool, &f->g));
     f->pid = freeze_armed(f->pool, f->g, 10000);
+    f->armed = atomic_load(&f->slot->handoff);
+    f->finished = f->slot->task_off;
 }
 
 /* One more task, then every record released (by the callers that handed
@@ -124,8 +128,8 @@ TEST(a_task_goes_to_the_armed_worker_past_the_ring)
     REQUIRE(f.pid > 0);
     mc_header *h = f.h;
     mc_worker_slot *slot = f.slot;
-    uint32_t armed = atomic_load(&slot->handoff);
-    uint64_t finished = slot->task_off, tail = h->ring_tail;
+    uint32_t armed = f.armed;
+    uint64_t finished = f.finished, tail = h->ring_tail;
     CHECK(finished != 0);
     CHECK_EQ_INT(atomic_load(&h->handoff_slot), 1);
 
@@ -224,7 +228,6 @@ TEST(a_handed_worker_runs_before_the_callers_unlock)
     frozen_start(&f);
     REQUIRE(f.pid > 0);
     mc_header *h = f.h;
-    uint64_t finished = f.slot->task_off;
     REQUIRE_OK(mc__lock(h));
     uint64_t off = hand_made_record(h, 31);
     REQUIRE(off != 0);
@@ -234,7 +237,7 @@ TEST(a_handed_worker_runs_before_the_callers_unlock)
     CHECK_EQ_INT(ho_state(f.slot), MC_HO_GO);
     CHECK(f.slot->task_off == off);
     CHECK_EQ_INT(t->refs, 2);                                          /* ours + the worker's */
-    CHECK_EQ_INT(mc__task_at(h, finished)->refs, 1);                   /* the group's only */
+    CHECK_EQ_INT(mc__task_at(h, f.finished)->refs, 1);                 /* the group's only */
 
     kill(f.pid, SIGCONT); /* still holding the lock */
     double t0 = mc_t_now();
@@ -257,25 +260,21 @@ TEST(a_go_that_loses_the_word_changes_nothing)
     frozen f;
     frozen_start(&f);
     REQUIRE(f.pid > 0);
-    mc_header *h = f.h;
-    mc_worker_slot *slot = f.slot;
-    uint32_t armed = atomic_load(&slot->handoff);
-    REQUIRE((armed & MC_HO_STATE) == MC_HO_SPIN && (armed >> MC_HO_GEN_SHIFT) > 0);
-    uint32_t stale = armed - (1u << MC_HO_GEN_SHIFT);
-    uint64_t finished = slot->task_off, pending = slot->pending_result;
-    uint64_t finished_refs = mc__task_at(h, finished)->refs;
+    REQUIRE((f.armed & MC_HO_STATE) == MC_HO_SPIN && (f.armed >> MC_HO_GEN_SHIFT) > 0);
+    uint32_t stale = f.armed - (1u << MC_HO_GEN_SHIFT);
+    uint64_t pending = f.slot->pending_result, finished_refs = mc__task_at(f.h, f.finished)->refs;
 
-    REQUIRE_OK(mc__lock(h));
-    uint64_t off = hand_made_record(h, 77);
+    REQUIRE_OK(mc__lock(f.h));
+    uint64_t off = hand_made_record(f.h, 77);
     REQUIRE(off != 0);
-    CHECK(!mc__handoff_go(h, slot, off, stale));
-    CHECK_EQ_INT(atomic_load(&slot->handoff), armed);
-    CHECK(slot->task_off == finished);
-    CHECK(slot->pending_result == pending);
-    CHECK(mc__task_at(h, finished)->refs == finished_refs);
-    CHECK_EQ_INT(mc__task_at(h, off)->refs, 1);
-    mc__task_unref(h, off); /* frees it */
-    mc__unlock(h);
+    CHECK(!mc__handoff_go(f.h, f.slot, off, stale));
+    CHECK_EQ_INT(atomic_load(&f.slot->handoff), f.armed);
+    CHECK(f.slot->task_off == f.finished);
+    CHECK(f.slot->pending_result == pending);
+    CHECK(mc__task_at(f.h, f.finished)->refs == finished_refs);
+    CHECK_EQ_INT(mc__task_at(f.h, off)->refs, 1);
+    mc__task_unref(f.h, off); /* frees it */
+    mc__unlock(f.h);
 
     kill(f.pid, SIGCONT);
     frozen_finish(&f); /* the worker, let go or not, runs the next task */
