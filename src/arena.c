@@ -422,7 +422,10 @@ static uint64_t owned_block_size(mc_header *h, uint64_t p)
     const mc_arena *a = &h->arena;
     if (p % MC_BLOCK_ALIGN || p < a->start || p >= a->end)
         return 0;
-    uint64_t size = block_size(h, p);
+    /* Atomic: mc__arena_block_size() is called without the lock (by a
+       worker sizing the task it runs), while a lock holder may be
+       changing this word's flag bits, freeing the block before it. */
+    uint64_t size = __atomic_load_n(hdr_size(h, p), __ATOMIC_RELAXED) & ~F_MASK;
     return size >= MC_BLOCK_ALIGN && size <= a->end - p + MC_BLOCK_HDR ? size : 0;
 }
 

@@ -32,7 +32,11 @@
  * or the zygote comes first and disarms the word (mc__handoff_reset), and
  * the go fails. A go names one generation of the word, which the worker
  * advances at each arm, so a caller that read the word of an earlier
- * spin cannot let a later one go.
+ * spin cannot let a later one go. The go is not in the journal: a caller
+ * that dies between its go and its unlock leaves a worker running a task
+ * whose allocation the next locker rolls back. That is safe only because
+ * the caller's death ends the pool (the zygote sees the alive pipe close
+ * and kills the workers); nothing but the caller makes a go.
  *
  * What is not given this way: a task while the ring holds others (it
  * would overtake them), a task for a worker the zygote has doomed, any

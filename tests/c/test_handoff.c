@@ -4,7 +4,7 @@
  *
  * The order is forced by freezing the worker with SIGSTOP while its
  * hand-off is armed (its slot's word reads SPIN after the stop): the
- * worker cannot disarm, so the next submit must claim it. Getting there
+ * worker cannot disarm, so the next submit must hand its task over. Getting there
  * may take a few tries (the worker disarms when its spin runs out), which
  * are setup, not assertions.
  *
@@ -262,17 +262,25 @@ TEST(a_go_that_loses_the_word_changes_nothing)
     REQUIRE(f.pid > 0);
     REQUIRE((f.armed & MC_HO_STATE) == MC_HO_SPIN && (f.armed >> MC_HO_GEN_SHIFT) > 0);
     uint32_t stale = f.armed - (1u << MC_HO_GEN_SHIFT);
-    uint64_t pending = f.slot->pending_result, finished_refs = mc__task_at(f.h, f.finished)->refs;
+    uint64_t finished_refs = mc__task_at(f.h, f.finished)->refs;
 
     REQUIRE_OK(mc__lock(f.h));
+    /* As if the finished task's result had gone out of line: the slot
+       still names that block (the go clears it, so it must come back). */
+    REQUIRE(f.slot->pending_result == 0);
+    uint64_t pending = mc__arena_alloc(f.h, 64);
+    REQUIRE(pending != 0);
+    mc__txn_store(f.h, &f.slot->pending_result, pending);
     uint64_t off = hand_made_record(f.h, 77);
     REQUIRE(off != 0);
     CHECK(!mc__handoff_go(f.h, f.slot, off, stale));
     CHECK_EQ_INT(atomic_load(&f.slot->handoff), f.armed);
     CHECK(f.slot->task_off == f.finished);
     CHECK(f.slot->pending_result == pending);
-    CHECK(mc__task_at(f.h, f.finished)->refs == finished_refs);
+    CHECK(mc__task_at(f.h, f.finished)->refs == finished_refs); /* not released */
     CHECK_EQ_INT(mc__task_at(f.h, off)->refs, 1);
+    mc__txn_store(f.h, &f.slot->pending_result, 0);
+    mc__arena_free(f.h, pending);
     mc__task_unref(f.h, off); /* frees it */
     mc__unlock(f.h);
 
