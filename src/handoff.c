@@ -34,9 +34,11 @@
  * advances at each arm, so a caller that read the word of an earlier
  * spin cannot let a later one go. The go is not in the journal: a caller
  * that dies between its go and its unlock leaves a worker running a task
- * whose allocation the next locker rolls back. That is safe only because
- * the caller's death ends the pool (the zygote sees the alive pipe close
- * and kills the workers); nothing but the caller makes a go.
+ * whose allocation the next locker rolls back. That costs nothing but
+ * noise only because the caller's death ends the pool (the zygote sees
+ * the alive pipe close and kills the workers: at worst one crashes, or the
+ * region is reported corrupt, on the way out); nothing but the caller
+ * makes a go.
  *
  * What is not given this way: a task while the ring holds others (it
  * would overtake them), a task for a worker the zygote has doomed, any
