@@ -437,8 +437,9 @@ mc_worker_slot *mc__handoff_give(mc_header *h, uint64_t off);
 /* Caller, under the lock: make off the task of the worker whose word read
    `armed` (SPIN) and let it go, then release the task it finished; the
    record's references are then two (the group's and the worker's). false,
-   with nothing changed, if the word is no longer `armed` (the worker
-   disarmed, or re-armed since, or died). */
+   with nothing changed, if the word is no longer `armed`: under the lock
+   only the worker's own disarm moves it (a stale `armed` fails the same
+   way, which is how tests/c/test_handoff.c forces it). */
 bool mc__handoff_go(mc_header *h, mc_worker_slot *slot, uint64_t off, uint32_t armed);
 /* Under the lock, as a dead worker's slot is recovered: disarm. */
 void mc__handoff_reset(mc_worker_slot *slot);
