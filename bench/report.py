@@ -319,6 +319,19 @@ def tables(data):
                         ["workers", "live", "one-by-one /s", "vs 2 workers", "map items/s",
                          "vs 2 workers", "caller CPU us", "workers CPU us", "caller switches",
                          "workers switches"], rows))
+            pairs = r.get("pairs")
+            if pairs:
+                prow = [[str(i + 1), _fmt(x["two"]["one_by_one_per_s"]), _fmt(x["top"]["one_by_one_per_s"]),
+                         _ratio(x["one_by_one_ratio"]), _fmt(x["two"]["map_per_s"]),
+                         _fmt(x["top"]["map_per_s"]), _ratio(x["map_ratio"])]
+                        for i, x in enumerate(pairs["rounds"])]
+                prow.append(["median", "", "", _ratio(pairs["one_by_one_ratio"]), "", "",
+                             _ratio(pairs["map_ratio"])])
+                top = pairs["workers"]
+                out.append((f"(m) {LABELS[lib]}: 2 workers against {top}, alternating rounds "
+                            f"(fresh pools, every worker live, best of 3 each)",
+                            ["round", "one-by-one /s, 2", f"one-by-one /s, {top}", f"{top} / 2",
+                             "map items/s, 2", f"map items/s, {top}", f"{top} / 2"], prow))
     if "n" in sc:
         rows = []
         for lib in _libs(data, "n"):
@@ -509,12 +522,21 @@ def targets(data, cores):
     if m:
         rows = {x["workers"]: x for x in m["rows"]}
         top = max(rows)
+        pairs = m.get("pairs")
         for key, what in (("one_by_one_per_s", "tasks one by one"), ("map_per_s", "map")):
             v, ref = rows[top].get(key), (rows.get(2) or {}).get(key)
-            if top > 2 and v and ref:
+            sweep = f"{_fmt(v)}/s with {top} against {_fmt(ref)}/s with 2: {v / ref:.2f}x" if v and ref else ""
+            if pairs:
+                # The target's figure: the median of alternating rounds.
+                ratio = pairs[key.replace("_per_s", "_ratio")]
+                each = [r[key.replace("_per_s", "_ratio")] for r in pairs["rounds"]]
                 add(f"m_{key}", f"(m) {what}: {top} workers >= 0.8x of 2 workers (issue 12)",
-                    v / ref, 0.8, v / ref >= 0.8,
-                    f"{_fmt(v)}/s with {top} against {_fmt(ref)}/s with 2: {v / ref:.2f}x")
+                    ratio, 0.8, ratio >= 0.8,
+                    f"{ratio:.2f}x, median of {len(each)} alternating rounds "
+                    f"({min(each):.2f}-{max(each):.2f}x); in the sweep, {sweep}")
+            elif top > 2 and v and ref:
+                add(f"m_{key}", f"(m) {what}: {top} workers >= 0.8x of 2 workers (issue 12)",
+                    v / ref, 0.8, v / ref >= 0.8, sweep)
     j = (data["scenarios"].get("j") or {}).get("python") or {}
     if "shm_overhead_per_task" in j:
         add("j", "(j) shared memory per task <= 128 B beyond its payload (issue 12)",

@@ -44,6 +44,7 @@ class Config:
     worker_counts: list = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])  # (m)
     growth_tasks: int = 20000       # (m) tasks one by one
     growth_items: int = 200000      # (m) items of one multicore.map
+    growth_pairs: int = 7           # (m) rounds of 2 workers against the most, alternating
 
     @classmethod
     def make(cls, quick, spin_n):
@@ -496,14 +497,59 @@ def _tree_cpu(pids):
     return ns, sw
 
 
+def _all_live(peer, w, cfg):
+    """Make every worker of a fresh pool live: as many tasks as workers,
+    each holding its worker 50 ms, at once; then a few trivial ones. The
+    pids that ran the holding tasks."""
+    live = set(peer.submit_all(nap_pid, [0.02 if cfg.quick else 0.05] * w))
+    peer.submit_all(inc, list(range(4 * w)))
+    return live
+
+
+def _growth_pairs(peer, top, cfg, items_b, want_b, items_c, want_c, chunk):
+    """The figures the target compares, 2 workers against top, measured in
+    alternation: growth_pairs rounds, each a fresh pool of 2 then one of top
+    (every worker live), best of 3 of each way; the ratio of each round.
+    Measured minutes apart in the sweep, the two depend on how fast this
+    VM's CPUs run at the time (the 2-worker map moved 20 % between runs)."""
+    rounds = []
+    for _ in range(1 if cfg.quick else cfg.growth_pairs):
+        got_round = {}
+        for w in (2, top):
+            peer.start(w)
+            try:
+                _all_live(peer, w, cfg)
+                one, maps = [], []
+                for _ in range(3):
+                    dt, got = _timed(lambda: peer.submit_all(inc, items_b))
+                    _check(got, want_b, "one by one")
+                    one.append(dt)
+                    dt, got = _timed(lambda: peer.map(inc, items_c, chunk))
+                    _check(list(got), want_c, "map")
+                    maps.append(dt)
+                    del got
+            finally:
+                peer.stop()
+            got_round[w] = {"one_by_one_per_s": len(items_b) / min(one),
+                            "map_per_s": len(items_c) / min(maps)}
+        rounds.append({"two": got_round[2], "top": got_round[top],
+                       "one_by_one_ratio": got_round[top]["one_by_one_per_s"]
+                       / got_round[2]["one_by_one_per_s"],
+                       "map_ratio": got_round[top]["map_per_s"] / got_round[2]["map_per_s"]})
+    return {"workers": top, "rounds": rounds,
+            "one_by_one_ratio": statistics.median(r["one_by_one_ratio"] for r in rounds),
+            "map_ratio": statistics.median(r["map_ratio"] for r in rounds)}
+
+
 def worker_growth(peer, workers, cfg):
     """For each worker count: growth_tasks trivial tasks submitted one by
     one, and one map over growth_items items (multicore.map's adaptive
     chunking; a peer's map with its default chunk size), best of reps.
-    Every worker is live first: as many tasks as workers, each holding its
-    worker 50 ms, are run at once, and the pids that ran them are counted.
-    The CPU time (schedstat) and context switches of the caller and of the
-    workers over the timed one-by-one runs are kept for the analysis."""
+    Every worker is live first (_all_live), and the pids that held a task
+    are counted. The CPU time (schedstat) and context switches of the
+    caller and of the workers over the timed one-by-one runs are kept for
+    the analysis. Then 2 workers and the most, in alternation
+    (_growth_pairs): the figures the target compares."""
     me = os.getpid()
     rows = []
     items_b = list(range(cfg.growth_tasks))
@@ -515,8 +561,7 @@ def worker_growth(peer, workers, cfg):
     for w in cfg.worker_counts:
         peer.start(w)
         try:
-            live = set(peer.submit_all(nap_pid, [0.02 if cfg.quick else 0.05] * w))
-            peer.submit_all(inc, list(range(4 * w)))
+            live = _all_live(peer, w, cfg)
             pids = sorted((set(procs.descendants(me)) | set(peer.worker_pids())) - {me})
             c0, s0 = _tree_cpu(pids)
             me0, mes0 = time.process_time_ns(), procs.ctxt_switches(me) or 0
@@ -547,8 +592,11 @@ def worker_growth(peer, workers, cfg):
             "workers_switches_per_task": (s1 - s0) / n_b,
             "wall_us_per_task": 1e6 * sum(one) / n_b,
         })
+    top = max(cfg.worker_counts)
+    pairs = (_growth_pairs(peer, top, cfg, items_b, want_b, items_c, want_c, chunk)
+             if 2 in cfg.worker_counts and top > 2 else None)
     return {"tasks": cfg.growth_tasks, "items": cfg.growth_items, "rows": rows,
-            "map_method": peer.map_label(chunk)}
+            "pairs": pairs, "map_method": peer.map_label(chunk)}
 
 
 SCENARIOS = {

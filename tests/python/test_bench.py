@@ -51,6 +51,14 @@ def test_growth_scenarios_run_and_a_failing_peer_in_them_is_reported(tmp_path):
     m = sc["m"]["results"]["multicore"]
     assert [x["workers"] for x in m["rows"]] == [1, 2, 8]
     assert all(x["live_workers"] == x["workers"] and x["one_by_one_per_s"] > 0 for x in m["rows"])
+    # The target's figures: 2 workers against the most, in alternation.
+    pairs = m["pairs"]
+    assert pairs["workers"] == 8 and len(pairs["rounds"]) == 1
+    rnd = pairs["rounds"][0]
+    assert rnd["map_ratio"] == rnd["top"]["map_per_s"] / rnd["two"]["map_per_s"] > 0
+    assert pairs["map_ratio"] == rnd["map_ratio"]
+    assert "2 workers against 8, alternating rounds" in md
+    assert "median of 1 alternating rounds" in md
     n = sc["n"]["results"]["multicore"]
     assert n["parts"]["n"] == 10000 and n["items"]["n"] == 100000
     assert n["parts"]["shm_peak_mib"] > 0
