@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import procs
-from workloads import array_make, array_sum, inc, nap_pid, payload_len, payload_make, spin
+from workloads import (array_make, array_sum, inc, nap_pid, payload_len, payload_make, spin,
+                       warm_malloc)
 
 MiB = 1 << 20
 
@@ -317,6 +318,18 @@ def arrays(peer, workers, cfg):
                 # or an object store faulting in memory it keeps), and with
                 # three repetitions at 64 and 256 MiB the best of them was
                 # otherwise often the only one past those.
+                # And every worker's malloc warmed for the size: each worker
+                # process has its own, and glibc's gives a process's first
+                # array of a size a fresh mapping and its second fresh heap
+                # pages (it raised its mmap threshold on the first free);
+                # only from the third on is the memory already touched
+                # (multicore, 8 MiB: 531-562, 516, then 0 page faults in the
+                # worker that builds it; which worker takes a call depends
+                # on which one spins, so one worker could otherwise be warm
+                # and the other not). Each worker takes one such task: it
+                # holds its worker 50 ms (as (m)'s warm-up does).
+                warmed = peer.submit_all(warm_malloc, [nbytes] * workers)
+                res[f"warmed{suffix}_workers"] = len(set(warmed))
                 a = peer.array_to_send(nbytes, shared)
                 _check(peer.call(array_sum, a), float(nbytes // 8), "array_sum")
                 del a

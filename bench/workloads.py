@@ -38,6 +38,20 @@ def array_make(nbytes):
     return np.ones(nbytes // 8, dtype=np.float64)
 
 
+def warm_malloc(nbytes):
+    """Scenario (e)'s warm-up: build and drop an array of nbytes twice, so
+    that this process's malloc serves the next one from memory it has
+    touched, then hold the worker 50 ms (so that every worker takes one
+    such task); returns the pid that ran it."""
+    import os
+    import time
+    for _ in range(2):
+        a = np.ones(nbytes // 8, dtype=np.float64)
+        del a
+    time.sleep(0.05)
+    return os.getpid()
+
+
 def array_make_shared(nbytes):
     """Scenario (e), returning, multicore's way: the same array made in the
     pool's shared memory (multicore.shared), so it comes back by reference."""
