@@ -519,6 +519,20 @@ def _all_live(peer, w, cfg):
     return live
 
 
+def _time_one_by_one(peer, items, want):
+    """Seconds for inc over items, one task each, results checked."""
+    dt, got = _timed(lambda: peer.submit_all(inc, items))
+    _check(got, want, "one by one")
+    return dt
+
+
+def _time_map(peer, items, want, chunk):
+    """Seconds for one map of inc over items, results checked."""
+    dt, got = _timed(lambda: peer.map(inc, items, chunk))
+    _check(list(got), want, "map")
+    return dt
+
+
 def _growth_pairs(peer, top, cfg, items_b, want_b, items_c, want_c, chunk):
     """The figures the target compares, 2 workers against top, measured in
     alternation: growth_pairs rounds, each a fresh pool of 2 then one of top
@@ -534,13 +548,8 @@ def _growth_pairs(peer, top, cfg, items_b, want_b, items_c, want_c, chunk):
                 _all_live(peer, w, cfg)
                 one, maps = [], []
                 for _ in range(3):
-                    dt, got = _timed(lambda: peer.submit_all(inc, items_b))
-                    _check(got, want_b, "one by one")
-                    one.append(dt)
-                    dt, got = _timed(lambda: peer.map(inc, items_c, chunk))
-                    _check(list(got), want_c, "map")
-                    maps.append(dt)
-                    del got
+                    one.append(_time_one_by_one(peer, items_b, want_b))
+                    maps.append(_time_map(peer, items_c, want_c, chunk))
             finally:
                 peer.stop()
             got_round[w] = {"one_by_one_per_s": len(items_b) / min(one),
@@ -580,18 +589,12 @@ def worker_growth(peer, workers, cfg):
             me0, mes0 = time.process_time_ns(), procs.ctxt_switches(me) or 0
             one = []
             for _ in range(reps):
-                dt, got = _timed(lambda: peer.submit_all(inc, items_b))
-                _check(got, want_b, "one by one")
-                one.append(dt)
-                del got
+                one.append(_time_one_by_one(peer, items_b, want_b))
             c1, s1 = _tree_cpu(pids)
             me1, mes1 = time.process_time_ns(), procs.ctxt_switches(me) or 0
             maps = []
             for _ in range(reps):
-                dt, got = _timed(lambda: peer.map(inc, items_c, chunk))
-                _check(list(got), want_c, "map")
-                maps.append(dt)
-                del got
+                maps.append(_time_map(peer, items_c, want_c, chunk))
         finally:
             peer.stop()
         n_b = cfg.growth_tasks * reps
