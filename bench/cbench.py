@@ -10,6 +10,7 @@ its own, with cc, into bench/.build/ (gitignored).
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import glob
@@ -17,6 +18,7 @@ import glob
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BUILD = os.path.join(HERE, ".build")
+PAIR_ROUNDS = 7  # (h): alternating runs of the floors and multicore
 CFLAGS = ["-O3", "-DNDEBUG", "-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wextra"]
 
 
@@ -70,7 +72,35 @@ def run(quick, workers):
     if workers != 1:
         rows += _run("roundtrip", [hot, sleepy, sleep_us, workers], 600)
     return {"commands": cmds, "hot_iterations": hot, "sleep_iterations": sleepy,
-            "sleep_us": sleep_us, "rows": rows}
+            "sleep_us": sleep_us, "rows": rows, "pairs": _pairs(quick, sleep_us)}
+
+
+def _p50(rows, name, mode):
+    return next(r["p50_ns"] for r in rows if r["name"] == name and r["mode"] == mode)
+
+
+def _pairs(quick, sleep_us):
+    """The targets' figures: the floors and multicore (1 worker, reused
+    group) run one after the other, PAIR_ROUNDS times, and each round's
+    ratio taken from neighbouring runs. Where the host puts the two vCPUs
+    moves the floor itself (the spin floor's p50 was 0.15 us in one program
+    and 0.50 us in the next, in the same run); a ratio of neighbours
+    compares like with like, and the median of the rounds is the figure."""
+    hot, sleepy = (2000, 10) if quick else (50000, 100)
+    rounds = []
+    for _ in range(1 if quick else PAIR_ROUNDS):
+        floor = _run("pingpong", [hot, sleepy, sleep_us], 600)
+        mc = _run("roundtrip", [hot, sleepy, sleep_us, 1], 600)
+        x = {"spin_ns": _p50(floor, "spin_floor", "hot"),
+             "futex_sleep_ns": _p50(floor, "futex_floor", "after_sleep"),
+             "hot_ns": _p50(mc, "multicore_reused_group", "hot"),
+             "sleep_ns": _p50(mc, "multicore_reused_group", "after_sleep")}
+        x["hot_ratio"] = x["hot_ns"] / x["spin_ns"]
+        x["sleep_ratio"] = x["sleep_ns"] / x["futex_sleep_ns"]
+        rounds.append(x)
+    return {"hot_iterations": hot, "sleep_iterations": sleepy, "rounds": rounds,
+            "hot_ratio": statistics.median(r["hot_ratio"] for r in rounds),
+            "sleep_ratio": statistics.median(r["sleep_ratio"] for r in rounds)}
 
 
 def run_memory(quick):

@@ -66,3 +66,20 @@ def test_growth_scenarios_run_and_a_failing_peer_in_them_is_reported(tmp_path):
     assert floors["send_floor_gb_s"] > 0 and floors["return_warm_floor_gb_s"] > 0
     assert "copy floors" in md
     assert "mp_pool e,m: exit status 3" in r.stdout and "mp_pool n: exit status 3" in r.stdout
+
+
+def test_h_takes_its_targets_from_alternating_rounds(tmp_path):
+    # The C scenario: its long runs for the table, then the floors and
+    # multicore one after the other, and each target from those rounds.
+    r, data, md = run_bench(tmp_path, "mp_pool", scenarios="h")
+    assert r.returncode == 0, r.stdout + r.stderr
+    h = data["scenarios"]["h"]
+    assert {x["name"] for x in h["rows"]} >= {"spin_floor", "futex_floor", "multicore_reused_group"}
+    pairs = h["pairs"]
+    assert len(pairs["rounds"]) == 1
+    rnd = pairs["rounds"][0]
+    assert rnd["hot_ratio"] == rnd["hot_ns"] / rnd["spin_ns"] > 0
+    assert rnd["sleep_ratio"] == rnd["sleep_ns"] / rnd["futex_sleep_ns"] > 0
+    assert pairs["hot_ratio"] == rnd["hot_ratio"]
+    assert "alternating runs" in md
+    assert f"{rnd['hot_ratio']:.2f}x the spin floor, median of 1 alternating rounds" in md
