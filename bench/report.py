@@ -414,6 +414,13 @@ def render_markdown(tbls):
 # targets of issue 4
 # ---------------------------------------------------------------------------
 
+def _of_rounds(pairs, key):
+    """How a target's figure was made from alternating rounds ((h), (m)):
+    the median of the rounds' ratios pairs[key], and their range."""
+    each = [r[key] for r in pairs["rounds"]]
+    return f"median of {len(each)} alternating rounds ({min(each):.2f}-{max(each):.2f}x)"
+
+
 def targets(data, cores):
     T = []
 
@@ -534,13 +541,10 @@ def targets(data, cores):
             check(tid, text, mc_r and mc_r["p50_ns"] / 1e3, ref_r and ref_r["p50_ns"] / 1e3,
                   factor, "lower", floor_name, " us")
             continue
-        # The target's figure: the median of the alternating rounds' ratios.
-        each = [r[key] for r in hp["rounds"]]
         single = (f"; in the long runs, {_fmt(mc_r['p50_ns'] / 1e3)} against "
                   f"{_fmt(ref_r['p50_ns'] / 1e3)} us" if mc_r and ref_r else "")
         add(tid, text, hp[key], factor, hp[key] <= factor,
-            f"{hp[key]:.2f}x the {floor_name}, median of {len(each)} alternating rounds "
-            f"({min(each):.2f}-{max(each):.2f}x){single}")
+            f"{hp[key]:.2f}x the {floor_name}, {_of_rounds(hp, key)}{single}")
     m = _res(data, "m", "multicore")
     if m:
         rows = {x["workers"]: x for x in m["rows"]}
@@ -550,13 +554,11 @@ def targets(data, cores):
             v, ref = rows[top].get(key), (rows.get(2) or {}).get(key)
             sweep = f"{_fmt(v)}/s with {top} against {_fmt(ref)}/s with 2: {v / ref:.2f}x" if v and ref else ""
             if pairs:
-                # The target's figure: the median of alternating rounds.
-                ratio = pairs[key.replace("_per_s", "_ratio")]
-                each = [r[key.replace("_per_s", "_ratio")] for r in pairs["rounds"]]
+                rkey = key.replace("_per_s", "_ratio")
+                ratio = pairs[rkey]
                 add(f"m_{key}", f"(m) {what}: {top} workers >= 0.8x of 2 workers (issue 12)",
                     ratio, 0.8, ratio >= 0.8,
-                    f"{ratio:.2f}x, median of {len(each)} alternating rounds "
-                    f"({min(each):.2f}-{max(each):.2f}x); in the sweep, {sweep}")
+                    f"{ratio:.2f}x, {_of_rounds(pairs, rkey)}; in the sweep, {sweep}")
             elif top > 2 and v and ref:
                 add(f"m_{key}", f"(m) {what}: {top} workers >= 0.8x of 2 workers (issue 12)",
                     v / ref, 0.8, v / ref >= 0.8, sweep)

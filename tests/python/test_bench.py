@@ -62,6 +62,9 @@ def test_growth_scenarios_run_and_a_failing_peer_in_them_is_reported(tmp_path):
     n = sc["n"]["results"]["multicore"]
     assert n["parts"]["n"] == 10000 and n["items"]["n"] == 100000
     assert n["parts"]["shm_peak_mib"] > 0
+    # Every worker's malloc was warmed for the size, each by its own task.
+    e8 = sc["e"]["results"]["multicore"]["8"]
+    assert e8["warmed_workers"] == e8["warmed_copy_workers"] == 2
     floors = sc["e"]["results"]["inprocess"]["8"]
     assert floors["send_floor_gb_s"] > 0 and floors["return_warm_floor_gb_s"] > 0
     assert "copy floors" in md
