@@ -56,6 +56,13 @@ enum {
    the pickle stream, where they cost less than a view would. */
 #define MCX_OOB_MIN ((Py_ssize_t)64 << 10)
 
+/* numpy arrays a worker allocates from this size up live in the pool's
+   shared memory (npalloc.c), at most MCX_NP_BLOCKS of them at a time (of
+   the worker's MC_WORKER_HOLDS holds), so that a result can move one to
+   the caller instead of copying it. */
+#define MCX_NP_SHARED_MIN ((size_t)1 << 20)
+#define MCX_NP_BLOCKS 16
+
 /* A list of at least this many ints (or floats), given directly as an
    argument or returned, travels packed (oob.c, "Lists of numbers"). */
 #define MCX_NUMLIST_MIN 32
@@ -67,7 +74,10 @@ typedef struct {
     PyObject *buffers;   /* list of PickleBuffer, or NULL */
     size_t frame_size;
     int nshared;                        /* distinct shared buffers */
-    PyObject *shared[MC_SHARE_MAX];     /* their SharedMemory objects */
+    const mc_hold *holds[MC_SHARE_MAX]; /* their holds, to link them */
+    PyObject *shared[MC_SHARE_MAX];     /* their SharedMemory objects, or NULL
+                                           for an array moved (npalloc.c): its
+                                           PickleBuffer in buffers keeps it */
     signed char *buf_shared;            /* per buffer: index in shared[], or -1 */
     size_t *buf_offset;                 /* per buffer: its offset in that one */
     size_t compact_len;                 /* > 0: a compact frame (frame.h), no pickle */
@@ -123,6 +133,7 @@ typedef struct mcx_poolref {
     int stopping;          /* mc_pool_stop() is running (GIL released) */
     int workers;
     uint64_t max_tasks;    /* max_tasks_per_worker for the next start (0: none) */
+    size_t np_budget;      /* each worker's numpy bytes in shared memory (npalloc.c) */
     PyObject *worker_init; /* the user's worker_init callable, or NULL */
     PyObject *worker_exit; /* the user's worker_exit callable, or NULL */
     /* Groups whose destruction waits for a running mc_pool_stop(). */
@@ -320,6 +331,10 @@ extern PyTypeObject mcx_NumListType;
 /* _multicore._numlist(kind, buffer): the list a _NumList packed. */
 PyObject *mcx_numlist_unpack(PyObject *module, PyObject *args);
 int mcx_oob_encode(PyObject *obj, int is_call, int use_dill, const void *tag, mcx_oob *out);
+/* Worker side, once the result object is dropped: let buffers of arrays
+   nothing else can reach travel as links (npalloc.c) instead of bytes,
+   while at most max_links buffers are linked in all; resizes the frame. */
+void mcx_oob_move(mcx_oob *out, int max_links);
 int mcx_oob_write(const mcx_oob *src, void *dst, mcx_share_fn share, void *share_arg);
 void mcx_oob_release(mcx_oob *o);
 PyObject *mcx_oob_loads(const void *frame, size_t len, int use_dill, mc_hold **hold,
@@ -327,6 +342,23 @@ PyObject *mcx_oob_loads(const void *frame, size_t len, int use_dill, mc_hold **h
 /* The objects of a parsed compact frame (frame.h): 0 with out[0..c->n)
    set to new references, or -1 with an exception (none set). */
 int mcx_compact_objects(const mcx_compact *c, PyObject **out);
+
+/* ---- npalloc.c: a worker's large numpy arrays in shared memory ---- */
+/* In a worker: install the numpy memory handler if this interpreter has
+   imported numpy (1 installed, 0 not; never raises). mcx_np_pending() is 1
+   while it has not been tried with numpy imported. */
+int mcx_np_install(void);
+int mcx_np_pending(void);
+/* At worker start: at most budget bytes of arrays in shared memory, then
+   mcx_np_install(). */
+void mcx_np_worker_start(size_t budget);
+/* The budget of each of `workers` workers (0: the online CPUs) of a
+   region of region_size bytes (0: the engine's default, twice the RAM). */
+size_t mcx_np_budget(int workers, size_t region_size);
+/* The hold of the block a buffer lies in if the array exporting it can be
+   moved to the caller (nothing else in this process can reach it), with
+   the buffer's offset in the block; else NULL. */
+mc_hold *mcx_np_movable(const Py_buffer *view, size_t *offset);
 
 /* ---- shared.c: the SharedMemory type; shared buffers ---- */
 extern PyTypeObject mcx_SharedMemoryType;

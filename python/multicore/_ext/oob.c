@@ -391,12 +391,44 @@ static PyObject *wrap_result(PyObject *obj)
     return out != NULL ? out : Py_NewRef(obj);
 }
 
+/* The frame's size: head, pickle stream, and the bytes of every buffer
+   that does not travel as a link. */
+static size_t frame_size_of(const mcx_oob *out)
+{
+    size_t nbuf = out->buffers ? (size_t)PyList_GET_SIZE(out->buffers) : 0;
+    size_t size = mcx_frame_head_size(nbuf) + (size_t)PyBytes_GET_SIZE(out->pickle);
+    for (size_t i = 0; i < nbuf; i++) {
+        if (out->buf_shared[i] >= 0)
+            continue;
+        const Py_buffer *view = PyPickleBuffer_GetBuffer(PyList_GET_ITEM(out->buffers, i));
+        assert(view != NULL);   /* plan_buffers() read every one */
+        size = mcx_frame_align(size) + (size_t)view->len;
+    }
+    return size;
+}
+
+/* The index of hold among the frame's linked buffers, adding it (with its
+   SharedMemory object, or NULL) if it is new; -1 beyond max_links. */
+static int link_index(mcx_oob *out, const mc_hold *hold, PyObject *owner, int max_links)
+{
+    int k = 0;
+    while (k < out->nshared && out->holds[k] != hold)
+        k++;
+    if (k == out->nshared) {
+        if (k >= max_links)
+            return -1;
+        out->holds[k] = hold;
+        out->shared[k] = Py_XNewRef(owner);
+        out->nshared++;
+    }
+    return k;
+}
+
 /* Decide, for each collected buffer, whether it travels as a link (it lies
    in a shared buffer of the destination pool) or as bytes; size the frame. */
 static int plan_buffers(mcx_oob *out, const void *tag)
 {
     size_t nbuf = out->buffers ? (size_t)PyList_GET_SIZE(out->buffers) : 0;
-    size_t size = mcx_frame_head_size(nbuf) + (size_t)PyBytes_GET_SIZE(out->pickle);
     if (nbuf > 0) {
         out->buf_shared = PyMem_Malloc(nbuf);
         out->buf_offset = PyMem_Malloc(nbuf * sizeof *out->buf_offset);
@@ -414,27 +446,41 @@ static int plan_buffers(mcx_oob *out, const void *tag)
             owner = mcx_shm_owner(view);
         out->buf_shared[i] = -1;
         if (owner != NULL && owner->tag == tag) {
-            int k = 0;
-            while (k < out->nshared && out->shared[k] != (PyObject *)owner)
-                k++;
-            if (k == out->nshared) {
-                if (k == MC_SHARE_MAX) {
-                    PyErr_Format(PyExc_ValueError,
-                                 "a task can pass at most %d shared buffers (multicore.shared) "
-                                 "each way; this one uses more",
-                                 MC_SHARE_MAX);
-                    return -1;
-                }
-                out->shared[out->nshared++] = Py_NewRef(owner);
+            int k = link_index(out, owner->hold, (PyObject *)owner, MC_SHARE_MAX);
+            if (k < 0) {
+                PyErr_Format(PyExc_ValueError,
+                             "a task can pass at most %d shared buffers (multicore.shared) "
+                             "each way; this one uses more",
+                             MC_SHARE_MAX);
+                return -1;
             }
             out->buf_shared[i] = (signed char)k;
             out->buf_offset[i] = (size_t)((const char *)view->buf - owner->base);
-            continue;
         }
-        size = mcx_frame_align(size) + (size_t)view->len;
     }
-    out->frame_size = size;
+    out->frame_size = frame_size_of(out);
     return 0;
+}
+
+void mcx_oob_move(mcx_oob *out, int max_links)
+{
+    size_t nbuf = out->buffers ? (size_t)PyList_GET_SIZE(out->buffers) : 0;
+    int moved = 0;
+    for (size_t i = 0; i < nbuf; i++) {
+        if (out->buf_shared[i] >= 0)
+            continue;
+        const Py_buffer *view = PyPickleBuffer_GetBuffer(PyList_GET_ITEM(out->buffers, i));
+        size_t off = 0;
+        const mc_hold *hold = view ? mcx_np_movable(view, &off) : NULL;
+        int k = hold ? link_index(out, hold, NULL, max_links) : -1;
+        if (k < 0)
+            continue;   /* copied, as any buffer */
+        out->buf_shared[i] = (signed char)k;
+        out->buf_offset[i] = off;
+        moved = 1;
+    }
+    if (moved)
+        out->frame_size = frame_size_of(out);
 }
 
 /* ---------------------------------------------------------------------
@@ -639,8 +685,7 @@ int mcx_oob_write(const mcx_oob *src, void *dst, mcx_share_fn share, void *share
         return 0;
     }
     for (int k = 0; k < src->nshared; k++) {
-        const mcx_shm *owner = (const mcx_shm *)src->shared[k];
-        int rc = share ? share(share_arg, owner->hold, &links[k]) : MC_EINVAL;
+        int rc = share ? share(share_arg, src->holds[k], &links[k]) : MC_EINVAL;
         if (rc != MC_OK) {
             mcx_raise_share(rc);
             return -1;

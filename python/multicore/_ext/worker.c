@@ -105,6 +105,16 @@ static int share_with_result(void *ctx, const mc_hold *buffer, unsigned *link)
     return mc_result_share(ctx, buffer, link);
 }
 
+/* Links the task record carries already (its arguments'): the engine
+   fills them in order, and result links share the same MC_SHARE_MAX. */
+static int links_in_use(mc_task_ctx *ctx)
+{
+    int n = 0;
+    while (n < MC_SHARE_MAX && mc_task_link_data(ctx, (unsigned)n, NULL) != NULL)
+        n++;
+    return n;
+}
+
 static int run_task(const void *arg, size_t arg_len, mc_task_ctx *ctx)
 {
     mcx_wire_task task;
@@ -193,6 +203,15 @@ encode:
             rc = exception_result(ctx);
             goto done;
         }
+        if (frame_out.buffers != NULL) {
+            /* Dropping the result first leaves its arrays referenced by
+               their PickleBuffers alone, unless the worker kept them:
+               those nothing else can reach are moved, not copied. */
+            Py_CLEAR(result);
+            mcx_oob_move(&frame_out, MC_SHARE_MAX - links_in_use(ctx));
+            if (mcx_np_pending())
+                mcx_np_install();   /* numpy came in with this task */
+        }
         void *dst = mc_result_alloc(ctx, frame_out.frame_size);
         if (dst == NULL) {
             msg = PyUnicode_FromFormat(
@@ -268,6 +287,7 @@ int mcx_worker_init(int worker_index, void *arg)
         return 1;
     }
     Py_XSETREF(mcx.worker_state, state);
+    mcx_np_worker_start(ref->np_budget);   /* large numpy arrays in shared memory */
     if (ref->worker_init != NULL) {
         PyObject *r = PyObject_CallNoArgs(ref->worker_init);
         if (r == NULL) {
