@@ -164,7 +164,7 @@ def tables(data):
                     v = (m.get(str(s)) or {}).get(copy_key)
                     mv = (m.get(str(s)) or {}).get(key)
                     copied.append(f"{_fmt(v)} ({_ratio(_div(mv, v))})" if v else "-")
-                rows.insert(1, ["multicore, plain numpy (copied)"] + copied + [""])
+                rows.insert(1, ["multicore, plain numpy (sent: copied; returned: moved)"] + copied + [""])
             out.append((f"(e) numpy arrays {what}: GB/s (mc x); multicore's arrays "
                         f"in shared memory (multicore.shared)",
                         ["library"] + [f"{s} MiB" for s in sizes] + ["others %"], rows))
@@ -178,13 +178,18 @@ def tables(data):
                     v, f = mr.get(f"{way}_copy_gb_s"), fr.get(f"{way}_floor_gb_s")
                     fw = fr.get(f"{way}_warm_floor_gb_s")
                     row += [_fmt(v), _fmt(f), _ratio(_div(f, v)), _fmt(fw), _ratio(_div(fw, v))]
+                fb = fr.get("return_build_floor_gb_s")
+                row += [_fmt(fb), _ratio(_div(fb, mr.get("return_copy_gb_s")))]
                 rows.append(row)
             out.append(("(e) plain numpy arrays against the in-process copy floors (issue 12 §1): "
                         "GB/s; time / floor (target <= 1.25x of the fresh-memory floor); "
-                        "the warm floor copies into shared memory already faulted in",
+                        "the warm floor copies into shared memory already faulted in; the "
+                        "build floor writes the array in place there (no copy: a worker's "
+                        "array is moved to the caller)",
                         ["size", "mc send", "floor: copy to fresh shm + sum", "send / floor",
                          "warm floor", "send / warm", "mc return", "floor: build + copy out",
-                         "return / floor", "warm floor", "return / warm"], rows))
+                         "return / floor", "warm floor", "return / warm", "build floor",
+                         "return / build"], rows))
     if "f" in sc:
         m = mc("f")
         f = sc["f"]
@@ -504,15 +509,22 @@ def targets(data, cores):
                   f"(e) {size} MiB: plain-array {way} >= {factor}x the best peer (issue 12)",
                   get("e", "multicore", size, f"{way}_copy_gb_s"), v, factor, "higher",
                   f"best peer ({LABELS.get(p, p)})", " GB/s")
-            # A plain array is copied once into shared memory whatever the
-            # library: the warm floor (that copy into memory already faulted
-            # in, plus the work) bounds what any implementation can reach.
-            warm = get("e", "inprocess", size, f"{way}_warm_floor_gb_s")
-            if v and warm and T[-1]["reached"] is False:
-                T[-1]["detail"] += (f"; the warm copy floor, {_fmt(warm)} GB/s, is "
-                                    f"{warm / v:.1f}x the best peer: {factor}x is "
-                                    + ("beyond any path that copies (multicore.shared does not)"
-                                       if warm / v < factor else "within reach"))
+            # A plain array sent is copied once into shared memory whatever
+            # the library: the warm floor (that copy into memory already
+            # faulted in, plus the work) bounds what any implementation can
+            # reach. One returned is not copied (a worker's own array is
+            # moved to the caller): building it in place bounds it.
+            if way == "send":
+                bound = get("e", "inprocess", size, "send_warm_floor_gb_s")
+                name, beyond = "the warm copy floor", "beyond any path that copies (multicore.shared does not)"
+            else:
+                bound = get("e", "inprocess", size, "return_build_floor_gb_s")
+                name, beyond = ("the build floor (the array written in place into warm memory, "
+                                "no copy)", "beyond this machine's memory write speed")
+            if v and bound and T[-1]["reached"] is False:
+                T[-1]["detail"] += (f"; {name}, {_fmt(bound)} GB/s, is "
+                                    f"{bound / v:.1f}x the best peer: {factor}x is "
+                                    + (beyond if bound / v < factor else "within reach"))
 
     check("f", "(f) start-up <= half of mp.Pool's",
           get("f", "multicore", "start_to_first_result_s"),

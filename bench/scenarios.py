@@ -277,6 +277,9 @@ def _array_floors(nbytes, reps):
     w[:] = 0.0
     send_w = timed_reps(lambda a: (np.copyto(w, a), float(w.sum()))[1], True)
     ret_w = timed_reps(lambda _a: (np.copyto(w, np.ones(nbytes // 8)), w)[1], False)
+    # And returning without the copy (a worker's own array is moved to the
+    # caller): the build alone, written into that warm memory in place.
+    ret_b = timed_reps(lambda _a: (w.fill(1.0), w)[1], False)
     del w
     m.close()
     return {"send_floor_s": send, "return_floor_s": ret,
@@ -284,7 +287,9 @@ def _array_floors(nbytes, reps):
             "return_floor_gb_s": nbytes / min(ret) / 1e9,
             "send_warm_floor_s": send_w, "return_warm_floor_s": ret_w,
             "send_warm_floor_gb_s": nbytes / min(send_w) / 1e9,
-            "return_warm_floor_gb_s": nbytes / min(ret_w) / 1e9}
+            "return_warm_floor_gb_s": nbytes / min(ret_w) / 1e9,
+            "return_build_floor_s": ret_b,
+            "return_build_floor_gb_s": nbytes / min(ret_b) / 1e9}
 
 
 def arrays(peer, workers, cfg):
@@ -293,7 +298,8 @@ def arrays(peer, workers, cfg):
     measured with plain numpy arrays (keys *_copy_*: one copy each way).
     The in-process reference also measures the copy floors of plain arrays
     (keys *_floor_*, issue 12 section 1): copy into fresh shared memory +
-    sum, and build + copy out."""
+    sum, and build + copy out; and the build alone (a worker's array that
+    is moved, not copied)."""
     out = {}
     peer.start(workers)
     try:
@@ -448,8 +454,9 @@ def payload_sizes(peer, workers, cfg):
     """Plain numpy uint8 arrays of 4**k bytes, k = 0 .. payload_max_log4.
     Sending: the worker receives the payload and returns its size;
     returning: the worker builds the payload (np.ones) and returns it.
-    multicore gets ordinary arrays (one copy each way, the path most users
-    take); the in-process reference measures the floors: copy into fresh
+    multicore gets ordinary arrays (the path most users take: copied once
+    sending; returned from 1 MiB up, the worker's array is moved, not
+    copied); the in-process reference measures the floors: copy into fresh
     shared memory (sending), build + copy into fresh shared memory
     (returning). A size stops after payload_budget_s once it has its
     minimum number of samples. GB/s is the payload over the median. Each
@@ -493,7 +500,7 @@ def payload_sizes(peer, workers, cfg):
             rows.append(row)
     finally:
         peer.stop()
-    return {"rows": rows, "multicore_arrays": "plain numpy (copied)"}
+    return {"rows": rows, "multicore_arrays": "plain numpy (sent: copied; returned from 1 MiB: moved)"}
 
 
 # ---------------------------------------------------------------------------

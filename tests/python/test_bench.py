@@ -67,6 +67,7 @@ def test_growth_scenarios_run_and_a_failing_peer_in_them_is_reported(tmp_path):
     assert e8["warmed_workers"] == e8["warmed_copy_workers"] == 2
     floors = sc["e"]["results"]["inprocess"]["8"]
     assert floors["send_floor_gb_s"] > 0 and floors["return_warm_floor_gb_s"] > 0
+    assert floors["return_build_floor_gb_s"] > 0 and "build floor" in md
     assert "copy floors" in md
     assert "mp_pool e,m: exit status 3" in r.stdout and "mp_pool n: exit status 3" in r.stdout
 
