@@ -108,6 +108,11 @@ MC_EXPORT int mc_result_set(mc_task_ctx *ctx, const void *data, size_t len);
 /* In a worker process: its index, 0 .. workers-1. Elsewhere: -1. */
 MC_EXPORT int mc_worker_index(void);
 
+/* In a worker process: the bytes its pool's region can hold (the
+   shm_size of mc_pool_get_stats()), to size what the worker keeps there.
+   Elsewhere: 0. */
+MC_EXPORT uint64_t mc_worker_shm_size(void);
+
 /*
  * In a worker's init callback: the message mc_pool_error() reports in the
  * caller when the callback fails (copied; any length).

@@ -55,6 +55,12 @@ int mc_worker_index(void)
     return g_worker_index;
 }
 
+uint64_t mc_worker_shm_size(void)
+{
+    /* start and end are layout, written once before the first fork */
+    return g_hdr ? g_hdr->arena.end - g_hdr->arena.start : 0;
+}
+
 mc_worker_slot *mc__worker_own_slot(void)
 {
     return g_slot;

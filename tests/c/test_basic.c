@@ -66,6 +66,15 @@ static int task_whoami_slow(const void *arg, size_t arg_len, mc_task_ctx *ctx)
     return mc_result_set(ctx, r, sizeof r) == MC_OK ? 0 : 1;
 }
 
+/* Returns mc_worker_shm_size() as seen in the worker. */
+static int task_shm_size(const void *arg, size_t arg_len, mc_task_ctx *ctx)
+{
+    (void)arg;
+    (void)arg_len;
+    uint64_t n = mc_worker_shm_size();
+    return mc_result_set(ctx, &n, sizeof n) == MC_OK ? 0 : 1;
+}
+
 /* ------------------------------------------------------------------- tests */
 
 TEST(test_square_in_order)
@@ -271,7 +280,21 @@ TEST(test_worker_index)
     printf("  worker 0 ran %d tasks, worker 1 ran %d\n", seen[0], seen[1]);
     CHECK(seen[0] > 0 && seen[1] > 0);
     CHECK(pid_of[0] != pid_of[1]);
+    mc_group_destroy(g);
 
+    /* The region's capacity: the stats' figure in a worker, 0 here. */
+    CHECK(mc_worker_shm_size() == 0);
+    mc_pool_stats st;
+    CHECK_OK(mc_pool_get_stats(pool, &st, NULL, 0));
+    REQUIRE_OK(mc_group_create(pool, &g));
+    CHECK_OK(mc_submit(g, task_shm_size, NULL, 0, 10));
+    CHECK_OK(mc_group_wait(g, 30));
+    mc_result sr;
+    CHECK_OK(mc_group_result(g, 0, &sr));
+    uint64_t seen_size = 0;
+    REQUIRE(sr.len == sizeof seen_size);
+    memcpy(&seen_size, sr.data, sizeof seen_size);
+    CHECK(st.shm_size > 0 && seen_size == st.shm_size);
     mc_group_destroy(g);
     CHECK_OK(mc_pool_stop(pool));
     CHECK_POOL_PIDS_GONE(&pp);

@@ -12,8 +12,11 @@ in a result the caller holds.
 
 import gc
 import os
+import pickle
+import weakref
 
 import numpy as np
+import pytest
 
 import multicore
 from multicore import Task
@@ -107,6 +110,69 @@ def fork_child_uses_arrays(nbytes):
     assert before[0] == 2.0
     after = np.full(nbytes // 8, 5.0)
     return os.waitstatus_to_exitcode(status), float(before.sum()), after, after.ctypes.data
+
+
+def keep_picklebuffer():
+    a = np.zeros(MiB // 8)
+    multicore.worker_state()["pb"] = pb = pickle.PickleBuffer(a)
+    del a
+    return pb
+
+
+def write_through_kept_picklebuffer(value):
+    view = memoryview(multicore.worker_state()["pb"]).cast("B").cast("d")
+    view[0] = value
+    return view[0]
+
+
+def keep_weakref():
+    a = np.full(MiB // 8, 1.0)
+    multicore.worker_state()["weak"] = weakref.ref(a)
+    return a, a.ctypes.data
+
+
+def write_through_weakref(value):
+    a = multicore.worker_state()["weak"]()
+    if a is not None:
+        a[0] = value
+    return a is not None
+
+
+class ReleasesOnDrop:
+    """A result whose __del__ releases one of its own PickleBuffers."""
+
+    def __init__(self):
+        self.big = np.ones(MiB // 8)
+        self.pb = pickle.PickleBuffer(bytearray(256 << 10))
+
+    def __reduce_ex__(self, protocol):
+        return (tuple, ((self.big, self.pb),))
+
+    def __del__(self):
+        self.pb.release()
+
+
+def released_during_drop():
+    return ReleasesOnDrop()
+
+
+def fork_child_writes():
+    a = np.zeros(2 * MiB // 8)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(write)
+        os.read(read, 1)        # the parent has freed a and made b
+        a[:] = 7.0              # the child's own copy
+        os._exit(0)
+    os.close(read)
+    where = a.ctypes.data
+    del a
+    b = np.zeros(2 * MiB // 8)  # the same block, given out again
+    os.write(write, b"x")
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), b.ctypes.data == where, float(b.max())
 
 
 def test_a_fresh_array_comes_back_as_the_same_memory(one_worker):
@@ -223,13 +289,17 @@ def test_results_read_after_shutdown_stay_valid():
 
 
 def test_a_workers_arrays_take_at_most_a_quarter_of_a_small_region():
-    # 64 MiB region, one worker: 16 MiB of its arrays may be shared.
+    # 64 MiB region, one worker: a quarter of what it holds may be shared.
     multicore.initialize(workers=1, shared_memory=64 * MiB)
-    base = multicore.stats()["shm_in_use"]
-    where = run1(hoard, 4, 8 * MiB)
-    assert len(where) == 4
+    stats = multicore.stats()
+    base, budget = stats["shm_in_use"], stats["shm_size"] // 4
+    size = 3 * MiB
+    where = run1(hoard, 8, size)
+    assert len(where) == 8
     in_use = multicore.stats()["shm_in_use"] - base
-    assert 16 * MiB <= in_use < 24 * MiB
+    shared = budget // size                        # 5 of the 8
+    assert 0 < shared < 8
+    assert shared * size <= in_use < (shared + 1) * size
     run1(drop_state)
     assert shm_settles_at(base) == base
     # the region still takes a task of 32 MiB while the worker keeps 16
@@ -238,3 +308,33 @@ def test_a_workers_arrays_take_at_most_a_quarter_of_a_small_region():
     assert run1(float, 1.0) == 1.0 and float(run1(np.sum, big)) == 32 * MiB // 8
     run1(drop_state)
     multicore.shutdown()
+
+
+def test_an_array_behind_a_kept_picklebuffer_is_copied(one_worker):
+    got = run1(keep_picklebuffer)
+    assert run1(write_through_kept_picklebuffer, 42.0) == 42.0
+    assert memoryview(got).cast("B").cast("d")[0] == 0.0
+    run1(drop_state)
+
+
+def test_an_array_with_a_weak_reference_is_copied(one_worker):
+    array, where = run1(keep_weakref)
+    assert array.ctypes.data != where
+    run1(write_through_weakref, 99.0)     # the worker may still reach its own
+    assert float(array[0]) == 1.0
+    run1(drop_state)
+
+
+def test_a_buffer_released_while_the_result_is_dropped_is_an_error_not_a_crash(one_worker):
+    with pytest.raises(ValueError, match="released"):
+        run1(released_during_drop)
+    assert run1(float, 2) == 2.0          # the same worker goes on
+    assert multicore.stats()["workers"][0]["respawns"] == 0
+
+
+def test_a_fork_child_of_a_worker_writes_its_own_copy(one_worker):
+    # The parent frees its array and the block goes to a new one before the
+    # child writes to its inherited array: the child's writes stay its own.
+    code, reused, top = run1(fork_child_writes)
+    assert code == 0 and reused
+    assert top == 0.0

@@ -133,7 +133,7 @@ typedef struct mcx_poolref {
     int stopping;          /* mc_pool_stop() is running (GIL released) */
     int workers;
     uint64_t max_tasks;    /* max_tasks_per_worker for the next start (0: none) */
-    size_t np_budget;      /* each worker's numpy bytes in shared memory (npalloc.c) */
+    int np_workers;        /* the workers asked for at start (npalloc.c's budget) */
     PyObject *worker_init; /* the user's worker_init callable, or NULL */
     PyObject *worker_exit; /* the user's worker_exit callable, or NULL */
     /* Groups whose destruction waits for a running mc_pool_stop(). */
@@ -333,8 +333,10 @@ PyObject *mcx_numlist_unpack(PyObject *module, PyObject *args);
 int mcx_oob_encode(PyObject *obj, int is_call, int use_dill, const void *tag, mcx_oob *out);
 /* Worker side, once the result object is dropped: let buffers of arrays
    nothing else can reach travel as links (npalloc.c) instead of bytes,
-   while at most max_links buffers are linked in all; resizes the frame. */
-void mcx_oob_move(mcx_oob *out, int max_links);
+   while at most max_links buffers are linked in all; resizes the frame.
+   -1 with an exception if a buffer was released meanwhile (by a __del__
+   the drop ran). */
+int mcx_oob_move(mcx_oob *out, int max_links);
 int mcx_oob_write(const mcx_oob *src, void *dst, mcx_share_fn share, void *share_arg);
 void mcx_oob_release(mcx_oob *o);
 PyObject *mcx_oob_loads(const void *frame, size_t len, int use_dill, mc_hold **hold,
@@ -349,12 +351,10 @@ int mcx_compact_objects(const mcx_compact *c, PyObject **out);
    while it has not been tried with numpy imported. */
 int mcx_np_install(void);
 int mcx_np_pending(void);
-/* At worker start: at most budget bytes of arrays in shared memory, then
-   mcx_np_install(). */
-void mcx_np_worker_start(size_t budget);
-/* The budget of each of `workers` workers (0: the online CPUs) of a
-   region of region_size bytes (0: the engine's default, twice the RAM). */
-size_t mcx_np_budget(int workers, size_t region_size);
+/* At worker start, in a pool of `workers` workers (0: the online CPUs):
+   allow this worker a quarter of the region shared between the workers,
+   then mcx_np_install(). */
+void mcx_np_worker_start(int workers);
 /* The hold of the block a buffer lies in if the array exporting it can be
    moved to the caller (nothing else in this process can reach it), with
    the buffer's offset in the block; else NULL. */

@@ -245,7 +245,7 @@ int mcx_ref_start(mcx_poolref *ref, int workers, size_t region_size, PyObject *i
         Py_CLEAR(ref->worker_exit);
     }
 
-    ref->np_budget = mcx_np_budget(workers, region_size);   /* read by each worker */
+    ref->np_workers = workers;   /* read by each worker (npalloc.c) */
     mc_pool_options opts;
     mc_pool_options_init(&opts);
     opts.workers = workers;

@@ -34,8 +34,13 @@
  * never imports it). The table is lock-free (slots claimed with a
  * compare-and-swap) because numpy documents that its handlers may run
  * without the GIL, and so that a fork() child of a worker never waits on a
- * lock: the child hands its shared blocks back to nobody (they stay the
- * worker's) and frees its private ones as usual.
+ * lock. A fork() child gets private copies of the placed arrays (an
+ * at-fork handler, privatize_in_child()), places none of its own, and
+ * hands the blocks back to nobody: they stay the worker's.
+ *
+ * numpy is found after a fork of the zygote (the caller had imported it),
+ * after the user's worker_init, or after the first task whose result had
+ * out-of-band buffers: never with a cost on a task that has none.
  */
 #include "ext.h"
 
@@ -43,6 +48,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 /* numpy's C-API table (numpy/__multiarray_api.h), the slots used here. */
@@ -82,7 +89,8 @@ static np_block g_blocks[MCX_NP_BLOCKS];
 static atomic_int g_live;                /* slots not free: a fast "none" */
 static atomic_size_t g_bytes;            /* bytes in those slots */
 static size_t g_budget;                  /* at most this many (mcx_np_worker_start) */
-static const np_handler *g_default;      /* numpy's own, for everything else */
+static const np_handler *g_default;      /* the one before ours, for everything else */
+static PyObject *g_default_capsule;      /* keeps it alive */
 static PyTypeObject *g_ndarray;
 static PyObject *g_capsule;              /* ours; kept for the process's life */
 static pid_t g_owner;                    /* the worker that installed it */
@@ -141,8 +149,8 @@ static void *shared_alloc(size_t size)
 /* Give a slot's block back (its last user in this process is gone). */
 static void shared_free(np_block *slot)
 {
-    char *data = slot->data;
-    if (!atomic_compare_exchange_strong(&slot->data, &data, CLAIMED))
+    char *data = atomic_load(&slot->data);
+    if (data == NULL || data == CLAIMED || !atomic_compare_exchange_strong(&slot->data, &data, CLAIMED))
         return;   /* freed twice: numpy never does; leave it */
     mc_hold *hold = slot->hold;
     atomic_fetch_sub(&g_bytes, slot->len);
@@ -150,10 +158,9 @@ static void shared_free(np_block *slot)
     slot->len = 0;
     atomic_store_explicit(&slot->data, NULL, memory_order_release);
     atomic_fetch_sub_explicit(&g_live, 1, memory_order_relaxed);
-    /* A fork() child's copy of the hold is not its to release (the engine
-       checks the pid too); the block stays the worker's. */
-    if (mcx_getpid() == g_owner)
-        mc_hold_release(hold);
+    /* In a fork() child this frees only the child's copy of the handle
+       (the engine checks the pid): the block stays the worker's. */
+    mc_hold_release(hold);
 }
 
 static void *np_malloc(void *ctx, size_t size)
@@ -208,6 +215,36 @@ static np_handler g_handler = {
     {NULL, np_malloc, np_calloc, np_realloc, np_free},
 };
 
+/* pthread_atfork child handler: a process a task forks gets its own copy
+   of every array placed here, as fork() gives of private memory, so that
+   its writes never reach the worker (or a block the worker frees and
+   reuses, or one moved to the caller). Each array's pages are copied into
+   a private anonymous mapping that mremap() then moves over them. The
+   first and last page may hold bytes of neighbouring blocks: the child
+   gets a private copy of those too, which is what it sees of them anyway.
+   Only system calls and memcpy: safe in the child of a threaded process.
+   A page that cannot be copied is left shared (out of memory). */
+static void privatize_in_child(void)
+{
+    if (atomic_load_explicit(&g_live, memory_order_acquire) == 0)
+        return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < MCX_NP_BLOCKS; i++) {
+        char *d = atomic_load_explicit(&g_blocks[i].data, memory_order_acquire);
+        if (d == NULL || d == CLAIMED)
+            continue;
+        uintptr_t lo = (uintptr_t)d & ~(page - 1);
+        uintptr_t hi = ((uintptr_t)d + g_blocks[i].len + page - 1) & ~(page - 1);
+        size_t n = hi - lo;
+        void *copy = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (copy == MAP_FAILED)
+            continue;
+        memcpy(copy, (void *)lo, n);
+        if (mremap(copy, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)lo) == MAP_FAILED)
+            munmap(copy, n);
+    }
+}
+
 /* numpy's C-API table, if this interpreter has imported numpy; else NULL
    with no exception. */
 static void **numpy_api(void)
@@ -234,9 +271,11 @@ static void **numpy_api(void)
     return NULL;
 }
 
-void mcx_np_worker_start(size_t budget)
+void mcx_np_worker_start(int workers)
 {
-    g_budget = budget;
+    if (workers <= 0)
+        workers = mc_online_cpus();
+    g_budget = (size_t)(mc_worker_shm_size() / 4 / (uint64_t)(workers > 0 ? workers : 1));
     mcx_np_install();
 }
 
@@ -252,27 +291,33 @@ int mcx_np_install(void)
     unsigned (*feature)(void) = (unsigned (*)(void))api[NP_SLOT_FEATURE_VERSION];
     if (feature() < NP_FEATURE_1_22)
         return 0;   /* no handlers before numpy 1.22 */
-    PyObject *def = *(PyObject **)api[NP_SLOT_DEFAULT_HANDLER];
-    g_default = def ? PyCapsule_GetPointer(def, "mem_handler") : NULL;
-    if (g_default == NULL || g_default->version != 1) {
-        PyErr_Clear();
-        return 0;
-    }
+    (void)NP_SLOT_DEFAULT_HANDLER;   /* the current one is the fallback */
     g_ndarray = (PyTypeObject *)api[NP_SLOT_ARRAY_TYPE];
     g_capsule = PyCapsule_New(&g_handler, "mem_handler", NULL);
     if (g_capsule == NULL) {
         PyErr_Clear();
         return 0;
     }
-    g_owner = mcx_getpid();
+    /* Whatever handler this thread had (numpy's default unless the
+       caller's code set one) serves everything ours does not. */
     PyObject *(*set_handler)(PyObject *) = (PyObject * (*)(PyObject *)) api[NP_SLOT_SET_HANDLER];
     PyObject *old = set_handler(g_capsule);
-    if (old == NULL) {
+    g_default = old ? PyCapsule_GetPointer(old, "mem_handler") : NULL;
+    if (g_default == NULL || g_default->version != 1) {
+        PyErr_Clear();
+        if (old != NULL)
+            Py_XDECREF(set_handler(old));   /* put it back */
+        Py_XDECREF(old);
         PyErr_Clear();
         Py_CLEAR(g_capsule);
         return 0;
     }
-    Py_DECREF(old);
+    g_default_capsule = old;
+    g_owner = mcx_getpid();
+    if (pthread_atfork(NULL, NULL, privatize_in_child) != 0) {
+        /* without it a fork() child would share the arrays: do not place any */
+        g_owner = 0;
+    }
     g_state = 1;
     return 1;
 }
@@ -282,11 +327,23 @@ int mcx_np_pending(void)
     return g_state == 0;
 }
 
-/* 1 if obj's only reference is the one its holder keeps (expected of
-   them), for the chain test below. */
+/* 1 if nothing but the expected references reach obj, an ndarray (not a
+   subclass): no other strong reference, and no weak reference (a weakref
+   turns back into a strong one at any time, in another thread too). */
 static int only_held(PyObject *obj, Py_ssize_t expected)
 {
-    return Py_REFCNT(obj) == expected;
+    if (!Py_IS_TYPE(obj, g_ndarray) || Py_REFCNT(obj) != expected)
+        return 0;
+    Py_ssize_t off = g_ndarray->tp_weaklistoffset;
+    return off > 0 && *(PyObject **)((char *)obj + off) == NULL;
+}
+
+/* An ndarray's data pointer: PyArrayObject's first field after the object
+   head, a layout numpy has kept since its first release (ndarraytypes.h,
+   PyArrayObject_fields). */
+static const char *array_data(PyObject *array)
+{
+    return *(char *const *)((const char *)array + sizeof(PyObject));
 }
 
 mc_hold *mcx_np_movable(const Py_buffer *view, size_t *offset)
@@ -312,7 +369,7 @@ mc_hold *mcx_np_movable(const Py_buffer *view, size_t *offset)
     Py_ssize_t expected = 2;   /* the view's, and ours */
     mc_hold *found = NULL;
     for (int depth = 0; depth < 32; depth++) {
-        if (!PyObject_TypeCheck(obj, g_ndarray) || !only_held(obj, expected))
+        if (!only_held(obj, expected))
             break;
         PyObject *base = PyObject_GetAttrString(obj, "base");
         if (base == NULL) {
@@ -321,7 +378,9 @@ mc_hold *mcx_np_movable(const Py_buffer *view, size_t *offset)
         }
         if (base == Py_None) {
             Py_DECREF(base);
-            found = slot->hold;   /* the owner: nobody else can reach it */
+            /* the owner of the block, which nobody else can reach */
+            if (array_data(obj) == atomic_load(&slot->data))
+                found = slot->hold;
             break;
         }
         Py_SETREF(obj, base);
@@ -333,14 +392,3 @@ mc_hold *mcx_np_movable(const Py_buffer *view, size_t *offset)
     return found;
 }
 
-size_t mcx_np_budget(int workers, size_t region_size)
-{
-    if (workers <= 0)
-        workers = mc_online_cpus();
-    if (region_size == 0) {
-        /* the engine's default: twice the RAM (it may map less) */
-        long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-        region_size = pages > 0 && page > 0 ? 2 * (size_t)pages * (size_t)page : (size_t)1 << 30;
-    }
-    return region_size / 4 / (size_t)(workers > 0 ? workers : 1);
-}

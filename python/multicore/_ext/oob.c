@@ -462,16 +462,25 @@ static int plan_buffers(mcx_oob *out, const void *tag)
     return 0;
 }
 
-void mcx_oob_move(mcx_oob *out, int max_links)
+int mcx_oob_move(mcx_oob *out, int max_links)
 {
     size_t nbuf = out->buffers ? (size_t)PyList_GET_SIZE(out->buffers) : 0;
     int moved = 0;
+    /* Every view first: frame_size_of() reads them all, and code the
+       caller's drop of the result ran may have released one. */
+    for (size_t i = 0; i < nbuf; i++) {
+        if (PyPickleBuffer_GetBuffer(PyList_GET_ITEM(out->buffers, i)) == NULL)
+            return -1;
+    }
     for (size_t i = 0; i < nbuf; i++) {
         if (out->buf_shared[i] >= 0)
             continue;
-        const Py_buffer *view = PyPickleBuffer_GetBuffer(PyList_GET_ITEM(out->buffers, i));
+        PyObject *pb = PyList_GET_ITEM(out->buffers, i);
+        const Py_buffer *view = PyPickleBuffer_GetBuffer(pb);
         size_t off = 0;
-        const mc_hold *hold = view ? mcx_np_movable(view, &off) : NULL;
+        /* the PickleBuffer too must be ours alone (the list's reference):
+           one the task kept would reach the array through its view */
+        const mc_hold *hold = Py_REFCNT(pb) == 1 ? mcx_np_movable(view, &off) : NULL;
         int k = hold ? link_index(out, hold, NULL, max_links) : -1;
         if (k < 0)
             continue;   /* copied, as any buffer */
@@ -481,6 +490,7 @@ void mcx_oob_move(mcx_oob *out, int max_links)
     }
     if (moved)
         out->frame_size = frame_size_of(out);
+    return 0;
 }
 
 /* ---------------------------------------------------------------------

@@ -208,7 +208,10 @@ encode:
                their PickleBuffers alone, unless the worker kept them:
                those nothing else can reach are moved, not copied. */
             Py_CLEAR(result);
-            mcx_oob_move(&frame_out, MC_SHARE_MAX - links_in_use(ctx));
+            if (mcx_oob_move(&frame_out, MC_SHARE_MAX - links_in_use(ctx)) < 0) {
+                rc = exception_result(ctx);   /* a __del__ released a buffer */
+                goto done;
+            }
             if (mcx_np_pending())
                 mcx_np_install();   /* numpy came in with this task */
         }
@@ -287,7 +290,7 @@ int mcx_worker_init(int worker_index, void *arg)
         return 1;
     }
     Py_XSETREF(mcx.worker_state, state);
-    mcx_np_worker_start(ref->np_budget);   /* large numpy arrays in shared memory */
+    mcx_np_worker_start(ref->np_workers);   /* large numpy arrays in shared memory */
     if (ref->worker_init != NULL) {
         PyObject *r = PyObject_CallNoArgs(ref->worker_init);
         if (r == NULL) {
@@ -305,6 +308,8 @@ int mcx_worker_init(int worker_index, void *arg)
             Py_DECREF(r);
         }
         PyErr_Clear();
+        if (mcx_np_pending())
+            mcx_np_install();   /* worker_init may have imported numpy */
     }
     mcx.worker_tstate = PyEval_SaveThread();
     return rc;
