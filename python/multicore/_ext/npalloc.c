@@ -56,7 +56,6 @@
 #define NP_SLOT_ARRAY_TYPE 2
 #define NP_SLOT_FEATURE_VERSION 211
 #define NP_SLOT_SET_HANDLER 304
-#define NP_SLOT_DEFAULT_HANDLER 306
 #define NP_FEATURE_1_22 0x0000000fu   /* NPY_1_22_API_VERSION: handlers exist */
 
 /* numpy/ndarraytypes.h, PyDataMem_Handler version 1 (a stable layout). */
@@ -291,7 +290,6 @@ int mcx_np_install(void)
     unsigned (*feature)(void) = (unsigned (*)(void))api[NP_SLOT_FEATURE_VERSION];
     if (feature() < NP_FEATURE_1_22)
         return 0;   /* no handlers before numpy 1.22 */
-    (void)NP_SLOT_DEFAULT_HANDLER;   /* the current one is the fallback */
     g_ndarray = (PyTypeObject *)api[NP_SLOT_ARRAY_TYPE];
     g_capsule = PyCapsule_New(&g_handler, "mem_handler", NULL);
     if (g_capsule == NULL) {
