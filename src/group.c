@@ -235,6 +235,7 @@ int mc_submit_commit(mc_group *g, mc_task_fn fn, double timeout)
     /* read now: once queued, a worker may take the task and reuse the word */
     uint64_t arg_len = mc__task_at(h, off)->arg_len;
     int64_t deadline = INT64_MIN;
+    mc__handoff_prefetch(h);
     for (;;) {
         if ((r = mc__lock(h)) != MC_OK)
             goto out;
@@ -275,6 +276,7 @@ static int submit_small(mc_group *g, mc_task_fn fn, const void *arg, size_t arg_
     }
     if ((r = room_for_one_more(g)) != MC_OK)
         goto out;
+    mc__handoff_prefetch(h);
     if ((r = mc__lock(h)) != MC_OK)
         goto out;
     uint64_t off = mc__arena_alloc(h, mc__record_size(arg_len));

@@ -24,8 +24,9 @@
  * Both moves out of SPIN are compare-and-swaps on the word, so a worker
  * that stops spinning (time out, ring work, a stop) and a caller that
  * lets it go cannot both win. The caller writes what the worker will
- * read (task_off, pending_result) before its go, and puts them back if
- * the go loses: the worker that disarmed takes the lock next, so it sees
+ * read (task_off, pending_result, and the task's fn and extent, so that
+ * the worker starts it from the slot's line alone) before its go, and
+ * puts the journaled ones back if the go loses: the worker that disarmed takes the lock next, so it sees
  * them as they were. The go is made under the lock, like everything the
  * zygote does with a dead worker's slot: either the go comes first and
  * the zygote, recovering the slot, fails the task it finds in task_off,
@@ -81,6 +82,13 @@ uint64_t mc__handoff_wait(mc_header *h, mc_worker_slot *slot, uint32_t index, in
     return off;
 }
 
+void mc__handoff_prefetch(mc_header *h)
+{
+    uint32_t i = atomic_load_explicit(&h->handoff_slot, memory_order_relaxed);
+    if (i != 0 && i <= h->nworkers)
+        __builtin_prefetch(mc__slot(h, i - 1), 0, 3);
+}
+
 mc_worker_slot *mc__handoff_give(mc_header *h, uint64_t off)
 {
     MC_ASSERT_LOCKED(h);
@@ -109,6 +117,11 @@ bool mc__handoff_go(mc_header *h, mc_worker_slot *slot, uint64_t off, uint32_t a
     mc__txn_store(h, &slot->pending_result, 0); /* the finished task's now */
     mc__txn_store(h, &t->refs, 2);              /* group + worker */
     mc__txn_store(h, &slot->task_off, off);
+    /* So that the worker starts it from the slot's line alone (not
+       journaled: read only after a go, which rewrites them first). */
+    slot->go_fn = t->fn;
+    slot->go_arg_len = t->arg_len;
+    slot->go_block_end = off + mc__arena_block_size(h, off);
     uint32_t w = armed;
     if (!atomic_compare_exchange_strong_explicit(&slot->handoff, &w, ho_with(armed, MC_HO_GO),
                                                  memory_order_acq_rel, memory_order_relaxed)) {

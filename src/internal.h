@@ -39,11 +39,13 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define MC_MAGIC 0x4e4f494745524d43ull /* "CMREGION" little-endian */
-#define MC_LAYOUT_VERSION 4u /* 2: the 48-byte task record, links out of line; 3: backed blocks;
-                                4: the lock, ring and arena on lines of their own; the hand-off word */
+#define MC_LAYOUT_VERSION 5u /* 2: the 48-byte task record, links out of line; 3: backed blocks;
+                                4: the lock, ring and arena on lines of their own; the hand-off word;
+                                5: a handed task's fn and extent in the slot's first line; clock_tsc */
 
 #define MC_CACHELINE 64
 #define MC_ALIGN_UP(x, a) (((x) + ((a) - 1)) & ~((uint64_t)(a) - 1))
@@ -178,9 +180,13 @@ typedef struct mc_worker_slot {
        for running a cancelled task: the worker must not take another task
        in the instant before the signal lands. */
     _Atomic uint32_t doomed;
-    uint64_t error_off;      /* (journal) init error message block */
-    uint64_t error_len;      /* (journal) */
-    int64_t respawn_at_ns;          /* zygote-only: when to fork the next try, 0 = none due */
+    /* A handed task (handoff.c): what the worker needs to start it, written
+       by the caller before its go and read by the worker once it sees the
+       go, so that the worker runs it from this line alone. The record's
+       fn and arg_len, and the end of its block (its header's size). */
+    uint64_t go_fn;
+    uint64_t go_arg_len;
+    uint64_t go_block_end;
     /* Counters, written by the worker after each task: a line of their own. */
     _Alignas(MC_CACHELINE) _Atomic uint64_t tasks_done;
     _Atomic uint64_t busy_ns;       /* time spent inside task functions */
@@ -191,7 +197,13 @@ typedef struct mc_worker_slot {
     _Atomic uint32_t failing;       /* 1 while counted in header.workers_failing */
     _Atomic uint32_t retirements;   /* workers that left after max_tasks_per_worker tasks */
     uint64_t holds[MC_WORKER_HOLDS]; /* (journal) tasks this worker holds (mc_task_hold), 0 = free */
+    /* Cold: off the lines of a task's round trip. */
+    _Alignas(MC_CACHELINE) uint64_t error_off; /* (journal) init error message block */
+    uint64_t error_len;      /* (journal) */
+    int64_t respawn_at_ns;   /* zygote-only: when to fork the next try, 0 = none due */
 } __attribute__((aligned(MC_CACHELINE))) mc_worker_slot;
+_Static_assert(offsetof(mc_worker_slot, go_block_end) + sizeof(uint64_t) <= MC_CACHELINE,
+               "a hand-off reads and writes the slot's first line only");
 
 /* ---- the header ------------------------------------------------------ */
 
@@ -204,7 +216,9 @@ typedef struct mc_header {
     uint64_t ring_off;    /* uint64_t[ring_capacity]: task payload offsets */
     uint64_t ring_capacity;
     pid_t zygote_pid;
-    int32_t pad0_;
+    /* Workers may time tasks with the CPU's counter (clock.c): the kernel's
+       clocksource is "tsc". Layout, written once before the first fork. */
+    uint32_t clock_tsc;
 
     /* Each on its own cache lines: every critical section writes the
        lock's words and the arena's, while a worker spinning for work
@@ -430,6 +444,12 @@ enum {
    nothing to do (sleep without spinning again), false if work showed up
    in the ring or the pool is stopping. */
 uint64_t mc__handoff_wait(mc_header *h, mc_worker_slot *slot, uint32_t index, int64_t mark, bool *idle);
+/* Caller, before it takes the lock to submit: start reading the slot line
+   of the worker that armed last, which the hand-off reads first. For
+   reading only: the worker keeps its copy and spins on, and the line is
+   near by the time of the go (taking it for writing instead made the
+   spinning worker pull it back before the go: slower, measured). */
+void mc__handoff_prefetch(mc_header *h);
 /* Caller, under the lock, with a PENDING record at off that is its only
    reference so far: if the ring is empty and a worker is armed, hand it
    off (mc__handoff_go). Returns the slot, or NULL (queue it in the ring). */
@@ -513,6 +533,24 @@ static inline void mc__cpu_relax(void)
    a mark whose worker never came back (killed) only delays the next
    wake-up by this much. */
 #define MC_WAKE_PENDING_NS 1000000
+
+/* clock.c: the worker's task clock, CLOCK_MONOTONIC ns from the CPU's
+   time-stamp counter where the kernel keeps time with it. One per thread
+   that reads it (a worker has one); zero-initialised reads the real clock
+   until mc__clock_init. */
+#define MC_CLOCK_RESYNC_TICKS ((uint64_t)1 << 24) /* a real read at least this often (~6 ms at 2.6 GHz) */
+#define MC_CLOCK_CALIBRATE_NS 10000000            /* the rate's shortest baseline */
+#define MC_CLOCK_PAIR_TICKS 2000                  /* a pair's two counter reads at most this far apart (~0.8 us) */
+typedef struct mc_clock {
+    bool use_tsc;
+    int64_t ns0, ns1;   /* the first pair read together and the latest */
+    uint64_t tsc0, tsc1;
+    uint64_t mult;      /* ns per tick, times 2^32; 0 until calibrated */
+} mc_clock;
+/* Is the kernel's clocksource the TSC (reads sysfs)? */
+bool mc__clock_tsc_usable(void);
+void mc__clock_init(mc_clock *c, bool use_tsc);
+int64_t mc__clock_now(mc_clock *c);
 
 /* One waiter's spin budget. A spin that saw its partner after t ns keeps
    the budget at 4t or more; one that gave up shrinks it by a quarter (down

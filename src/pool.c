@@ -230,6 +230,7 @@ int mc_pool_start(mc_pool **out, const mc_pool_options *opts_in)
     h->slots_off = slots_off;
     h->ring_off = ring_off;
     h->ring_capacity = o.queue_capacity;
+    h->clock_tsc = mc__clock_tsc_usable();
     mc__arena_init(h, arena_off, size);
     if ((r = mc__lock_init(h)) != MC_OK)
         goto fail;

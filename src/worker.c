@@ -49,6 +49,7 @@ static int g_worker_index = -1;
 static pid_t g_worker_pid;
 static mc_header *g_hdr;
 static mc_worker_slot *g_slot;
+static mc_clock g_clock; /* times each task (clock.c) */
 
 int mc_worker_index(void)
 {
@@ -303,6 +304,7 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
     g_slot = mc__slot(h, (uint32_t)index);
     mc_worker_slot *slot = g_slot;
     g_worker_pid = getpid();
+    mc__clock_init(&g_clock, h->clock_tsc != 0);
     atomic_store_explicit(&slot->pid, (int32_t)g_worker_pid, memory_order_release);
 
     if (opts->after_fork_child)
@@ -324,6 +326,7 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
     bool spun = false;     /* a hand-off spin just ran out: sleep without another */
     for (;;) {
         uint64_t off = handed;
+        bool was_handed = handed != 0;
         handed = 0;
         if (!off) {
             bool took, retire = limit && ran >= limit;
@@ -363,16 +366,29 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
         }
 
         mc_task *t = mc__task_at(h, off);
-        mc_task_fn fn = (mc_task_fn)(uintptr_t)t->fn;
-        uint64_t arg_len = t->arg_len;
+        uint64_t fn_word, arg_len, end; /* end: of the record's block */
+        if (was_handed) {
+            /* From the slot's line, where the go came: the record's line
+               is fetched meanwhile, for the outcome written into it. */
+            __builtin_prefetch(t, 1, 3);
+            fn_word = slot->go_fn;
+            arg_len = slot->go_arg_len;
+            end = slot->go_block_end;
+            MC_ASSERT(fn_word == t->fn && arg_len == t->arg_len &&
+                      end == off + mc__arena_block_size(h, off));
+        } else {
+            fn_word = t->fn;
+            arg_len = t->arg_len;
+            end = off + mc__arena_block_size(h, off);
+        }
+        mc_task_fn fn = (mc_task_fn)(uintptr_t)fn_word;
         mc_task_ctx ctx = {.h = h, .slot = slot, .task = t};
         /* The room after the arguments, if the record's own block has any. */
-        uint64_t end = off + mc__arena_block_size(h, off);
         ctx.inline_off = MC_ALIGN_UP(off + mc__record_size(arg_len), 8);
         ctx.inline_cap = ctx.inline_off <= end ? end - ctx.inline_off : 0;
-        int64_t began = mc__now_ns();
+        int64_t began = mc__clock_now(&g_clock);
         int code = fn(mc__record_data(t, arg_len), (size_t)arg_len, &ctx);
-        int64_t ended = mc__now_ns();
+        int64_t ended = mc__clock_now(&g_clock);
         uint64_t result_len = ctx.result_len; /* 0 unless a result is set */
         /* Before the caller can see the result: from here until we have
            looked at the ring, we are the spinner (queue.c). A caller
@@ -383,7 +399,7 @@ _Noreturn void mc__worker_main(mc_header *h, int index, const mc_pool_options *o
             spin_mark = mc__claim_spin(h, ended);
         /* The counters before the result: a caller that has seen it
            (publish's release, its acquire) reads stats that count it. */
-        counter_add(&slot->busy_ns, (uint64_t)(ended - began));
+        counter_add(&slot->busy_ns, ended > began ? (uint64_t)(ended - began) : 0);
         counter_add(&slot->bytes_out, result_len);
         counter_add(&slot->tasks_done, 1);
         published = publish(h, &ctx, code);
