@@ -54,23 +54,22 @@ bool mc__clock_tsc_usable(void)
 }
 
 /* A (ns, tsc) pair read together: the counter is read on both sides of
-   clock_gettime(), the tightest of a few tries is kept, and only if its
-   two reads are close, so that a preemption in between cannot skew the
-   rate. false if no try was. */
+   clock_gettime(), and the pair kept only if those two reads are close,
+   so that a preemption in between cannot skew the rate. false if none of
+   a few tries was. */
 static bool read_pair(int64_t *ns, uint64_t *tsc)
 {
-    uint64_t best = UINT64_MAX;
     for (int tries = 0; tries < 4; tries++) {
         uint64_t before = read_tsc();
         int64_t n = mc__now_ns();
         uint64_t after = read_tsc();
-        if (after >= before && after - before < best) {
-            best = after - before;
+        if (after >= before && after - before < MC_CLOCK_PAIR_TICKS) {
             *ns = n;
-            *tsc = before + best / 2;
+            *tsc = before + (after - before) / 2;
+            return true;
         }
     }
-    return best < MC_CLOCK_PAIR_TICKS;
+    return false;
 }
 
 void mc__clock_init(mc_clock *c, bool use_tsc)
@@ -90,6 +89,13 @@ int64_t mc__clock_now(mc_clock *c)
         return c->ns1 + (int64_t)(((unsigned __int128)d * c->mult) >> 32);
     int64_t ns;
     uint64_t tsc;
+    if (c->mult == 0) {
+        /* Not calibrated yet: one real read, as without the counter, until
+           a baseline long enough for the rate is there. */
+        ns = mc__now_ns();
+        if (ns - c->ns0 < MC_CLOCK_CALIBRATE_NS && ns >= c->ns0)
+            return ns;
+    }
     if (!read_pair(&ns, &tsc))
         return mc__now_ns(); /* preempted each time: the next read tries again */
     if (tsc <= c->tsc0 || ns <= c->ns0) {
