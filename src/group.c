@@ -354,7 +354,7 @@ static int wait_task(mc_pool *pool, mc_task *t, int64_t deadline)
         }
         now = mc__now_ns();
         if (now - start > MC_SPIN_YIELD_NS)
-            sched_yield();
+            mc__spin_yield(&now);
     } while (now - start < budget && now < deadline);
     if (now - start >= budget)   /* a poll that ran out of time teaches nothing */
         mc__spin_done(&spin, false, now - start);

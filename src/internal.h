@@ -521,6 +521,41 @@ static inline void mc__cpu_relax(void)
 #define MC_SPIN_NS 20000
 #define MC_SPIN_MIN_NS 5000
 #define MC_SPIN_YIELD_NS 2000
+/* A spinner's sched_yield() that took this long gave the CPU to another
+   task: alone on its CPU, one takes about 0.45 us here (and over 1 us in
+   fewer than 1 in 2,000), while a partner spinning on the same CPU keeps
+   it MC_SPIN_YIELD_NS at least before it yields back. Two processes that
+   wait for each other on one CPU then trade it by yields, about 12 us a
+   round trip, and the scheduler may leave them there for tens of
+   milliseconds (it does not move a task that keeps running, being "cache
+   hot"), and neither ever sleeps: each finds the other's work done when it
+   gets the CPU back. So a spinner whose yields keep being crowded,
+   MC_SPIN_CROWDED_STREAK of them each within MC_SPIN_CROWDED_GAP_NS of
+   the last, sleeps for a moment (a 1 us nanosleep, which the timer slack
+   makes about 50 us): the timer's wake-up is where the scheduler places
+   it anew, on an idle CPU if there is one. One crowded yield is no
+   reason: a worker woken for a task is often put on its caller's CPU
+   for that one task, and moving then cost the caller 50 us at every
+   wake-up (bench (h) after sleep, measured). At most one move per
+   MC_SPIN_MOVE_EVERY_NS, so that on a machine whose CPUs are all busy it
+   costs a few per cent at most. */
+#define MC_SPIN_CROWDED_NS 2000
+#define MC_SPIN_CROWDED_GAP_NS 200000
+#define MC_SPIN_CROWDED_STREAK 8
+#define MC_SPIN_MOVE_EVERY_NS 2000000
+/* Spinner, between rounds: yield the CPU, and move if mc__crowding_note
+   says so; *now (the clock just before) is set to the clock after. true
+   if the yield gave the CPU away. */
+bool mc__spin_yield(int64_t *now);
+/* The decision, one per thread: note a yield that took from `before` to
+   `after`; true if the spinner is to move now (the streak and the time
+   since the last move allow it). Zero-initialised is valid. */
+typedef struct mc_crowding {
+    int64_t crowded_at; /* the last crowded yield's end, 0 = none */
+    int64_t moved_at;   /* the last move, 0 = none */
+    unsigned streak;    /* crowded yields in a row, each within the gap of the last */
+} mc_crowding;
+bool mc__crowding_note(mc_crowding *c, int64_t before, int64_t after);
 /* How long mc__lock tries the region lock before it sleeps on it, and
    how long it sleeps at most before it looks again: a wake-up taken by a
    process killed while it waited costs one slice (txn.c). Below 1 s. */

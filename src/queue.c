@@ -169,7 +169,7 @@ bool mc__spin_for_work(mc_header *h, int64_t mark, _Atomic uint32_t *also, uint3
             break;
         now = mc__now_ns();
         if (now - start > MC_SPIN_YIELD_NS)
-            sched_yield(); /* let a caller woken on this CPU run */
+            mc__spin_yield(&now); /* let a caller woken on this CPU run */
     } while (now < until);
     int64_t mine = until;
     atomic_compare_exchange_strong_explicit(&h->work_spin_until, &mine, 0, memory_order_seq_cst,

@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <math.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +31,38 @@ int64_t mc__spin_budget(mc_spin *s)
     if (s->budget_ns < MC_SPIN_MIN_NS || s->budget_ns > MC_SPIN_NS)
         s->budget_ns = MC_SPIN_NS;
     return (s->waits++ & 15) == 0 ? MC_SPIN_NS : s->budget_ns;
+}
+
+bool mc__crowding_note(mc_crowding *c, int64_t before, int64_t after)
+{
+    if (after - before < MC_SPIN_CROWDED_NS) {
+        c->streak = 0; /* the yield gave nothing away: we are alone now */
+        return false;
+    }
+    c->streak = c->crowded_at != 0 && after - c->crowded_at < MC_SPIN_CROWDED_GAP_NS ? c->streak + 1 : 1;
+    c->crowded_at = after;
+    if (c->streak < MC_SPIN_CROWDED_STREAK || (c->moved_at != 0 && after - c->moved_at < MC_SPIN_MOVE_EVERY_NS))
+        return false;
+    c->streak = 0;
+    c->moved_at = after;
+    return true;
+}
+
+bool mc__spin_yield(int64_t *now)
+{
+    static _Thread_local mc_crowding crowding;
+    sched_yield();
+    int64_t back = mc__now_ns();
+    bool crowded = back - *now >= MC_SPIN_CROWDED_NS;
+    if (mc__crowding_note(&crowding, *now, back)) {
+        /* A timer's wake-up: the scheduler places us anew, on an idle CPU
+           if there is one, away from the task we were trading with. */
+        struct timespec ts = {0, 1000};
+        nanosleep(&ts, NULL);
+        back = mc__now_ns();
+    }
+    *now = back;
+    return crowded;
 }
 
 void mc__spin_done(mc_spin *s, bool found, int64_t spun_ns)

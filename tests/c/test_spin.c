@@ -16,8 +16,15 @@
  * submitted while a wake-up's mark is up but its worker never comes is
  * still run, the same way as behind a phantom spinner.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include "harness.h"
 #include "../../src/internal.h"
+
+#include <sched.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 
 /* A rendezvous of `want` tasks, in memory mapped before the pool starts
    (so every worker has it): each arrives, then waits up to 20 s for the
@@ -223,4 +230,109 @@ TEST(a_burst_wakes_every_sleeping_worker)
 TEST(a_wake_up_that_never_arrives_strands_no_task)
 {
     run_behind_a_phantom(true, "a wake-up that never came");
+}
+
+/* The crowded spinner (MC_SPIN_CROWDED_NS, wait.c): a spinner whose
+   yields keep handing the CPU to a partner that spins and yields back
+   (two processes waiting for each other on one CPU) sleeps for a moment,
+   at most once per MC_SPIN_MOVE_EVERY_NS, so that the scheduler can place
+   it on another CPU. First the decision, on yields with made-up times. */
+TEST(a_streak_of_crowded_yields_moves_at_most_once_in_a_while)
+{
+    mc_crowding c;
+    memset(&c, 0, sizeof c);
+    int64_t t = 1000000000;
+    /* yield(d, gap): a yield that took d ns, gap ns after the last one. */
+#define YIELD(d, gap) (t += (gap), mc__crowding_note(&c, t - (d), t))
+    for (int i = 1; i < MC_SPIN_CROWDED_STREAK; i++)
+        CHECK(!YIELD(MC_SPIN_CROWDED_NS, 5000)); /* crowded, not yet a streak */
+    CHECK(YIELD(MC_SPIN_CROWDED_NS, 5000));      /* the streak: move */
+    int moves = 0;
+    for (int i = 0; i < 100; i++)                /* 0.5 ms more: no second move */
+        moves += YIELD(3000, 5000);
+    CHECK_EQ_INT(moves, 0);
+    t += MC_SPIN_MOVE_EVERY_NS;                  /* time is up: the next streak moves */
+    for (int i = 1; i < MC_SPIN_CROWDED_STREAK; i++)
+        CHECK(!YIELD(3000, 5000));
+    CHECK(YIELD(3000, 5000));
+
+    /* One yield that gave nothing away, or a gap, breaks a streak. */
+    t += MC_SPIN_MOVE_EVERY_NS;
+    for (int i = 1; i < MC_SPIN_CROWDED_STREAK; i++)
+        CHECK(!YIELD(3000, 5000));
+    CHECK(!YIELD(MC_SPIN_CROWDED_NS - 1, 5000)); /* alone for a moment */
+    for (int i = 1; i < MC_SPIN_CROWDED_STREAK; i++)
+        CHECK(!YIELD(3000, 5000));
+    CHECK(!YIELD(3000, MC_SPIN_CROWDED_GAP_NS)); /* too long after the last: */
+    for (int i = 2; i < MC_SPIN_CROWDED_STREAK; i++) /* it starts a new streak */
+        CHECK(!YIELD(3000, 5000));
+    CHECK(YIELD(3000, 5000));
+#undef YIELD
+}
+
+/* Then for real: this process and a child that spins 3 us and yields,
+   both pinned to one CPU. The move is a sleep: a voluntary context switch
+   (a yield that switches counts as an involuntary one). Other processes
+   on that CPU only make more yields crowded, so the counts are bounds. */
+static long voluntary_switches(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_THREAD, &ru);
+    return ru.ru_nvcsw;
+}
+
+TEST(a_spinner_sharing_its_cpu_moves)
+{
+    mc_t_snapshot before;
+    mc_t_snap(&before);
+    cpu_set_t here, saved;
+    REQUIRE(sched_getaffinity(0, sizeof saved, &saved) == 0);
+    int cpu = sched_getcpu();
+    REQUIRE(cpu >= 0);
+    CPU_ZERO(&here);
+    CPU_SET(cpu, &here);
+    REQUIRE(sched_setaffinity(0, sizeof here, &here) == 0);
+
+    pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) { /* the partner: spin 3 us, yield, for at most 20 s */
+        int64_t end = mc__now_ns() + 20000000000;
+        for (int64_t t = mc__now_ns(); t < end; t = mc__now_ns()) {
+            while (mc__now_ns() - t < 3000)
+                ;
+            sched_yield();
+        }
+        _exit(0);
+    }
+    struct timespec settle = {0, 20 * 1000 * 1000}; /* the child is running */
+    nanosleep(&settle, NULL);
+
+    long v0 = voluntary_switches();
+    int64_t t0 = mc__now_ns();
+    int crowded = 0, n = 0;
+    while (voluntary_switches() == v0 && n < 1000) {
+        int64_t now = mc__now_ns();
+        crowded += mc__spin_yield(&now);
+        n++;
+    }
+    printf("  moved after %d yields (%d crowded)\n", n, crowded);
+    CHECK(voluntary_switches() > v0);
+    CHECK(n >= MC_SPIN_CROWDED_STREAK && crowded >= MC_SPIN_CROWDED_STREAK);
+    /* Then 3 move periods of yields: at most one move per period. */
+    long v1 = voluntary_switches();
+    int64_t t1 = mc__now_ns();
+    while (mc__now_ns() - t1 < 3 * MC_SPIN_MOVE_EVERY_NS) {
+        int64_t now = mc__now_ns();
+        (void)mc__spin_yield(&now);
+    }
+    long moves = voluntary_switches() - v1;
+    printf("  %ld moves in %d ms (%.1f ms after the first)\n", moves, 3 * MC_SPIN_MOVE_EVERY_NS / 1000000,
+           (t1 - t0) / 1e6);
+    CHECK(moves >= 1 && moves <= 3);
+
+    kill(child, SIGKILL);
+    int status;
+    CHECK_EQ_INT(waitpid(child, &status, 0), child);
+    REQUIRE(sched_setaffinity(0, sizeof saved, &saved) == 0);
+    CHECK_NOTHING_LEFT(&before);
 }
