@@ -15,8 +15,14 @@
  * clock again (and refines the rate over the longer baseline) whenever
  * the counter has moved MC_CLOCK_RESYNC_TICKS past the pair, went
  * backwards, or the rate is not known yet (the first MC_CLOCK_CALIBRATE_NS
- * of the worker's life). Between two real reads the error is the rate's
- * error times at most a few milliseconds: well below a nanosecond.
+ * of the worker's life). A pair's counter reads are at most
+ * MC_CLOCK_PAIR_TICKS apart, so a pair is off by half that at most (about
+ * 0.4 us here); between two real reads the rate's error adds its share of
+ * at most 2^24 ticks, and CLOCK_MONOTONIC's own slewing meanwhile (NTP's
+ * usual 500 ppm: 3 us over 6 ms). A real read that finds the
+ * extrapolation far off (the counter ran during a suspend, or stood still
+ * through a VM snapshot's restore, or the rate was wrong) starts a new
+ * baseline and measures the rate again.
  *
  * The counter is used only where the kernel itself keeps time with it
  * (clocksource "tsc": constant, and in step across CPUs, so a process that
@@ -75,38 +81,72 @@ static bool read_pair(int64_t *ns, uint64_t *tsc)
 void mc__clock_init(mc_clock *c, bool use_tsc)
 {
     memset(c, 0, sizeof *c);
-    c->use_tsc = use_tsc && MC_HAVE_TSC && read_pair(&c->ns0, &c->tsc0);
-    c->ns1 = c->ns0;
-    c->tsc1 = c->tsc0;
+    c->use_tsc = use_tsc && MC_HAVE_TSC;
+    /* A pair that could not be read now is read at the first resync
+       (tsc0 == 0 starts a baseline there). */
+    if (c->use_tsc && read_pair(&c->ns0, &c->tsc0)) {
+        c->ns1 = c->ns0;
+        c->tsc1 = c->tsc0;
+    }
 }
 
-int64_t mc__clock_now(mc_clock *c)
+#if MC_HAVE_TSC
+/* The real clock, read as a pair; the baseline and the rate follow it. */
+static int64_t resync(mc_clock *c)
 {
-    if (!c->use_tsc)
-        return mc__now_ns();
-    uint64_t d = read_tsc() - c->tsc1; /* huge if the counter went backwards */
-    if (c->mult != 0 && d < MC_CLOCK_RESYNC_TICKS)
-        return c->ns1 + (int64_t)(((unsigned __int128)d * c->mult) >> 32);
     int64_t ns;
     uint64_t tsc;
-    if (c->mult == 0) {
-        /* Not calibrated yet: one real read, as without the counter, until
-           a baseline long enough for the rate is there. */
-        ns = mc__now_ns();
-        if (ns - c->ns0 < MC_CLOCK_CALIBRATE_NS && ns >= c->ns0)
-            return ns;
+    if (!read_pair(&ns, &tsc)) {
+        /* Preempted each time, or a clocksource slower than the kernel's
+           was at the start: after a few such resyncs in a row, read the
+           real clock for good. */
+        if (++c->failed_pairs >= MC_CLOCK_PAIR_FAILURES)
+            c->use_tsc = false;
+        return mc__now_ns();
     }
-    if (!read_pair(&ns, &tsc))
-        return mc__now_ns(); /* preempted each time: the next read tries again */
-    if (tsc <= c->tsc0 || ns <= c->ns0) {
-        /* The counter stepped back (not in step after all): start over. */
+    c->failed_pairs = 0;
+    bool restart = c->tsc0 == 0 || tsc <= c->tsc0 || ns <= c->ns0;
+    if (!restart && c->mult != 0 && tsc > c->tsc1) {
+        /* Where the extrapolation had got to: far off means the counter
+           ran while CLOCK_MONOTONIC did not (a suspend, a VM snapshot),
+           or the other way round, or that the rate is wrong. */
+        int64_t guess = c->ns1 + (int64_t)(((unsigned __int128)(tsc - c->tsc1) * c->mult) >> 32);
+        int64_t off = guess > ns ? guess - ns : ns - guess;
+        restart = off > MC_CLOCK_STEP_NS + (ns - c->ns1) / 1024;
+    }
+    if (restart) {
+        /* A new baseline, and the rate measured again over it: until then
+           every read is a real one. */
+        c->mult = 0;
         c->ns0 = ns;
         c->tsc0 = tsc;
-        c->mult = 0;
     } else if (ns - c->ns0 >= MC_CLOCK_CALIBRATE_NS) {
         c->mult = (uint64_t)(((unsigned __int128)(uint64_t)(ns - c->ns0) << 32) / (tsc - c->tsc0));
     }
     c->ns1 = ns;
     c->tsc1 = tsc;
     return ns;
+}
+#endif
+
+int64_t mc__clock_now(mc_clock *c)
+{
+#if MC_HAVE_TSC
+    if (c->use_tsc) {
+        uint64_t d = read_tsc() - c->tsc1; /* huge if the counter went backwards */
+        if (c->mult != 0 && d < MC_CLOCK_RESYNC_TICKS)
+            return c->ns1 + (int64_t)(((unsigned __int128)d * c->mult) >> 32);
+        if (c->mult == 0 && c->tsc0 != 0) {
+            /* Not calibrated yet: one real read, as without the counter,
+               until a baseline long enough for the rate is there. */
+            int64_t ns = mc__now_ns();
+            if (ns >= c->ns0 && ns - c->ns0 < MC_CLOCK_CALIBRATE_NS)
+                return ns;
+        }
+        return resync(c);
+    }
+#else
+    (void)c;
+#endif
+    return mc__now_ns();
 }

@@ -576,11 +576,14 @@ bool mc__crowding_note(mc_crowding *c, int64_t before, int64_t after);
 #define MC_CLOCK_RESYNC_TICKS ((uint64_t)1 << 24) /* a real read at least this often (~6 ms at 2.6 GHz) */
 #define MC_CLOCK_CALIBRATE_NS 10000000            /* the rate's shortest baseline */
 #define MC_CLOCK_PAIR_TICKS 2000                  /* a pair's two counter reads at most this far apart (~0.8 us) */
+#define MC_CLOCK_PAIR_FAILURES 8                  /* resyncs in a row without a pair: give the counter up */
+#define MC_CLOCK_STEP_NS 100000                   /* a real read this far (+ 1/1024) from the extrapolation: new baseline */
 typedef struct mc_clock {
     bool use_tsc;
     int64_t ns0, ns1;   /* the first pair read together and the latest */
     uint64_t tsc0, tsc1;
     uint64_t mult;      /* ns per tick, times 2^32; 0 until calibrated */
+    unsigned failed_pairs; /* resyncs in a row that could not read a pair */
 } mc_clock;
 /* Is the kernel's clocksource the TSC (reads sysfs)? */
 bool mc__clock_tsc_usable(void);
