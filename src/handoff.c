@@ -26,8 +26,8 @@
  * lets it go cannot both win. The caller writes what the worker will
  * read (task_off, pending_result, and the task's fn and extent, so that
  * the worker starts it from the slot's line alone) before its go, and
- * puts the journaled ones back if the go loses: the worker that disarmed takes the lock next, so it sees
- * them as they were. The go is made under the lock, like everything the
+ * puts the journaled ones back if the go loses: the worker that disarmed
+ * takes the lock next, so it sees them as they were. The go is made under the lock, like everything the
  * zygote does with a dead worker's slot: either the go comes first and
  * the zygote, recovering the slot, fails the task it finds in task_off,
  * or the zygote comes first and disarms the word (mc__handoff_reset), and

@@ -544,9 +544,8 @@ static inline void mc__cpu_relax(void)
 #define MC_SPIN_CROWDED_STREAK 8
 #define MC_SPIN_MOVE_EVERY_NS 2000000
 /* Spinner, between rounds: yield the CPU, and move if mc__crowding_note
-   says so; *now (the clock just before) is set to the clock after. true
-   if the yield gave the CPU away. */
-bool mc__spin_yield(int64_t *now);
+   says so; *now (the clock just before) is set to the clock after. */
+void mc__spin_yield(int64_t *now);
 /* The decision, one per thread: note a yield that took from `before` to
    `after`; true if the spinner is to move now (the streak and the time
    since the last move allow it). Zero-initialised is valid. */

@@ -48,12 +48,11 @@ bool mc__crowding_note(mc_crowding *c, int64_t before, int64_t after)
     return true;
 }
 
-bool mc__spin_yield(int64_t *now)
+void mc__spin_yield(int64_t *now)
 {
     static _Thread_local mc_crowding crowding;
     sched_yield();
     int64_t back = mc__now_ns();
-    bool crowded = back - *now >= MC_SPIN_CROWDED_NS;
     if (mc__crowding_note(&crowding, *now, back)) {
         /* A timer's wake-up: the scheduler places us anew, on an idle CPU
            if there is one, away from the task we were trading with. */
@@ -62,7 +61,6 @@ bool mc__spin_yield(int64_t *now)
         back = mc__now_ns();
     }
     *now = back;
-    return crowded;
 }
 
 void mc__spin_done(mc_spin *s, bool found, int64_t spun_ns)
