@@ -23,6 +23,7 @@
 #include "../../src/internal.h"
 
 #include <sched.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 
@@ -296,6 +297,9 @@ TEST(a_spinner_sharing_its_cpu_moves)
     pid_t child = fork();
     REQUIRE(child >= 0);
     if (child == 0) { /* the partner: spin 3 us, yield, for at most 20 s */
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* and not a moment past this test */
+        if (getppid() == 1)
+            _exit(0);
         int64_t end = mc__now_ns() + 20000000000;
         for (int64_t t = mc__now_ns(); t < end; t = mc__now_ns()) {
             while (mc__now_ns() - t < 3000)
