@@ -278,7 +278,13 @@ struct mc_pool {
     unsigned long fork_generation; /* differs in a fork() child's copy */
     mc_pool_options opts;
     _Atomic int closing;   /* mc_pool_stop() has begun */
-    _Atomic long active;   /* public calls in progress (enter/leave) */
+    _Atomic long active;   /* public calls in progress (enter/leave), but... */
+    /* ...the starting thread's, counted here without a locked instruction
+       (pool.c, "the way in"). fast_owner: that thread's pthread_self(), or
+       0 when membarrier(2) is not available and every call counts in
+       `active`. Written once, before the handle is returned. */
+    uintptr_t fast_owner;
+    _Atomic long fast_active;
     _Atomic long refs;     /* 1 for the pool + 1 per live group */
     struct mc_pool *next_live; /* the process's list of pools, for fork */
     char *error;           /* copied init error message, "" if none */

@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/membarrier.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -93,10 +94,55 @@ void mc__pool_unref(mc_pool *p)
     }
 }
 
+/* ---- the way in -------------------------------------------------------
+ *
+ * Every public call enters and leaves, so that mc_pool_stop() can wait for
+ * the calls in flight before it unmaps the region. A locked add on each
+ * costs about 5 ns here, and a round trip (submit, wait, result) makes
+ * three calls, two of them on its critical path: 10 of its 160 ns. So the
+ * thread that started the pool, the one that as a rule submits and
+ * waits, counts its calls in fast_active with plain stores, and
+ * mc_pool_stop() pays for the ordering instead:
+ *
+ *   enter (the starting thread)        mc_pool_stop (any thread)
+ *   fast_active = n + 1                closing = 1 (a locked exchange)
+ *   compiler barrier                   membarrier(PRIVATE_EXPEDITED)
+ *   closing? undo, MC_ESTATE           wait for fast_active == active == 0
+ *
+ * membarrier(2) returns only after every running thread of the process
+ * has executed a full barrier. If the owner's load of closing came before
+ * that barrier, its store to fast_active is visible to stop after it; if
+ * it came after, it sees closing. (The asymmetric Dekker of liburcu's
+ * "memb" flavour.) Other threads count in `active` with locked adds. A
+ * thread that reuses a dead owner's pthread_t takes over its count, at 0.
+ * Without membarrier (before Linux 4.14, or a seccomp filter that forbids
+ * it) every thread takes the locked way. */
+static bool fast_way_in(const mc_pool *p)
+{
+    return p->fast_owner != 0 && p->fast_owner == (uintptr_t)pthread_self();
+}
+
+/* After closing is set: makes every fast enter visible, or sends it back. */
+static void see_fast_calls(const mc_pool *p)
+{
+    if (p->fast_owner != 0 && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)
+        usleep(1000); /* registered, so this does not fail; a store buffer drains far sooner */
+}
+
 int mc__pool_enter(mc_pool *p)
 {
     if (!owned_here(p))
         return MC_ESTATE;
+    if (fast_way_in(p)) {
+        long n = atomic_load_explicit(&p->fast_active, memory_order_relaxed);
+        atomic_store_explicit(&p->fast_active, n + 1, memory_order_relaxed);
+        atomic_signal_fence(memory_order_seq_cst); /* the other half: stop's membarrier */
+        if (atomic_load_explicit(&p->closing, memory_order_relaxed)) {
+            atomic_store_explicit(&p->fast_active, n, memory_order_release);
+            return MC_ESTATE;
+        }
+        return MC_OK;
+    }
     atomic_fetch_add_explicit(&p->active, 1, memory_order_seq_cst);
     if (atomic_load_explicit(&p->closing, memory_order_seq_cst)) {
         atomic_fetch_sub_explicit(&p->active, 1, memory_order_release);
@@ -107,6 +153,12 @@ int mc__pool_enter(mc_pool *p)
 
 void mc__pool_leave(mc_pool *p)
 {
+    if (fast_way_in(p)) {
+        long n = atomic_load_explicit(&p->fast_active, memory_order_relaxed);
+        MC_ASSERT(n > 0);
+        atomic_store_explicit(&p->fast_active, n - 1, memory_order_release);
+        return;
+    }
     atomic_fetch_sub_explicit(&p->active, 1, memory_order_release);
 }
 
@@ -204,6 +256,11 @@ int mc_pool_start(mc_pool **out, const mc_pool_options *opts_in)
     p->opts = o;
     atomic_init(&p->refs, 1);
     p->owner_pid = getpid();
+    /* The fast way in for this thread ("the way in", above). Registering
+       is per process and idempotent; a fork child that starts its own
+       pool registers its own. */
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
+        p->fast_owner = (uintptr_t)pthread_self();
 
     void *base = NULL;
     size_t size = 0;
@@ -390,7 +447,9 @@ int mc_pool_stop(mc_pool *p)
         r = reap_zygote(p);
         /* Other threads still inside the API see `closing` within one
            wait slice and leave; only then is the region safe to unmap. */
-        while (atomic_load_explicit(&p->active, memory_order_acquire) > 0)
+        see_fast_calls(p);
+        while (atomic_load_explicit(&p->active, memory_order_acquire) > 0 ||
+               atomic_load_explicit(&p->fast_active, memory_order_acquire) > 0)
             usleep(1000);
     }
     close_fd(&p->alive_fd);

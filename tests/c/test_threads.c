@@ -1,5 +1,11 @@
 /* test_threads.c — several caller threads submitting and collecting at once. */
+#include <linux/filter.h>
+#include <linux/membarrier.h>
+#include <linux/seccomp.h>
 #include <pthread.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 
 #include "harness.h"
 
@@ -276,4 +282,104 @@ TEST(test_start_with_threads_running)
     __atomic_store_n(&keep_spinning, 0, __ATOMIC_RELAXED);
     pthread_join(t, NULL);
     CHECK_NOTHING_LEFT(&snap);
+}
+
+/* ---- mc_pool_stop from another thread (pool.c, "the way in") -------------
+   The thread that started a pool counts its calls without a locked
+   instruction, and mc_pool_stop, from any thread, makes those counts
+   visible with membarrier(2) before it waits for them; without
+   membarrier every thread counts the locked way. */
+
+typedef struct {
+    mc_pool *pool;
+    pid_t waiter_tid; /* the starting thread, blocked in mc_group_wait */
+    int stop_rc;
+} stopper_job;
+
+/* Whether thread tid of this process is inside a futex(2) wait now. */
+static int in_futex_wait(pid_t tid)
+{
+    char path[64], buf[64] = {0};
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    return atoi(buf) == SYS_futex;
+}
+
+static void *stop_once_waiting(void *p)
+{
+    stopper_job *job = p;
+    /* The waiter is inside the API, asleep on its task's word. */
+    while (!in_futex_wait(job->waiter_tid))
+        mc_t_sleep_ms(1);
+    job->stop_rc = mc_pool_stop(job->pool);
+    return NULL;
+}
+
+/* The starting thread runs round trips, then waits for a task that would
+   run for a minute while another thread stops the pool. */
+static void stop_while_the_starting_thread_waits(void)
+{
+    mc_t_snapshot snap;
+    mc_t_snap(&snap);
+    mc_pool_options o;
+    mc_pool_options_init(&o);
+    o.workers = 1;
+    o.stop_grace = 0.0;
+    mc_pool *pool = NULL;
+    REQUIRE_OK(mc_pool_start(&pool, &o));
+    REQUIRE_OK(mc_pool_wait_ready(pool, 30.0));
+    mc_group *g = NULL;
+    REQUIRE_OK(mc_group_create(pool, &g));
+    for (int i = 0; i < 1000; i++) {
+        int ms = 0;
+        CHECK_OK(mc_submit(g, task_sleep_ms, &ms, sizeof ms, -1.0));
+        CHECK_OK(mc_group_wait_one(g, (size_t)i, -1.0));
+    }
+    int minute = 60000;
+    CHECK_OK(mc_submit(g, task_sleep_ms, &minute, sizeof minute, -1.0));
+    stopper_job job = {pool, (pid_t)syscall(SYS_gettid), -1};
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, stop_once_waiting, &job) == 0);
+    /* Ends when the stop kills the worker (the task fails) or at the next
+       wait slice (the pool is closing), not after a minute (the harness's
+       timeout would fail the test first). */
+    int rc = mc_group_wait(g, -1.0);
+    CHECK(rc == MC_ESTATE || rc == MC_OK);
+    pthread_join(t, NULL);
+    CHECK_OK(job.stop_rc);
+    /* Closed for this thread's fast way in too. */
+    int ms = 0;
+    CHECK_RC(mc_submit(g, task_sleep_ms, &ms, sizeof ms, -1.0), MC_ESTATE);
+    CHECK_RC(mc_group_wait(g, 0.0), MC_ESTATE);
+    mc_group_destroy(g);
+    CHECK_NOTHING_LEFT(&snap);
+}
+
+TEST(test_stop_from_another_thread_while_the_starting_thread_waits)
+{
+    stop_while_the_starting_thread_waits();
+}
+
+/* The same with membarrier(2) refused, as a seccomp filter of a container
+   may: the starting thread's calls take the locked way. (This test's
+   process is its own, so the filter goes with it.) */
+TEST(test_stop_from_another_thread_without_membarrier)
+{
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_membarrier, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {sizeof filter / sizeof filter[0], filter};
+    REQUIRE(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0);
+    REQUIRE(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0);
+    REQUIRE(syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == -1 &&
+            errno == ENOSYS);
+    stop_while_the_starting_thread_waits();
 }
