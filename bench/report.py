@@ -228,16 +228,22 @@ def tables(data):
                     rows))
         hp = h.get("pairs")
         if hp:
-            prow = [[str(i + 1), _fmt(x["spin_ns"] / 1e3), _fmt(x["hot_ns"] / 1e3),
+            def floors(x):   # runs from before the floors around each round had one
+                if "spin_before_ns" not in x:
+                    return _fmt(x["spin_ns"] / 1e3), ""
+                return (f"{_fmt(x['spin_before_ns'] / 1e3)}, {_fmt(x['spin_after_ns'] / 1e3)}",
+                        "yes" if x["steady"] else "no")
+            prow = [[str(i + 1), *floors(x), _fmt(x["hot_ns"] / 1e3),
                      _ratio(x["hot_ratio"]), _fmt(x["futex_sleep_ns"] / 1e3),
                      _fmt(x["sleep_ns"] / 1e3), _ratio(x["sleep_ratio"])]
                     for i, x in enumerate(hp["rounds"])]
-            prow.append(["median", "", "", _ratio(hp["hot_ratio"]), "", "", _ratio(hp["sleep_ratio"])])
-            out.append((f"(h) the floors and multicore (1 worker, reused group) in alternating runs "
-                        f"({hp['hot_iterations']:,} hot, {hp['sleep_iterations']} after sleep each); "
-                        f"p50 us",
-                        ["round", "spin floor", "mc hot", "mc / spin", "futex floor (slept)",
-                         "mc slept", "mc / futex"], prow))
+            prow.append(["median", "", "", "", _ratio(hp["hot_ratio"]), "", "", _ratio(hp["sleep_ratio"])])
+            out.append((f"(h) the floors, multicore (1 worker, reused group) and the floors again, "
+                        f"in rounds ({hp['hot_iterations']:,} hot, {hp['sleep_iterations']} after "
+                        f"sleep each); ratios against the mean of a round's floors, the median over "
+                        f"its steady rounds (spin floors within {hp.get('steady_factor', 0):g}x); p50 us",
+                        ["round", "spin floors before, after", "steady", "mc hot", "mc / spin",
+                         "futex floor (slept, mean)", "mc slept", "mc / futex"], prow))
     if "j" in sc:
         j = sc["j"]
         py = j.get("python") or {}
@@ -421,8 +427,14 @@ def render_markdown(tbls):
 
 def _of_rounds(pairs, key):
     """How a target's figure was made from alternating rounds ((h), (m)):
-    the median of the rounds' ratios pairs[key], and their range."""
-    each = [r[key] for r in pairs["rounds"]]
+    the median of the rounds' ratios pairs[key], and their range; for (h),
+    of its steady rounds, when it had any."""
+    rounds = pairs["rounds"]
+    if pairs.get("steady_rounds"):
+        each = [r[key] for r in rounds if r["steady"]]
+        return (f"median of {len(each)} steady rounds of {len(rounds)} "
+                f"({min(each):.2f}-{max(each):.2f}x)")
+    each = [r[key] for r in rounds]
     return f"median of {len(each)} alternating rounds ({min(each):.2f}-{max(each):.2f}x)"
 
 

@@ -84,6 +84,32 @@ def test_h_takes_its_targets_from_alternating_rounds(tmp_path):
     rnd = pairs["rounds"][0]
     assert rnd["hot_ratio"] == rnd["hot_ns"] / rnd["spin_ns"] > 0
     assert rnd["sleep_ratio"] == rnd["sleep_ns"] / rnd["futex_sleep_ns"] > 0
+    # The floors around the round, and the ratio against their mean.
+    assert rnd["spin_ns"] == (rnd["spin_before_ns"] + rnd["spin_after_ns"]) / 2
+    steady = max(rnd["spin_before_ns"], rnd["spin_after_ns"]) < \
+        pairs["steady_factor"] * min(rnd["spin_before_ns"], rnd["spin_after_ns"])
+    assert rnd["steady"] == steady and pairs["steady_rounds"] == int(steady)
     assert pairs["hot_ratio"] == rnd["hot_ratio"]
-    assert "alternating runs" in md
-    assert f"{rnd['hot_ratio']:.2f}x the spin floor, median of 1 alternating rounds" in md
+    assert "and the floors again" in md
+    how = "median of 1 steady rounds of 1" if steady else "median of 1 alternating rounds"
+    assert f"{rnd['hot_ratio']:.2f}x the spin floor, {how}" in md
+
+
+def test_h_figures_come_from_the_steady_rounds():
+    # A round whose floors moved (the host placed the vCPUs anew during
+    # it) compares unlike with unlike: the figure leaves it out, unless no
+    # round was steady.
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    try:
+        from cbench import pair_figures
+    finally:
+        sys.path.pop(0)
+
+    def rnd(hot, sleep, steady):
+        return {"hot_ratio": hot, "sleep_ratio": sleep, "steady": steady}
+
+    got = pair_figures([rnd(1.5, 1.1, True), rnd(9.0, 3.0, False), rnd(1.7, 1.3, True),
+                        rnd(0.3, 0.2, False), rnd(1.6, 1.2, True)])
+    assert got == {"steady_rounds": 3, "hot_ratio": 1.6, "sleep_ratio": 1.2}
+    got = pair_figures([rnd(9.0, 3.0, False), rnd(0.3, 0.2, False), rnd(2.0, 1.0, False)])
+    assert got == {"steady_rounds": 0, "hot_ratio": 2.0, "sleep_ratio": 1.0}
