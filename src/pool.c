@@ -36,6 +36,9 @@
 static pthread_mutex_t g_live_mu = PTHREAD_MUTEX_INITIALIZER;
 static mc_pool *g_live;
 static _Atomic unsigned long g_fork_generation;
+/* Registered for membarrier(2) (see "the way in"); reset in a fork child,
+   which has a new mm. */
+static _Atomic bool g_membarrier_ready;
 static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
 
 static void atfork_prepare(void) { pthread_mutex_lock(&g_live_mu); }
@@ -52,6 +55,7 @@ static void close_fd(int *fd)
 static void atfork_child(void)
 {
     atomic_fetch_add(&g_fork_generation, 1);
+    atomic_store(&g_membarrier_ready, false);
     for (mc_pool *p = g_live; p; p = p->next_live) {
         close_fd(&p->alive_fd);
         close_fd(&p->zygote_ctl_fd);
@@ -116,7 +120,46 @@ void mc__pool_unref(mc_pool *p)
  * "memb" flavour.) Other threads count in `active` with locked adds. A
  * thread that reuses a dead owner's pthread_t takes over its count, at 0.
  * Without membarrier (before Linux 4.14, or a seccomp filter that forbids
- * it) every thread takes the locked way. */
+ * it) every thread takes the locked way.
+ *
+ * Registering for membarrier costs nothing in a process of one thread,
+ * and a synchronize_rcu() in one of several: 14-19 ms measured here,
+ * three times a whole start. So a pool takes the fast way only in a
+ * process that registered while it had one thread (a C program that
+ * starts its pool before its threads; not a Python one, where numpy's
+ * BLAS threads are already there); once registered, every later pool of
+ * the process does. */
+
+/* The number of threads of this process (field 20 of /proc/self/stat),
+   0 if it cannot be read. */
+static long process_threads(void)
+{
+    char buf[1024];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *s = strrchr(buf, ')'); /* the end of the command's name, field 2 */
+    for (int field = 2; s && field < 20; field++)
+        s = strchr(s + 1, ' ');
+    return s ? strtol(s + 1, NULL, 10) : 0;
+}
+
+static bool membarrier_ready(void)
+{
+    if (atomic_load_explicit(&g_membarrier_ready, memory_order_acquire))
+        return true;
+    /* One thread: ours, so none can start before we have registered. */
+    if (process_threads() != 1 ||
+        syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0)
+        return false;
+    atomic_store_explicit(&g_membarrier_ready, true, memory_order_release);
+    return true;
+}
 static bool fast_way_in(const mc_pool *p)
 {
     return p->fast_owner != 0 && p->fast_owner == (uintptr_t)pthread_self();
@@ -256,10 +299,7 @@ int mc_pool_start(mc_pool **out, const mc_pool_options *opts_in)
     p->opts = o;
     atomic_init(&p->refs, 1);
     p->owner_pid = getpid();
-    /* The fast way in for this thread ("the way in", above). Registering
-       is per process and idempotent; a fork child that starts its own
-       pool registers its own. */
-    if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
+    if (membarrier_ready()) /* the fast way in for this thread ("the way in") */
         p->fast_owner = (uintptr_t)pthread_self();
 
     void *base = NULL;
