@@ -360,8 +360,9 @@ static int wait_task(mc_pool *pool, mc_task *t, int64_t deadline)
         for (int i = 0; i < 64; i++) {
             if (mc__state_is_final(atomic_load_explicit(&t->state, memory_order_acquire))) {
                 /* The last round's clock, not a fresh read: this is the
-                   hot round trip's critical path; short by at most one
-                   round, which only makes the budget grow a round later. */
+                   hot round trip's critical path; short by at most two
+                   rounds (the first is not counted), which only makes the
+                   budget grow a little later. */
                 mc__spin_done(&spin, true, now - start);
                 return MC_OK;
             }

@@ -36,8 +36,9 @@
 static pthread_mutex_t g_live_mu = PTHREAD_MUTEX_INITIALIZER;
 static mc_pool *g_live;
 static _Atomic unsigned long g_fork_generation;
-/* Registered for membarrier(2) (see "the way in"); reset in a fork child,
-   which has a new mm. */
+/* Registered for membarrier(2) (see "the way in"). A fork child inherits
+   the registration, but it is reset there all the same: the child has one
+   thread, so registering again costs nothing. */
 static _Atomic bool g_membarrier_ready;
 static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
 
@@ -169,7 +170,10 @@ static bool fast_way_in(const mc_pool *p)
 static void see_fast_calls(const mc_pool *p)
 {
     if (p->fast_owner != 0 && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)
-        usleep(1000); /* registered, so this does not fail; a store buffer drains far sooner */
+        /* Only a seccomp filter installed after the start, or ENOMEM, makes
+           it fail. Then what is left is time: a store buffer drains far
+           sooner than this in practice, which nothing guarantees. */
+        usleep(1000);
 }
 
 int mc__pool_enter(mc_pool *p)

@@ -3,6 +3,9 @@
 #include <linux/membarrier.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -316,9 +319,29 @@ TEST(test_start_with_threads_running)
 
 typedef struct {
     mc_pool *pool;
-    pid_t waiter_tid; /* the starting thread, blocked in mc_group_wait */
+    pid_t waiter_tid;         /* the starting thread */
+    _Atomic int entering;     /* it is about to call mc_group_wait */
+    _Atomic int stopped;      /* mc_pool_stop has returned */
+    int stopped_while_held;   /* ... while the waiter was held inside the call */
+    bool released;            /* the waiter was let go */
     int stop_rc;
 } stopper_job;
+
+/* SIGUSR1 holds the thread it lands on until a byte arrives on the pipe:
+   landing inside mc_group_wait, it keeps that thread inside the API. */
+static int g_hold_pipe[2];
+static _Atomic int g_held; /* lock-free: safe in a handler, and across threads */
+
+static void hold_here(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    atomic_store(&g_held, 1);
+    char c;
+    while (read(g_hold_pipe[0], &c, 1) < 0 && errno == EINTR) {
+    }
+    errno = saved;
+}
 
 /* Whether thread tid of this process is inside a futex(2) wait now. */
 static int in_futex_wait(pid_t tid)
@@ -334,13 +357,37 @@ static int in_futex_wait(pid_t tid)
     return atoi(buf) == SYS_futex;
 }
 
-static void *stop_once_waiting(void *p)
+static void *stop_pool(void *p)
 {
     stopper_job *job = p;
-    /* The waiter is inside the API, asleep on its task's word. */
-    while (!in_futex_wait(job->waiter_tid))
-        mc_t_sleep_ms(1);
     job->stop_rc = mc_pool_stop(job->pool);
+    atomic_store(&job->stopped, 1);
+    return NULL;
+}
+
+/* Holds the waiter inside mc_group_wait, stops the pool from a third
+   thread, and records whether the stop returned while the waiter was
+   still held there (it must not: it waits for the calls in flight). */
+static void *hold_and_stop(void *p)
+{
+    stopper_job *job = p;
+    /* Inside the API, asleep on its task's word. */
+    while (!atomic_load(&job->entering) || !in_futex_wait(job->waiter_tid))
+        mc_t_sleep_ms(1);
+    syscall(SYS_tgkill, getpid(), job->waiter_tid, SIGUSR1);
+    while (!atomic_load(&g_held))
+        mc_t_sleep_ms(1);
+    pthread_t stopper;
+    bool started = pthread_create(&stopper, NULL, stop_pool, job) == 0;
+    if (started) {
+        /* A stop that does not wait returns within milliseconds here
+           (stop_grace 0: the worker is killed at once). */
+        mc_t_sleep_ms(300);
+        job->stopped_while_held = atomic_load(&job->stopped);
+    }
+    job->released = write(g_hold_pipe[1], "x", 1) == 1;
+    if (started)
+        pthread_join(stopper, NULL);
     return NULL;
 }
 
@@ -370,15 +417,30 @@ static void stop_while_the_starting_thread_waits(long expect)
     }
     int minute = 60000;
     CHECK_OK(mc_submit(g, task_sleep_ms, &minute, sizeof minute, -1.0));
-    stopper_job job = {pool, (pid_t)syscall(SYS_gettid), -1};
+    stopper_job job = {.pool = pool, .waiter_tid = (pid_t)syscall(SYS_gettid), .stop_rc = -3};
+    REQUIRE(pipe(g_hold_pipe) == 0);
+    atomic_store(&g_held, 0);
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = hold_here; /* no SA_RESTART: the wait sees EINTR */
+    sigemptyset(&sa.sa_mask);
+    REQUIRE(sigaction(SIGUSR1, &sa, &old) == 0);
     pthread_t t;
-    REQUIRE(pthread_create(&t, NULL, stop_once_waiting, &job) == 0);
-    /* Ends when the stop kills the worker (the task fails) or at the next
-       wait slice (the pool is closing), not after a minute (the harness's
-       timeout would fail the test first). */
+    REQUIRE(pthread_create(&t, NULL, hold_and_stop, &job) == 0);
+    atomic_store(&job.entering, 1);
+    /* Held inside by the signal, then released; it ends with the EINTR,
+       or because the stop killed the worker (the task failed) or the pool
+       is closing, not after a minute (the harness's timeout would fail
+       the test first). */
     int rc = mc_group_wait(g, -1.0);
-    CHECK(rc == MC_ESTATE || rc == MC_OK);
+    CHECK(rc == MC_EINTR || rc == MC_ESTATE || rc == MC_OK);
     pthread_join(t, NULL);
+    sigaction(SIGUSR1, &old, NULL);
+    close(g_hold_pipe[0]);
+    close(g_hold_pipe[1]);
+    CHECK(atomic_load(&g_held));
+    CHECK(job.released);
+    CHECK_EQ_INT(job.stopped_while_held, 0);
     CHECK_OK(job.stop_rc);
     /* Closed for this thread's fast way in too. */
     int ms = 0;
