@@ -161,6 +161,7 @@ static bool membarrier_ready(void)
     atomic_store_explicit(&g_membarrier_ready, true, memory_order_release);
     return true;
 }
+
 static bool fast_way_in(const mc_pool *p)
 {
     return p->fast_owner != 0 && p->fast_owner == (uintptr_t)pthread_self();

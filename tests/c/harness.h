@@ -156,10 +156,11 @@ static inline void mc_t_sleep_ms(long ms)
 
 /* ---------------------------------------------------------- /proc helpers */
 
-/* Number of open file descriptors of this process. */
-static inline int mc_t_count_fds(void)
+/* Number of entries of a /proc directory (not "." and ".."), -1 if it
+   cannot be opened. */
+static inline int mc_t_count_entries(const char *dir)
 {
-    DIR *d = opendir("/proc/self/fd");
+    DIR *d = opendir(dir);
     if (!d)
         return -1;
     int n = 0;
@@ -168,8 +169,18 @@ static inline int mc_t_count_fds(void)
         if (e->d_name[0] != '.')
             n++;
     closedir(d);
-    return n - 1; /* the descriptor opendir() itself holds */
+    return n;
 }
+
+/* Number of open file descriptors of this process. */
+static inline int mc_t_count_fds(void)
+{
+    int n = mc_t_count_entries("/proc/self/fd");
+    return n < 0 ? -1 : n - 1; /* the descriptor opendir() itself holds */
+}
+
+/* Number of threads of this process. */
+static inline int mc_t_count_threads(void) { return mc_t_count_entries("/proc/self/task"); }
 
 /* Number of lines of /proc/self/maps; with `needle`, only lines containing it. */
 static inline int mc_t_count_maps_matching(const char *needle)

@@ -14,19 +14,6 @@
 
 enum { THREADS = 4, PER_THREAD = 2000 };
 
-/* The threads of this process now (/proc/self/task). */
-static int mc_t_threads(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    int n = 0;
-    if (!d)
-        return -1;
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 /* 0 if this process is registered for membarrier's private expedited
    command (pool.c, "the way in"), else the errno (EPERM: not registered). */
 static long private_expedited_membarrier(void)
@@ -455,7 +442,7 @@ TEST(test_stop_from_another_thread_while_the_starting_thread_waits)
     /* This test's process has one thread when the pool starts, unless a
        sanitizer's runtime keeps one of its own (TSan does): then the
        start must not register (the test above). */
-    stop_while_the_starting_thread_waits(mc_t_threads() == 1 ? 0 : EPERM);
+    stop_while_the_starting_thread_waits(mc_t_count_threads() == 1 ? 0 : EPERM);
 }
 
 /* The same with membarrier(2) refused, as a seccomp filter of a container
